@@ -1,0 +1,311 @@
+"""The front door: ``slurm_apply``, ``slurm_map`` and ``slurm_call``."""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _jobdir as jd
+from . import _slurm, _submit
+from . import _validate as v
+from ._errors import InputError, JobDirExistsError, PreflightError
+from ._job import SlurmJob
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PAYLOAD_WARN_MB = 100
+_BACKENDS = ("auto", "slurm", "local")
+
+
+def slurm_apply(
+    f: Callable[..., Any],
+    params_df: "pd.DataFrame",
+    *,
+    add_objects: Union[Mapping[str, Any], Sequence[str], None] = None,
+    pkgs: Optional[Sequence[str]] = None,
+    nodes: int = 2,
+    cpus_per_node: int = 2,
+    slurm_options: Optional[Mapping[str, Any]] = None,
+    jobname: Optional[str] = None,
+    job_dir: Union[str, "os.PathLike[str]", None] = None,
+    submit: bool = True,
+    backend: str = "auto",
+    max_concurrent: Optional[int] = None,
+    seed: Optional[int] = None,
+    seed_arg: Optional[str] = None,
+    rows_per_chunk: Optional[int] = None,
+    overwrite: bool = False,
+    preflight: bool = True,
+    _caller_globals: Optional[Mapping[str, Any]] = None,
+) -> SlurmJob:
+    """Run ``f`` once per row of ``params_df`` as one Slurm array job; return its handle.
+
+    Parameters
+    ----------
+    f : callable
+        Called as ``f(**row)`` for every row: column names are argument names.
+    params_df : pandas.DataFrame
+        One row per call.
+    add_objects : dict or list of str, optional
+        Objects ``f`` needs, visible to it as globals on the node. A list names globals of the
+        caller, as in rslurm.
+    pkgs : list of str, optional
+        Modules imported on the node before ``f`` runs.
+    nodes : int, default 2
+        The most array tasks to use (fewer if there are few rows).
+    cpus_per_node : int, default 2
+        Processes per task, and the task's ``--cpus-per-task``.
+    slurm_options : dict, optional
+        Extra ``#SBATCH --key=value`` lines, e.g. ``{"time": "1:00:00", "mem": "4G"}``;
+        ``True`` gives a bare flag.
+    jobname : str, optional
+        Names the job and its directory ``_rslurm_<jobname>``; by default f's name and the time.
+    job_dir : path, optional
+        The directory that holds the job directory (default: the current directory).
+    submit : bool, default True
+        False writes the directory and ``submit.sh`` only; ``sbatch submit.sh`` runs it later.
+    backend : {"auto", "slurm", "local"}
+        "auto" uses Slurm when ``sbatch`` is on PATH and this machine otherwise.
+    max_concurrent : int, optional
+        At most this many array tasks run at once (``--array=0-N%max_concurrent``).
+    seed : int, optional
+        The job's seed; each row's seed derives from it and the row's index, and seeds Python's
+        ``random`` (and NumPy's global generator when loaded) before the row runs. Drawn at
+        random and recorded when not given.
+    seed_arg : str, optional
+        Also pass the row's seed to ``f`` as this keyword argument.
+    rows_per_chunk : int, optional
+        Rows per unit of work handed to a process (default: balanced automatically).
+    overwrite : bool, default False
+        Replace an existing job directory of the same name.
+    preflight : bool, default True
+        Before submitting, load the pickled function and objects in a fresh interpreter.
+
+    Returns
+    -------
+    SlurmJob
+    """
+    started = time.perf_counter()
+    caller = _caller_globals if _caller_globals is not None else sys._getframe(1).f_globals
+    v.check_function(f)
+    v.check_choice("backend", backend, _BACKENDS)
+    nodes = v.check_positive_int("nodes", nodes)
+    cpus_per_node = v.check_positive_int("cpus_per_node", cpus_per_node)
+    max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
+    rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", rows_per_chunk)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise InputError(f"seed must be a non-negative integer; got {seed!r}")
+    if seed_arg is not None and (not isinstance(seed_arg, str) or not seed_arg.isidentifier()):
+        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r}")
+    v.check_params(f, params_df, extra_args=[seed_arg] if seed_arg else [])
+    if seed_arg is not None and seed_arg in params_df.columns:
+        raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
+    objects = v.resolve_objects(add_objects, caller)
+    pkgs = v.check_pkgs(pkgs)
+    options = v.check_options(slurm_options)
+    jobname = v.check_jobname(jobname if jobname is not None else v.default_jobname(f))
+    if job_dir is not None and not Path(job_dir).is_dir():
+        raise InputError(f"job_dir {os.fspath(job_dir)!r} is not an existing directory; create it first")
+    path = jd.default_dir(jobname, job_dir)
+    if path.exists() and not overwrite:
+        raise JobDirExistsError(
+            f"job directory {path} already exists. Expected a new name; pass overwrite=True to "
+            "replace it, or choose another jobname.")
+    if backend == "auto":
+        backend = "slurm" if _slurm.available() else "local"
+    elif backend == "slurm" and not _slurm.available():
+        raise InputError("backend='slurm' but sbatch is not on PATH; use backend='local' or 'auto'")
+    from ._script import directive_value
+
+    directive_value(str(jd.log_pattern(path, 0)))  # a path sbatch cannot carry fails here, not later
+    payload = v.pickle_payload(f, objects)
+    if len(payload) > PAYLOAD_WARN_MB * 2**20:
+        warnings.warn(
+            f"the pickled function and objects take {len(payload) / 2**20:.0f} MB; every task reads "
+            "them. Consider having f load large data from a file instead.", stacklevel=2)
+
+    manifest: Dict[str, Any] = {
+        "format": jd.FORMAT_VERSION,
+        "jobname": jobname,
+        "job_dir": str(path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "n_rows": int(len(params_df)),
+        "columns": [str(c) for c in params_df.columns],
+        "function": f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}",
+        "objects": sorted(objects),
+        "pkgs": pkgs,
+        "nodes": nodes,
+        "seed": seed if seed is not None else secrets.randbits(32),
+        "seed_arg": seed_arg,
+        "rows_per_chunk": rows_per_chunk,
+        "payload_bytes": len(payload),
+        "python": {"executable": sys.executable, "version": platform.python_version()},
+        "packages": _package_versions(pkgs),
+        "workdir": os.getcwd(),
+        "pythonpath": _submit.caller_pythonpath(),
+        "submissions": [],
+    }
+    jd.create(path, overwrite=overwrite)
+    try:
+        jd.write_bytes(path / jd.PAYLOAD, payload)
+        with jd.atomic_open(path / jd.PARAMS) as fh:
+            params_df.to_pickle(fh)
+        _submit.write_submission(path, manifest, params_df, rows=None, nodes=nodes,
+                                 cpus_per_task=cpus_per_node, options=options,
+                                 max_concurrent=max_concurrent, backend=backend,
+                                 rows_per_chunk=rows_per_chunk)
+        jd.write_json(path / jd.MANIFEST, manifest)
+        if preflight:
+            _preflight(path)
+    except BaseException:
+        # Nothing was submitted: leave nothing half-written behind.
+        jd.remove_tree(path)
+        raise
+    manifest["prepare_s"] = round(time.perf_counter() - started, 4)
+    jd.write_json(path / jd.MANIFEST, manifest)
+    if submit:
+        if backend == "local":
+            n = manifest["submissions"][0]["n_tasks"]
+            from ._local import parallel_tasks
+
+            why = "no Slurm here (sbatch not on PATH)" if not _slurm.available() else "backend='local'"
+            print(f"slurm_apply: {why}; running the {n} array task(s) "
+                  f"on this machine, {min(n, parallel_tasks(cpus_per_node))} at a time", file=sys.stderr)
+        _submit.launch(path, manifest, 0)
+    return SlurmJob(path)
+
+
+def _preflight(path: Path) -> None:
+    """Load the payload with the interpreter the nodes will run, as they will."""
+    python = jd.read_json(path / jd.MANIFEST)["python"]["executable"]
+    env = dict(os.environ)
+    pp = _submit.caller_pythonpath()
+    if pp:
+        env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([python, "-m", "slurm_apply._worker", "--preflight", str(path)],
+                          capture_output=True, text=True, env=env, cwd=os.getcwd())
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()
+        last = err[0] if err else f"exit code {proc.returncode}"
+        raise PreflightError(
+            f"the pickled function and objects do not load in a fresh Python ({python}), so they "
+            f"would fail on every node: {last}. Typical causes: f or a class it uses is defined in "
+            "a module the nodes cannot import (put it in an importable module or define it in the "
+            "notebook/script itself), or pkgs names a module that fails to import. "
+            "Full error:\n" + proc.stderr.strip()[-3000:])
+
+
+def _package_versions(pkgs: Sequence[str]) -> Dict[str, str]:
+    from importlib import metadata
+
+    out: Dict[str, str] = {}
+    for name in ["slurm_apply", "cloudpickle", "pandas", "numpy", *pkgs]:
+        try:
+            out[name] = metadata.version(name)
+        except Exception:
+            mod = sys.modules.get(name)
+            ver = getattr(mod, "__version__", None)
+            if ver:
+                out[name] = str(ver)
+    return out
+
+
+def slurm_map(f: Callable[[Any], Any], iterable: Iterable[Any], **kwargs: Any) -> SlurmJob:
+    """Run ``f(x)`` for every ``x`` of ``iterable`` as one array job (rslurm's ``slurm_map``).
+
+    Takes the keyword arguments of :func:`slurm_apply`. ``get_output(outtype="raw")`` gives the
+    values in order.
+    """
+    import pandas as pd
+
+    v.check_function(f)
+    items = list(iterable)
+    name = _first_arg_name(f)
+    kwargs.setdefault("_caller_globals", sys._getframe(1).f_globals)
+    return slurm_apply(_MapAdapter(f, name), pd.DataFrame({name: pd.Series(items, dtype=object)}), **kwargs)
+
+
+def slurm_call(f: Callable[..., Any], *, jobname: Optional[str] = None, **kwargs: Any) -> SlurmJob:
+    """Run ``f(**kwargs)`` once as a single Slurm job (rslurm's ``slurm_call``).
+
+    Options of :func:`slurm_apply` (``slurm_options``, ``add_objects``, ...) are taken from
+    ``kwargs`` by name; every other keyword is an argument of ``f``.
+    """
+    import pandas as pd
+
+    v.check_function(f)
+    own = {"add_objects", "pkgs", "slurm_options", "job_dir", "submit", "backend", "seed",
+           "seed_arg", "overwrite", "preflight"}
+    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+    opts.setdefault("_caller_globals", sys._getframe(1).f_globals)
+    df = pd.DataFrame({k: pd.Series([val], dtype=object) for k, val in kwargs.items()}) if kwargs \
+        else pd.DataFrame({"_": [0]})
+    target = f if kwargs else _NoArgs(f)
+    return slurm_apply(target, df, nodes=1, cpus_per_node=1, jobname=jobname, **opts)
+
+
+def _first_arg_name(f: Callable[..., Any]) -> str:
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(f).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    name = params[0].name if params else "x"
+    return name if name.isidentifier() else "x"
+
+
+class _MapAdapter:
+    """Calls ``f(x)`` positionally with the one column of slurm_map's table."""
+
+    def __init__(self, f: Callable[[Any], Any], name: str) -> None:
+        self.f, self.name = f, name
+        self.__name__ = getattr(f, "__name__", "map")
+        self.__qualname__ = getattr(f, "__qualname__", self.__name__)
+        self.__module__ = getattr(f, "__module__", __name__)
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        return inspect.Signature([inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY)])
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.f(kwargs[self.name])
+
+    @property
+    def __globals__(self) -> Dict[str, Any]:
+        return getattr(self.f, "__globals__", {})
+
+
+class _NoArgs:
+    """Calls ``f()`` ignoring the placeholder column a DataFrame needs."""
+
+    def __init__(self, f: Callable[[], Any]) -> None:
+        self.f = f
+        self.__name__ = getattr(f, "__name__", "call")
+        self.__qualname__ = getattr(f, "__qualname__", self.__name__)
+        self.__module__ = getattr(f, "__module__", __name__)
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        return inspect.Signature([inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)])
+
+    def __call__(self, _: Any = None) -> Any:
+        return self.f()
+
+    @property
+    def __globals__(self) -> Dict[str, Any]:
+        return getattr(self.f, "__globals__", {})
+

@@ -1,0 +1,430 @@
+"""The job directory: every file name, every atomic write, every record format.
+
+No other module builds a path inside a job directory or opens one of its files for writing.
+The directory is the whole state of a job, so a handle can be rebuilt from it in any process.
+
+Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds one)::
+
+    _rslurm_<jobname>/
+        manifest.json            what was asked for and every submission made
+        payload.pkl              cloudpickle of (f, {name: object}); pickled together so an
+                                 object f also refers to as a global is stored once
+        params.pkl               the caller's DataFrame (to rebuild the output table)
+        submit.sh, submit_s1.sh  one sbatch array script per submission
+        s0/params.bin            that submission's rows, in chunks a worker can seek to
+        s0/claims/c000012        which task process took chunk 12 (created with O_EXCL)
+        s0/results/t0003_p01.rec append-only framed records of finished rows
+        s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
+        s0/tasks/t0003.done      JSON written when a task has gone through every chunk
+        logs/s0_t3.out           Slurm's output for each array task
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pickle
+import stat
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ._errors import JobDirError, UnsafeJobDirError
+
+FORMAT_VERSION = 1
+DIR_PREFIX = "_rslurm_"
+
+MANIFEST = "manifest.json"
+PAYLOAD = "payload.pkl"
+PARAMS = "params.pkl"
+LOGS = "logs"
+LOCAL = "local"
+
+
+def default_dir(jobname: str, parent: "os.PathLike[str] | str | None" = None) -> Path:
+    base = Path(parent) if parent is not None else Path.cwd()
+    return (base / f"{DIR_PREFIX}{jobname}").absolute()
+
+
+def script_name(sub: int) -> str:
+    return "submit.sh" if sub == 0 else f"submit_s{sub}.sh"
+
+
+def sub_dir(job_dir: Path, sub: int) -> Path:
+    return job_dir / f"s{sub}"
+
+
+def params_bin(job_dir: Path, sub: int) -> Path:
+    return sub_dir(job_dir, sub) / "params.bin"
+
+
+def claims_dir(job_dir: Path, sub: int) -> Path:
+    return sub_dir(job_dir, sub) / "claims"
+
+
+def claim_path(job_dir: Path, sub: int, chunk: int) -> Path:
+    return claims_dir(job_dir, sub) / f"c{chunk:06d}"
+
+
+def results_dir(job_dir: Path, sub: int) -> Path:
+    return sub_dir(job_dir, sub) / "results"
+
+
+def results_path(job_dir: Path, sub: int, task: int, proc: int) -> Path:
+    return results_dir(job_dir, sub) / f"t{task:04d}_p{proc:02d}.rec"
+
+
+def tasks_dir(job_dir: Path, sub: int) -> Path:
+    return sub_dir(job_dir, sub) / "tasks"
+
+
+def task_marker(job_dir: Path, sub: int, task: int, kind: str) -> Path:
+    return tasks_dir(job_dir, sub) / f"t{task:04d}.{kind}"
+
+
+def log_pattern(job_dir: Path, sub: int) -> Path:
+    """The ``--output`` pattern given to sbatch (``%a`` is the array task id)."""
+    return job_dir / LOGS / f"s{sub}_t%a.out"
+
+
+def log_path(job_dir: Path, sub: int, task: int) -> Path:
+    return job_dir / LOGS / f"s{sub}_t{task}.out"
+
+
+def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
+    """``t0003.done`` -> (3, "done"); anything else -> None."""
+    stem, _, kind = name.partition(".")
+    if not stem.startswith("t") or not stem[1:].isdigit() or kind not in ("start", "done"):
+        return None
+    return int(stem[1:]), kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """Write to a temporary name beside ``path``, fsync, then rename over it.
+
+    A reader sees the old file or the whole new one, never a part; on error nothing is left.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path) as fh:
+        fh.write(data)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    write_bytes(path, text.encode())
+    os.chmod(path, mode)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating and opening a job directory
+
+
+def create(job_dir: Path, *, overwrite: bool) -> None:
+    """Make the directory (mode 0700). With ``overwrite`` an old job directory is replaced.
+
+    ``os.mkdir`` is atomic, so of two callers racing for the same name exactly one wins.
+    """
+    from ._errors import JobDirExistsError
+
+    if overwrite and job_dir.exists():
+        if not (job_dir / MANIFEST).exists() and any(job_dir.iterdir()):
+            raise JobDirExistsError(
+                f"{job_dir} exists and is not a slurm_apply job directory (no {MANIFEST}); "
+                "refusing to delete it. Remove it yourself or choose another jobname/job_dir."
+            )
+        remove_tree(job_dir)
+    try:
+        os.mkdir(job_dir, 0o700)
+    except FileExistsError:
+        raise JobDirExistsError(
+            f"job directory {job_dir} already exists. Expected a new name; "
+            "pass overwrite=True to replace it, or choose another jobname."
+        ) from None
+    os.chmod(job_dir, 0o700)  # mkdir's mode is masked by the umask
+    (job_dir / LOGS).mkdir(mode=0o700)
+
+
+def make_submission_dirs(job_dir: Path, sub: int) -> None:
+    for d in (sub_dir(job_dir, sub), claims_dir(job_dir, sub), results_dir(job_dir, sub),
+              tasks_dir(job_dir, sub)):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
+def check_safe(job_dir: Path) -> None:
+    """Refuse a directory whose pickles someone else could have written: they would run as us."""
+    try:
+        st = os.stat(job_dir)
+    except FileNotFoundError:
+        raise JobDirError(f"job directory {job_dir} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise JobDirError(f"{job_dir} is not a directory")
+    if st.st_uid != os.getuid():
+        raise UnsafeJobDirError(
+            f"{job_dir} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); its pickles "
+            "would run code as you, so it is not opened. Copy the results you need instead."
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeJobDirError(
+            f"{job_dir} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); anyone "
+            f"could replace its pickles. Run `chmod go-w {job_dir}` if you trust its contents."
+        )
+
+
+def load_manifest(job_dir: Path) -> Dict[str, Any]:
+    path = job_dir / MANIFEST
+    try:
+        manifest = read_json(path)
+    except FileNotFoundError:
+        raise JobDirError(f"{job_dir} is not a slurm_apply job directory: {MANIFEST} is missing") from None
+    except ValueError as exc:
+        raise JobDirError(f"{path} is corrupt: {exc}") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise JobDirError(
+            f"{path} has format {manifest.get('format')!r}; this slurm_apply reads format {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def manifest_lock(job_dir: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the manifest between processes (resubmit, CLI)."""
+    fd = os.open(job_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked parameters: one file per submission, an index of offsets up front, so a worker reads
+# only the chunks it takes (a task never loads the whole table).
+
+_PARAMS_MAGIC = b"SAPARAM1"
+
+
+def write_params_bin(path: Path, chunks: Sequence[bytes]) -> None:
+    offsets: List[Tuple[int, int]] = []
+    pos = 0
+    for blob in chunks:
+        offsets.append((pos, len(blob)))
+        pos += len(blob)
+    index = pickle.dumps(offsets, protocol=pickle.HIGHEST_PROTOCOL)
+    with atomic_open(path) as fh:
+        fh.write(_PARAMS_MAGIC + struct.pack("<Q", len(index)))
+        fh.write(index)
+        for blob in chunks:
+            fh.write(blob)
+
+
+class ParamsReader:
+    """Random access to the chunks of a ``params.bin``."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "rb")
+        head = self._fh.read(16)
+        if head[:8] != _PARAMS_MAGIC:
+            raise JobDirError(f"{path} is not a slurm_apply parameter file")
+        (n,) = struct.unpack("<Q", head[8:])
+        self.offsets: List[Tuple[int, int]] = pickle.loads(self._fh.read(n))
+        self._base = 16 + n
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def chunk(self, i: int) -> Any:
+        off, size = self.offsets[i]
+        self._fh.seek(self._base + off)
+        return pickle.loads(self._fh.read(size))
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Result records: an append-only file per task process. Each frame is
+#     magic(4) | payload length (u32) | crc32 of payload (u32) | payload
+# and the payload a pickled batch (rows, values, errors). Frames are appended and flushed in
+# small batches, so rows persist as they finish; a frame cut short by a kill fails its length or
+# CRC check and is ignored (and trimmed off before the file is appended to again).
+
+_REC_MAGIC = b"SAR1"
+_REC_HEAD = struct.Struct("<4sII")
+
+# One batch: rows that returned, their values, and {row: (type, message, traceback)} for rows that raised.
+Batch = Tuple[List[int], List[Any], Dict[int, Tuple[str, str, str]]]
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return _REC_HEAD.pack(_REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def iter_frames(data: bytes, start: int = 0) -> Iterator[Tuple[int, bytes]]:
+    """Yield (end offset, payload) for each whole frame from ``start``; stop at the first torn one."""
+    pos = start
+    n = len(data)
+    head = _REC_HEAD.size
+    while pos + head <= n:
+        magic, size, crc = _REC_HEAD.unpack_from(data, pos)
+        end = pos + head + size
+        if magic != _REC_MAGIC or end > n:
+            return
+        payload = data[pos + head:end]
+        if zlib.crc32(payload) != crc:
+            return
+        yield end, payload
+        pos = end
+
+
+def valid_length(path: Path) -> int:
+    """Length of the whole frames at the start of a record file (0 if it does not exist)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    end = 0
+    for end, _ in iter_frames(data):
+        pass
+    return end
+
+
+def open_records_for_append(path: Path) -> BinaryIO:
+    """Open a record file to add frames, first cutting off a torn tail left by a killed writer."""
+    good = valid_length(path)
+    fh = open(path, "ab")
+    if fh.tell() != good:
+        fh.truncate(good)
+        fh.seek(good)
+    return fh
+
+
+def read_batches(path: Path, start: int = 0) -> Tuple[int, List[Batch]]:
+    """Read the whole frames of a record file from ``start``: (new offset, batches)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except FileNotFoundError:
+        return start, []
+    batches: List[Batch] = []
+    end = 0
+    for end, payload in iter_frames(data):
+        batches.append(pickle.loads(payload))
+    return start + end, batches
+
+
+def list_result_files(job_dir: Path, sub: int) -> List[Path]:
+    try:
+        names = os.listdir(results_dir(job_dir, sub))
+    except FileNotFoundError:
+        return []
+    return [results_dir(job_dir, sub) / n for n in sorted(names) if n.endswith(".rec")]
+
+
+def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any]]:
+    """Every task start/done marker of a submission: {(task, kind): contents}."""
+    out: Dict[Tuple[int, str], Dict[str, Any]] = {}
+    d = tasks_dir(job_dir, sub)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        parsed = parse_marker_name(name)
+        if parsed is None:
+            continue
+        try:
+            out[parsed] = read_json(d / name)
+        except (FileNotFoundError, ValueError):
+            continue
+    return out
+
+
+def read_claims(job_dir: Path, sub: int) -> Dict[int, Tuple[int, int]]:
+    """{chunk: (task, proc)} for every chunk some task process has taken."""
+    out: Dict[int, Tuple[int, int]] = {}
+    d = claims_dir(job_dir, sub)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        if not name.startswith("c") or not name[1:].isdigit():
+            continue
+        try:
+            text = (d / name).read_text()
+            task, proc = text.split(".")
+            out[int(name[1:])] = (int(task), int(proc))
+        except (OSError, ValueError):
+            # A claim is created empty and filled at once; an empty one belongs to a writer that
+            # was killed in between. It still counts as taken, by an unknown task.
+            out[int(name[1:])] = (-1, -1)
+    return out
+
+
+def try_claim(job_dir: Path, sub: int, chunk: int, task: int, proc: int) -> bool:
+    """Take a chunk for this process. O_EXCL makes exactly one of the racing processes win."""
+    try:
+        fd = os.open(claim_path(job_dir, sub, chunk), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, f"{task}.{proc}".encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and the like."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
