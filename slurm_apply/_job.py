@@ -148,15 +148,14 @@ class SlurmJob:
         if slurm_subs and _slurm.available():
             self.scheduler_queries += 1
             records = _slurm.sacct(list(slurm_subs))
-            if records is None or any(r.task is None and r.pending_tasks for r in records):
+            self._add_records(out, slurm_subs, records or [])
+            # No accounting, or tasks sacct has not recorded yet (a held or just-queued array
+            # has no accounting record): ask the controller.
+            if records is None or any(
+                    (s["index"], t) not in out for s in subs if s["index"] in slurm_subs.values()
+                    for t in range(s["n_tasks"])):
                 self.scheduler_queries += 1
-                records = (records or []) + _slurm.squeue(list(slurm_subs))
-            for rec in records:
-                sub = slurm_subs.get(rec.array_job_id)
-                if sub is None:
-                    continue
-                for task in ([rec.task] if rec.task is not None else rec.pending_tasks):
-                    out.setdefault((sub, task), rec)
+                self._add_records(out, slurm_subs, _slurm.squeue(list(slurm_subs)))
         from . import _local
 
         for s in subs:
@@ -166,6 +165,15 @@ class SlurmJob:
                         s["job_id"], int(t), st["state"],
                         exit_code=f"{st.get('exit_code', '')}:0" if "exit_code" in st else "")
         return out
+
+    @staticmethod
+    def _add_records(out: Dict[Tuple[int, int], Any], subs: Dict[str, int], records: List[Any]) -> None:
+        for rec in records:
+            sub = subs.get(rec.array_job_id)
+            if sub is None:
+                continue
+            for task in ([rec.task] if rec.task is not None else rec.pending_tasks):
+                out.setdefault((sub, task), rec)
 
     def get_job_status(self, *, ask_scheduler: bool = True) -> JobStatus:
         """Rows done, failed and missing, each task's state and the reason for anything abnormal.

@@ -81,6 +81,7 @@ class TaskRecord:
     req_mem: str = ""
     node_list: str = ""
     reason: str = ""
+    time_limit: str = ""
     pending_tasks: List[int] = field(default_factory=list)  # for a collapsed pending line
 
 
@@ -117,10 +118,10 @@ def _split_id(job_id: str) -> Optional[tuple]:
 
 
 def parse_sacct(text: str) -> List[TaskRecord]:
-    """Parse ``sacct --array --parsable2 --noheader -o JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList``.
+    """Parse ``sacct --parsable2 --noheader -o JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList,Timelimit``.
 
     The allocation line (``123_4``) gives state, exit code, elapsed and nodes; the ``.batch`` step
-    line gives the memory the script used.
+    line gives the memory the script used. Tasks not yet started share one line (``123_[2-5]``).
     """
     records: Dict[tuple, TaskRecord] = {}
     steps: Dict[tuple, str] = {}
@@ -129,6 +130,7 @@ def parse_sacct(text: str) -> List[TaskRecord]:
         if len(parts) < 7:
             continue
         job_id, state, exit_code, elapsed, max_rss, req_mem, nodes = parts[:7]
+        limit = parts[7] if len(parts) > 7 else ""
         base, _, step = job_id.partition(".")
         split = _split_id(base)
         if split is None:
@@ -142,7 +144,7 @@ def parse_sacct(text: str) -> List[TaskRecord]:
         records[key] = TaskRecord(
             array_job_id=array_id, task=task, state=state.split()[0] if state else "",
             exit_code=exit_code, elapsed=elapsed, req_mem=req_mem, node_list=nodes,
-            pending_tasks=pending,
+            pending_tasks=pending, time_limit=limit,
         )
     for key, rss in steps.items():
         if key in records:
@@ -158,8 +160,8 @@ def sacct(array_job_ids: Sequence[str]) -> Optional[List[TaskRecord]]:
     if not array_job_ids:
         return []
     proc = _run([
-        "sacct", "--array", "--parsable2", "--noheader", "-j", ",".join(array_job_ids),
-        "-o", "JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList",
+        "sacct", "--parsable2", "--noheader", "-j", ",".join(array_job_ids),
+        "-o", "JobID,State,ExitCode,Elapsed,MaxRSS,ReqMem,NodeList,Timelimit",
     ])
     if proc.returncode != 0:
         if ACCOUNTING_DISABLED in (proc.stderr + proc.stdout).lower():
@@ -178,15 +180,15 @@ def parse_squeue(text: str) -> List[TaskRecord]:
         parts = line.strip().split("|")
         if len(parts) < 8:
             continue
-        array_id, task, state, reason, nodes, elapsed, _limit, mem = parts[:8]
+        array_id, task, state, reason, nodes, elapsed, limit, mem = parts[:8]
         if not array_id.isdigit():
             continue
         if task.isdigit():
             rec = TaskRecord(array_id, int(task), state, elapsed=elapsed, node_list=nodes,
-                             reason=reason, req_mem=mem)
+                             reason=reason, req_mem=mem, time_limit=limit)
         else:
             rec = TaskRecord(array_id, None, state, elapsed=elapsed, node_list=nodes, reason=reason,
-                             req_mem=mem, pending_tasks=expand_task_ranges(task))
+                             req_mem=mem, time_limit=limit, pending_tasks=expand_task_ranges(task))
         out.append(rec)
     return out
 

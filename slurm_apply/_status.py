@@ -120,7 +120,8 @@ def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
         if sched == "OUT_OF_MEMORY":
             return sched, _memory_reason(record, from_log[1] if from_log else "")
         if sched == "TIMEOUT":
-            return sched, _join(f"ran {record.elapsed}" if record and record.elapsed else "",
+            limit = f" of its {record.time_limit} limit" if record and record.time_limit else ""
+            return sched, _join(f"ran {record.elapsed}{limit}" if record and record.elapsed else "",
                                 from_log[1] if from_log and from_log[0] == "TIMEOUT" else "")
         if sched == "NODE_FAIL":
             return sched, f"node {record.node_list} stopped answering" if record and record.node_list else ""

@@ -418,19 +418,31 @@ class SlurmCluster:
             raise TestbedError(f"processes {sorted(still)} of node {node} survived SIGKILL")
 
     def restart_node(self, node: str, timeout_s: float = 30) -> None:
-        """Start a node's slurmd again and wait until slurmctld sees the node responding."""
+        """Start a node's slurmd again and wait until slurmctld has heard from it.
+
+        With ReturnToService=2 a node that went DOWN for not responding comes back by itself.
+        """
         self._check_node(node)
         if self._daemon_pid(self._slurmd_pid_path(node), "slurmd") is not None:
             raise TestbedError(f"slurmd of node {node} is still running")
         deadline = time.monotonic() + timeout_s
+        started_s = int(time.time())  # SlurmdStartTime has a resolution of one second
         self._start_slurmd(node, deadline)
-        log = self.log_dir / f"slurmd-{node}.log"
-        # "idle*" or "down*": the trailing star means slurmctld does not hear from the node.
-        serving = ("idle", "mixed", "allocated", "completing")
-        self._wait_until(
-            lambda: self._node_states().get(node) in serving, deadline,
-            f"node {node} responding after restart", log,
-        )
+
+        def registered() -> bool:
+            fields = self._node_fields(node)
+            try:
+                slurmd_start = time.mktime(time.strptime(fields.get("SlurmdStartTime", ""), "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                return False
+            state = fields.get("State", "")
+            return (
+                slurmd_start >= started_s
+                and "NOT_RESPONDING" not in state
+                and not state.startswith(("DOWN", "UNKNOWN"))
+            )
+
+        self._wait_until(registered, deadline, f"node {node} registered after restart", self.log_dir / "slurmctld.log")
 
     def pids(self) -> dict[str, int]:
         """Return the pids of this cluster's running daemons, keyed ``slurmd-n1``, ``slurmctld``..."""
@@ -777,6 +789,12 @@ class SlurmCluster:
             if len(parts) == 2:
                 states[parts[0]] = parts[1]
         return states
+
+    def _node_fields(self, node: str) -> dict[str, str]:
+        result = self._run(["scontrol", "-o", "show", "node", node], timeout_s=30)
+        if result.returncode != 0:
+            return {}
+        return dict(item.split("=", 1) for item in result.stdout.split() if "=" in item)
 
     def _job_processes(self, node: str) -> set[int]:
         """slurmstepd processes of node, their descendants, and any process of its jobs."""

@@ -1,0 +1,120 @@
+"""Fixtures: the suite starts its own private Slurm clusters (see testbed.py) and tears them down.
+
+Tests marked ``slurm`` need them. When Slurm cannot be started: under CI (``CI=true``) such a test
+FAILS, saying why; elsewhere it is skipped with the reason and the command that installs Slurm
+(``bash tests/run.sh`` does it all as root).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import testbed  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(why: str) -> None:
+    message = (
+        f"this test needs the private Slurm test cluster, which could not be started: {why}\n"
+        "Run the whole suite with `bash tests/run.sh` (as root it installs Debian's Slurm packages), "
+        "or install them: apt-get install slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+    )
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+class _ClusterBox:
+    """Starts a cluster on first use and remembers a failure so each test reports it quickly."""
+
+    def __init__(self, *, accounting: bool, nodes: int) -> None:
+        self.accounting = accounting
+        self.nodes = nodes
+        self.cluster: Optional[testbed.SlurmCluster] = None
+        self.error: Optional[str] = None
+
+    def get(self) -> testbed.SlurmCluster:
+        if self.cluster is None and self.error is None:
+            missing = testbed.slurm_packages_missing(accounting=self.accounting)
+            if missing:
+                self.error = f"missing executables: {', '.join(missing)}"
+            else:
+                root = tempfile.mkdtemp(prefix="sa-cluster-")
+                os.chmod(root, 0o755)
+                cluster = testbed.SlurmCluster(root, nodes=self.nodes, accounting=self.accounting,
+                                               name="acct" if self.accounting else "noacct")
+                try:
+                    cluster.start()
+                except Exception as exc:  # report it on every test that needs this cluster
+                    self.error = f"{type(exc).__name__}: {exc}"
+                else:
+                    self.cluster = cluster
+        if self.error is not None:
+            _unavailable(self.error)
+        assert self.cluster is not None
+        return self.cluster
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def _acct_box() -> Iterator[_ClusterBox]:
+    box = _ClusterBox(accounting=True, nodes=3)
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def _noacct_box() -> Iterator[_ClusterBox]:
+    box = _ClusterBox(accounting=False, nodes=2)
+    yield box
+    box.stop()
+
+
+def _use(cluster: testbed.SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> testbed.SlurmCluster:
+    for key, value in cluster.env().items():
+        monkeypatch.setenv(key, value)
+    return cluster
+
+
+@pytest.fixture
+def cluster(_acct_box: _ClusterBox, monkeypatch: pytest.MonkeyPatch) -> testbed.SlurmCluster:
+    """A 3-node cluster with accounting (sacct works); SLURM_CONF points at it for this test."""
+    return _use(_acct_box.get(), monkeypatch)
+
+
+@pytest.fixture
+def cluster_noacct(_noacct_box: _ClusterBox, monkeypatch: pytest.MonkeyPatch) -> testbed.SlurmCluster:
+    """A 2-node cluster without accounting (sacct says it is disabled)."""
+    return _use(_noacct_box.get(), monkeypatch)
+
+
+@pytest.fixture(params=["acct", "noacct"])
+def any_cluster(request: pytest.FixtureRequest, _acct_box: _ClusterBox, _noacct_box: _ClusterBox,
+                monkeypatch: pytest.MonkeyPatch) -> testbed.SlurmCluster:
+    """Each test using it runs on both kinds of cluster."""
+    box = _acct_box if request.param == "acct" else _noacct_box
+    return _use(box.get(), monkeypatch)
+
+
+@pytest.fixture
+def job_parent(tmp_path: Path) -> Path:
+    """A directory the cluster's daemons can reach (they run as root on this machine)."""
+    os.chmod(tmp_path, 0o755)
+    return tmp_path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    for item in items:
+        if {"cluster", "cluster_noacct", "any_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slurm)

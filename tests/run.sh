@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, real Slurm cluster included, from a fresh machine:
+#   bash tests/run.sh [pytest args]
+# Installs the package with its test extras and, when run as root on Debian/Ubuntu, the Slurm
+# packages the suite's private cluster is started from (slurmctld, slurmd, slurmdbd, munge,
+# MariaDB). The suite itself starts and stops the clusters; nothing is left running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+need=(slurmctld slurmd sbatch sacct munged slurmdbd mariadbd)
+missing=0
+for exe in "${need[@]}"; do
+    command -v "$exe" >/dev/null 2>&1 || [ -x "/usr/sbin/$exe" ] || missing=1
+done
+if [ "$missing" = 1 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing Debian's Slurm packages for the private test cluster" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends \
+            slurmctld slurmd slurm-client munge slurmdbd mariadb-server >/dev/null
+    else
+        echo "tests/run.sh: Slurm is not installed and this is not root with apt-get;" \
+             "tests that need the cluster will say so (and fail under CI=true)" >&2
+    fi
+fi
+
+exec python3 -m pytest "$@"

@@ -1,0 +1,203 @@
+"""The throw-away Slurm cluster of testbed.py, checked against real Slurm daemons.
+
+Two clusters run side by side, one with accounting (slurmdbd + MariaDB) and one without, as
+real sites differ in that.  Needs root and Debian's Slurm packages: without them the tests skip
+(or, with CI=true, fail) and say how to install; SLURM_APPLY_INSTALL=1 installs them first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+import testbed  # noqa: E402  (needs the path above under any pytest import mode)
+
+JOB_TIMEOUT_S = 60
+
+
+def _require_slurm() -> None:
+    """Skip, or fail on CI, when this machine cannot run the testbed."""
+    problem = None
+    if os.geteuid() != 0:
+        problem = "the Slurm testbed must run as root"
+    else:
+        missing = testbed.slurm_packages_missing()
+        if missing and os.environ.get("SLURM_APPLY_INSTALL") == "1":
+            testbed.install_slurm_packages()
+            missing = testbed.slurm_packages_missing()
+        if missing:
+            problem = (
+                f"Slurm executables missing: {', '.join(missing)}. Install them with "
+                f"`apt-get install -y --no-install-recommends {' '.join(testbed.DEBIAN_PACKAGES)}` "
+                "(as root), or rerun with SLURM_APPLY_INSTALL=1 to let the tests do it"
+            )
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{problem}; CI must run the Slurm tests", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    """One cluster with accounting and one without, both running for the whole module."""
+    _require_slurm()
+    with_accounting = testbed.SlurmCluster(tmp_path_factory.mktemp("acct"), nodes=2, accounting=True)
+    without_accounting = testbed.SlurmCluster(tmp_path_factory.mktemp("plain"), nodes=2, accounting=False)
+    with with_accounting, without_accounting:
+        yield with_accounting, without_accounting
+
+
+@pytest.fixture
+def accounting_cluster(clusters):
+    return clusters[0]
+
+
+@pytest.fixture
+def plain_cluster(clusters):
+    return clusters[1]
+
+
+def _run(cluster: testbed.SlurmCluster, *command: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, env={**os.environ, **cluster.env()}, cwd=cwd, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+
+
+def _sbatch(cluster: testbed.SlurmCluster, tmp_path: Path, *args: str) -> str:
+    result = _run(
+        cluster, "sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", *args, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def _job_state(cluster: testbed.SlurmCluster, job_id: str) -> str:
+    # MinJobAge=600 keeps finished jobs in squeue, so this works without accounting too.
+    result = _run(cluster, "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _wait_for_state(cluster: testbed.SlurmCluster, job_id: str, wanted: str) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (state := _job_state(cluster, job_id)) != wanted:
+        assert state in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"), (
+            f"job {job_id} is {state}, expected {wanted}"
+        )
+        assert time.monotonic() < deadline, f"job {job_id} still {state} after {JOB_TIMEOUT_S} s"
+        time.sleep(0.2)
+
+
+def _sacct_state(cluster: testbed.SlurmCluster, job_id: str) -> subprocess.CompletedProcess:
+    return _run(cluster, "sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,ExitCode")
+
+
+def _running(pid: int) -> bool:
+    # Daemons are reparented to PID 1, which here may leave them as zombies: those have exited.
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line[stat_line.rfind(")") + 2] not in "ZX"
+
+
+def test_both_clusters_run_at_the_same_time(clusters, tmp_path):
+    with_accounting, without_accounting = clusters
+    expected = {"slurmctld", "munged", "slurmd-n1", "slurmd-n2"}
+    assert set(with_accounting.pids()) == expected | {"slurmdbd", "mariadbd"}
+    assert set(without_accounting.pids()) == expected
+    assert with_accounting.cluster_name != without_accounting.cluster_name
+    assert not set(with_accounting.pids().values()) & set(without_accounting.pids().values())
+
+    job_ids = {cluster: _sbatch(cluster, tmp_path, "--wrap", "echo hi") for cluster in clusters}
+    for cluster, job_id in job_ids.items():
+        _wait_for_state(cluster, job_id, "COMPLETED")
+        assert (tmp_path / f"slurm-{job_id}.out").read_text() == "hi\n"
+        # The job ran on this cluster's nodes, not on the other one's.
+        assert _run(cluster, "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%N").stdout.strip() in ("n1", "n2")
+
+
+def test_squeue_and_sinfo_work_on_both(clusters):
+    for cluster in clusters:
+        result = _run(cluster, "squeue")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[:2] == ["JOBID", "PARTITION"]
+        sinfo = _run(cluster, "sinfo", "-h", "-N", "-o", "%N %P")
+        assert sinfo.stdout.split("\n")[:2] == ["n1 debug*", "n2 debug*"]
+
+
+def test_sacct_reports_completed_job(accounting_cluster, tmp_path):
+    job_id = _sbatch(accounting_cluster, tmp_path, "--wrap", "echo hi")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        result = _sacct_state(accounting_cluster, job_id)
+        assert result.returncode == 0, result.stderr
+        if result.stdout.strip() == f"{job_id}|COMPLETED|0:0":
+            break
+        assert time.monotonic() < deadline, f"sacct still says {result.stdout!r}"
+        time.sleep(0.2)
+    assert (tmp_path / f"slurm-{job_id}.out").read_text() == "hi\n"
+
+
+def test_sacct_without_accounting_says_disabled(plain_cluster, tmp_path):
+    job_id = _sbatch(plain_cluster, tmp_path, "--wrap", "echo hi")
+    _wait_for_state(plain_cluster, job_id, "COMPLETED")
+    result = _sacct_state(plain_cluster, job_id)
+    assert result.returncode != 0
+    assert "accounting storage is disabled" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("accounting", [True, False], ids=["accounting", "plain"])
+def test_stop_leaves_no_daemon_or_job_running(tmp_path_factory, accounting):
+    _require_slurm()
+    cluster = testbed.SlurmCluster(tmp_path_factory.mktemp("stop"), nodes=1, accounting=accounting)
+    cluster.start()
+    try:
+        pids = cluster.pids()
+        job_pid_file = cluster.root / "job.pid"
+        job_id = _sbatch(cluster, cluster.root, "--wrap", f"echo $$ > {job_pid_file}; exec sleep 300")
+        _wait_for_state(cluster, job_id, "RUNNING")
+        while not job_pid_file.exists() or not job_pid_file.read_text().strip():
+            time.sleep(0.05)
+        pids["job"] = int(job_pid_file.read_text())
+    finally:
+        cluster.stop()
+    assert all(not _running(pid) for pid in pids.values()), {
+        name: pid for name, pid in pids.items() if _running(pid)
+    }
+    assert cluster.pids() == {}
+    cluster.stop()  # idempotent
+
+
+def test_kill_node_kills_slurmd_and_its_jobs_only(tmp_path_factory):
+    _require_slurm()
+    with testbed.SlurmCluster(tmp_path_factory.mktemp("kill"), nodes=2, accounting=False) as cluster:
+        job_pids = {}
+        for node in cluster.node_names:
+            pid_file = cluster.root / f"{node}.pid"
+            job_id = _sbatch(cluster, cluster.root, f"--nodelist={node}", "--wrap", f"echo $$ > {pid_file}; exec sleep 300")
+            _wait_for_state(cluster, job_id, "RUNNING")
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                time.sleep(0.05)
+            job_pids[node] = int(pid_file.read_text())
+        daemons = cluster.pids()
+
+        cluster.kill_node("n1")
+
+        assert not _running(daemons["slurmd-n1"])
+        assert not _running(job_pids["n1"])
+        assert _running(daemons["slurmd-n2"])
+        assert _running(job_pids["n2"])
+        cluster.restart_node("n1")
+        assert "slurmd-n1" in cluster.pids()
