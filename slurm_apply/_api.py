@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 from . import _jobdir as jd
 from . import _slurm, _submit
 from . import _validate as v
-from ._errors import InputError, JobDirExistsError, PreflightError
+from ._errors import InputError, JobDirExistsError, PreflightError, SubmissionError
 from ._job import SlurmJob
 
 if TYPE_CHECKING:
@@ -125,7 +125,11 @@ def slurm_apply(
         raise InputError("backend='slurm' but sbatch is not on PATH; use backend='local' or 'auto'")
     from ._script import directive_value
 
-    directive_value(str(jd.log_pattern(path, 0)))  # a path sbatch cannot carry fails here, not later
+    try:  # a path sbatch cannot carry fails here, not after writing
+        directive_value(str(jd.log_pattern(path, 0)))
+    except InputError as exc:
+        raise InputError(f"the job directory's path cannot go in the job script: {exc}. "
+                         "Choose a job_dir (and jobname) without such characters.") from None
     payload = v.pickle_payload(f, objects)
     if len(payload) > PAYLOAD_WARN_MB * 2**20:
         warnings.warn(
@@ -179,7 +183,14 @@ def slurm_apply(
             why = "no Slurm here (sbatch not on PATH)" if not _slurm.available() else "backend='local'"
             print(f"slurm_apply: {why}; running the {n} array task(s) "
                   f"on this machine, {min(n, parallel_tasks(cpus_per_node))} at a time", file=sys.stderr)
-        _submit.launch(path, manifest, 0)
+        try:
+            _submit.launch(path, manifest, 0)
+        except SubmissionError as exc:
+            # The directory stays (its manifest says the submission failed): say where it is.
+            raise SubmissionError(
+                f"{exc}\nThe job directory {path} is kept, marked as not submitted; "
+                "SlurmJob.from_dir() on it shows that status. Fix the cause and call slurm_apply "
+                "again with overwrite=True.", stderr=exc.stderr) from None
     return SlurmJob(path)
 
 

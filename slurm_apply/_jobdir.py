@@ -207,6 +207,19 @@ def check_safe(job_dir: Path) -> None:
             f"{job_dir} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); anyone "
             f"could replace its pickles. Run `chmod go-w {job_dir}` if you trust its contents."
         )
+    # A safe directory can still hold a pickle someone else may rewrite in place.
+    with os.scandir(job_dir) as entries:
+        for entry in entries:
+            try:
+                est = os.stat(entry.path)
+            except FileNotFoundError:
+                continue
+            if est.st_uid != os.getuid() or est.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise UnsafeJobDirError(
+                    f"{entry.path} is owned by uid {est.st_uid} with mode {stat.S_IMODE(est.st_mode):o}; "
+                    "only you may own and write the files of a job directory (its pickles would run "
+                    f"code as you), so it is not opened. Run `chmod -R go-w {job_dir}` if you trust it."
+                )
 
 
 def load_manifest(job_dir: Path) -> Dict[str, Any]:

@@ -1,21 +1,25 @@
 """Checks on the caller's arguments, all made before a file is written or a command is run.
 
-Each message says what was expected, what came, and what to do.
+Each message says what was expected, what came, and what to do. Every failure is an
+``InputError`` (a ``ValueError``), or its subclass ``UnpicklableError``.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
+import numbers
 import re
+import types
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._errors import InputError, UnpicklableError
-from ._script import OWNED_OPTIONS, normalize_key
+from ._script import OWNED_OPTIONS, directive_value, is_option_key, normalize_key
 
-_JOBNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JOBNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_JOBNAME_CHARS = re.compile(r"[A-Za-z0-9_.-]")
+_JOBNAME_MAX = 100
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_function(f: Any) -> None:
@@ -27,9 +31,19 @@ def check_function(f: Any) -> None:
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer; got {value!r} ({type(value).__name__})")
-    return value
+    # numbers.Integral takes NumPy's integers too; bool is an int but never meant as a count.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive integer (1 or more); got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def check_optional_positive_int(name: str, value: Optional[Any]) -> Optional[int]:
+    return None if value is None else check_positive_int(name, value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {list(choices)}; got {value!r}")
 
 
 def check_params(f: Callable[..., Any], df: Any, *, extra_args: Sequence[str] = ()) -> None:
@@ -47,8 +61,11 @@ def check_params(f: Callable[..., Any], df: Any, *, extra_args: Sequence[str] = 
     cols = list(df.columns)
     dups = sorted({str(c) for c in cols if cols.count(c) > 1})
     if dups:
-        raise InputError(f"params_df has duplicate column names {dups}; each column must name one argument of f.")
-    bad = [c for c in cols if not isinstance(c, str) or not _IDENT.match(c)]
+        raise InputError(
+            f"params_df has duplicate column names {dups}; each column must name one argument of f. "
+            "Rename or drop the copies, e.g. df.loc[:, ~df.columns.duplicated()]."
+        )
+    bad = [c for c in cols if not isinstance(c, str) or not _IDENT.fullmatch(c)]
     if bad:
         raise InputError(
             f"params_df's column names must be valid argument names of f; got {bad!r}. "
@@ -96,14 +113,20 @@ def _name(f: Any) -> str:
 def resolve_objects(add_objects: Any, caller_globals: Mapping[str, Any]) -> Dict[str, Any]:
     if add_objects is None:
         return {}
+    if isinstance(add_objects, str):
+        raise InputError(
+            f"add_objects must be a list of global names or a dict {{name: object}}; got the string "
+            f"{add_objects!r}. For one name write [{add_objects!r}]."
+        )
     if isinstance(add_objects, Mapping):
         objects = dict(add_objects)
-    elif isinstance(add_objects, (list, tuple, set)) and all(isinstance(n, str) for n in add_objects):
+    elif isinstance(add_objects, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in add_objects):
         missing = [n for n in add_objects if n not in caller_globals]
         if missing:
             raise InputError(
-                f"add_objects names {missing}, which are not defined in the caller's global scope. "
-                "Define them first, or pass a dict {name: object}."
+                f"add_objects names {missing}, which are not defined in the caller's global scope "
+                "(names local to a function are not seen). Define them first, or pass a dict "
+                "{name: object}."
             )
         objects = {n: caller_globals[n] for n in add_objects}
     else:
@@ -111,75 +134,109 @@ def resolve_objects(add_objects: Any, caller_globals: Mapping[str, Any]) -> Dict
             "add_objects must be a dict {name: object} or a list of global names; "
             f"got {type(add_objects).__name__}"
         )
-    bad = [k for k in objects if not isinstance(k, str) or not _IDENT.match(k)]
+    bad = [k for k in objects if not isinstance(k, str) or not _IDENT.fullmatch(k)]
     if bad:
         raise InputError(f"add_objects keys must be valid Python names (they become globals of f); got {bad!r}")
     return objects
 
 
 def check_pkgs(pkgs: Any) -> List[str]:
+    """Import each module here: the nodes run this same Python, so what fails here fails there."""
     if pkgs is None:
         return []
-    if isinstance(pkgs, str) or not all(isinstance(p, str) for p in pkgs):
+    if isinstance(pkgs, str) or not isinstance(pkgs, (list, tuple)) or not all(isinstance(p, str) for p in pkgs):
         raise InputError(f"pkgs must be a list of module names, e.g. ['numpy']; got {pkgs!r}")
     out = list(pkgs)
     for name in out:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise InputError(f"pkgs entry {name!r} is not a module name (like 'numpy' or 'scipy.stats')")
         try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
+            importlib.import_module(name)
+        except (Exception, SystemExit) as exc:  # a module may raise anything, even exit
             raise InputError(
-                f"module {name!r} in pkgs cannot be imported here, so it would not import on the "
-                "nodes either (they use this Python). Install it, or fix the name."
-            )
+                f"module {name!r} in pkgs cannot be imported here ({type(exc).__name__}: {exc}), so "
+                "it would not import on the nodes either (they run this Python). Install it, or "
+                "fix the name."
+            ) from exc
     return out
 
 
 def check_options(options: Any) -> Dict[str, Any]:
+    """The sbatch options as {normalized key: value}; refuses anything that could change the script."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise InputError(f"slurm_options must be a dict like {{'time': '1:00:00'}}; got {type(options).__name__}")
+    owned = ", ".join(OWNED_OPTIONS)
     out: Dict[str, Any] = {}
     for raw_key, value in options.items():
-        if not isinstance(raw_key, str) or not _OPTION_KEY.match(raw_key.lstrip("-")):
+        key = normalize_key(raw_key) if isinstance(raw_key, str) else ""
+        if not is_option_key(key):
             raise InputError(
-                f"slurm_options key {raw_key!r} is not a plain sbatch option name "
-                "(letters, digits, '-' and '_'); e.g. 'time', 'mem', 'partition'"
+                f"slurm_options key {raw_key!r} is not an sbatch option name (letters, digits and "
+                "'-' or '_', e.g. 'time', 'mem', 'partition', or one letter like 'p')"
             )
-        key = normalize_key(raw_key)
-        if key in OWNED_OPTIONS:
+        # getopt takes any unambiguous abbreviation, so --outp would still be --output.
+        if key in OWNED_OPTIONS or (len(key) > 1 and any(o.startswith(key) for o in OWNED_OPTIONS)):
             raise InputError(
                 f"slurm_options sets {raw_key!r}, which slurm_apply sets itself; the keys it owns "
-                f"are {', '.join(OWNED_OPTIONS)}. Use nodes=, cpus_per_node=, jobname= instead."
+                f"are {owned}. Use nodes=, cpus_per_node= and jobname= instead; logs go to the "
+                "job directory's logs/."
             )
-        if value is not None and not isinstance(value, (str, int, float, bool)):
+        if key in out:
+            raise InputError(f"slurm_options gives {key!r} twice (as {raw_key!r} and an earlier spelling)")
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):
+            value = value.item()  # a NumPy scalar, e.g. from a DataFrame cell
+        if value is None or isinstance(value, bool) or isinstance(value, numbers.Real):
+            pass
+        elif isinstance(value, str):
+            if not value.strip():
+                raise InputError(
+                    f"slurm_options[{raw_key!r}] is empty; give a value, True for a bare flag, or "
+                    "leave the key out"
+                )
+            try:
+                directive_value(value)
+            except InputError as exc:
+                raise InputError(f"slurm_options[{raw_key!r}]: {exc}") from None
+        else:
             raise InputError(
-                f"slurm_options[{raw_key!r}] must be a string, number or True; got "
-                f"{type(value).__name__} {value!r:.60}"
-            )
-        if isinstance(value, str) and (any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or value == ""):
-            raise InputError(
-                f"slurm_options[{raw_key!r}] = {value!r} is empty or has a newline or control "
-                "character, which could change the job script; give a one-line value"
-            )
-        if isinstance(value, str) and "'" in value and '"' in value:
-            raise InputError(
-                f"slurm_options[{raw_key!r}] = {value!r} has both ' and \", which an #SBATCH line "
-                "cannot carry; drop one of them"
+                f"slurm_options[{raw_key!r}] must be a string, a number, True (a bare flag) or "
+                f"None/False (left out); got {type(value).__name__} {value!r:.60}"
             )
         out[key] = value
     return out
 
 
 def check_jobname(jobname: Any) -> str:
-    if not isinstance(jobname, str) or not _JOBNAME.match(jobname) or ".." in jobname or len(jobname) > 100:
-        raise InputError(
-            f"jobname must be letters, digits, '_', '-' and '.' (no spaces, path separators, '..' or "
-            f"shell characters, at most 100 characters); got {jobname!r}"
-        )
-    return jobname
+    if not isinstance(jobname, str):
+        raise InputError(f"jobname must be a string; got {type(jobname).__name__} {jobname!r:.60}")
+    if _JOBNAME.fullmatch(jobname) and ".." not in jobname and len(jobname) <= _JOBNAME_MAX:
+        return jobname
+    found = []
+    if "/" in jobname or "\\" in jobname:
+        found.append("a path separator")
+    if ".." in jobname:
+        found.append("'..'")
+    if any(ch.isspace() for ch in jobname):
+        found.append("whitespace")
+    odd = sorted({ch for ch in jobname if not _JOBNAME_CHARS.fullmatch(ch)
+                  and not ch.isspace() and ch not in "/\\"})
+    if odd:
+        found.append(", ".join(repr(ch) for ch in odd))
+    if found:
+        problem = "it contains " + " and ".join(found)
+    elif not jobname:
+        problem = "it is empty"
+    elif len(jobname) > _JOBNAME_MAX:
+        problem = f"it is {len(jobname)} characters long"
+    else:
+        problem = f"it starts with {jobname[0]!r}"
+    raise InputError(
+        f"jobname {jobname!r} cannot be used: {problem}. It names a directory and a Slurm job, so "
+        f"it must be letters, digits, '_', '-' and '.', start with a letter or digit, have no '..' "
+        f"and be at most {_JOBNAME_MAX} characters, e.g. 'fit_models-2'."
+    )
 
 
 def default_jobname(f: Any) -> str:
@@ -205,24 +262,37 @@ def pickle_payload(f: Any, objects: Dict[str, Any]) -> bytes:
 
 
 def _find_unpicklable(f: Any, objects: Dict[str, Any], exc: Exception) -> Tuple[str, str]:
+    """Name the first object that will not pickle: an added object, or a name f refers to."""
     import cloudpickle
 
-    for name, obj in objects.items():
+    def fails(obj: Any) -> Optional[str]:
         try:
-            cloudpickle.dumps(obj)
+            cloudpickle.dumps(obj, protocol=4)
         except Exception as e:
-            return f"add_objects[{name!r}] ({type(obj).__name__})", f"{type(e).__name__}: {e}"
-    try:
-        cloudpickle.dumps(f)
-    except Exception as e:
-        return (f"the function {_name(f)} (or a global it uses)", f"{type(e).__name__}: {e}")
-    return "the payload", f"{type(exc).__name__}: {exc}"
+            return f"{type(e).__name__}: {e}"
+        return None
 
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise InputError(f"{name} must be one of {list(choices)}; got {value!r}")
-
-
-def check_optional_positive_int(name: str, value: Optional[Any]) -> Optional[int]:
-    return None if value is None else check_positive_int(name, value)
+    for name, obj in objects.items():
+        why = fails(obj)
+        if why:
+            return f"add_objects[{name!r}] ({type(obj).__name__})", why
+    why_f = fails(f)
+    if why_f is None:
+        return "the payload", f"{type(exc).__name__}: {exc}"
+    # slurm_map and slurm_call wrap the caller's function as .f
+    inner = f if inspect.isfunction(f) else getattr(f, "f", None)
+    if inspect.isfunction(inner):
+        try:
+            refs = inspect.getclosurevars(inner)
+        except (TypeError, ValueError):
+            refs = None
+        if refs is not None:
+            for kind, names in (("closure variable", refs.nonlocals), ("global", refs.globals)):
+                for name, obj in names.items():
+                    if isinstance(obj, types.ModuleType):
+                        continue
+                    why = fails(obj)
+                    if why:
+                        return (f"{kind} {name!r} ({type(obj).__name__}) of the function "
+                                f"{_name(inner)}", why)
+    return f"the function {_name(f)} (or something it refers to)", why_f
