@@ -306,20 +306,23 @@ class SlurmJob:
         last_sched = t0
         sched_gap = scheduler_every_s
         shown = ""
+        logs = _LogWatch()
         status = self.get_job_status(ask_scheduler=False)
         if status.state == "NOT_SUBMITTED":
             raise InputError(f"{self.job_dir} has not been submitted: nothing to wait for. "
                              f"Submit it with `sbatch {self.job_dir / 'submit.sh'}`.")
         while True:
             now = time.monotonic()
-            all_done = all(d.state == "COMPLETED" for d in status.task_details if d.job_id)
-            if all_done:
-                status = self.get_job_status(ask_scheduler=False)
-                break
-            if now - last_sched >= sched_gap:
+            if all(d.state == "COMPLETED" for d in status.task_details if d.job_id):
+                break  # every task wrote its end marker: no need to ask Slurm anything
+            # A kill line in a task's log means the scheduler has news: ask it now, not later.
+            killed = logs.kill_seen(d.log for d in status.task_details
+                                    if d.job_id and d.state != "COMPLETED")
+            if now - last_sched >= sched_gap or (killed and now - last_sched >= 1.0):
                 status = self.get_job_status(ask_scheduler=True)
                 last_sched = time.monotonic()
-                sched_gap = min(sched_gap * 1.5, max_scheduler_every_s)
+                if not killed:
+                    sched_gap = min(sched_gap * 1.5, max_scheduler_every_s)
                 if status.ended:
                     break
             if progress:
@@ -353,6 +356,8 @@ class SlurmJob:
         if errors not in ("raise", "keep"):
             raise InputError(f"errors must be 'raise' or 'keep'; got {errors!r}")
         status = self.get_job_status(ask_scheduler=False)
+        if status.missing_rows:  # only now is the scheduler worth asking: to say why
+            status = self.get_job_status()
         done, errs = self._results.done, self._results.errors
         if errors == "raise":
             if errs:
@@ -470,6 +475,33 @@ class SlurmJob:
             if submit:
                 _submit.launch(self.job_dir, self._manifest, info["index"])
         return self
+
+
+class _LogWatch:
+    """Notices new kill lines (slurmstepd's, or our worker's SIGTERM note) in task logs cheaply:
+    only the bytes added since the last look are read."""
+
+    MARKS = ("slurmstepd", "*** JOB", "got SIGTERM")
+
+    def __init__(self) -> None:
+        self.sizes: Dict[str, int] = {}
+
+    def kill_seen(self, paths: Any) -> bool:
+        seen = False
+        for path in paths:
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                continue
+            old = self.sizes.get(path, 0)
+            if size <= old:
+                continue
+            self.sizes[path] = size
+            with open(path, "rb") as fh:
+                fh.seek(old)
+                new = fh.read(size - old).decode(errors="replace")
+            seen = seen or any(m in new for m in self.MARKS)
+        return seen
 
 
 def _elapsed(done: Optional[Dict[str, Any]]) -> str:

@@ -142,10 +142,19 @@ def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
     return "LOST", _join("gone from the scheduler without a result", err)
 
 
+def mem_text(value: str) -> str:
+    """Slurm's memory figures ("420968K", "0.39G", "200M") in MiB, as "411M"."""
+    m = re.match(r"^([\d.]+)([KMGT]?)", value or "")
+    if not m:
+        return value
+    factor = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2)]
+    return f"{float(m.group(1)) * factor:.0f}M"
+
+
 def _memory_reason(record: Optional[TaskRecord], detail: str) -> str:
     if record is not None and record.max_rss:
         req = f" of {record.req_mem} requested" if record.req_mem else ""
-        return _join(f"MaxRSS {record.max_rss}{req}", detail)
+        return _join(f"MaxRSS {mem_text(record.max_rss)}{req}", detail)
     return detail
 
 

@@ -72,7 +72,12 @@ def decode_chunk(blob: Any) -> Tuple[List[int], List[str], List[Sequence[Any]]]:
 
 
 class _Writer:
-    """Batches finished rows and appends them as one framed record at a time."""
+    """Batches finished rows and appends them as one framed record at a time.
+
+    On SIGTERM (Slurm's warning before a kill: time limit, scancel, preemption, requeue) the rows
+    held in memory are written before the process exits, unless a write is under way, in which
+    case the process exits as soon as that write ends.
+    """
 
     def __init__(self, path: Path) -> None:
         self.fh = jd.open_records_for_append(path)
@@ -80,10 +85,22 @@ class _Writer:
         self.values: List[Any] = []
         self.errors: Dict[int, Tuple[str, str, str]] = {}
         self.last = time.monotonic()
+        self.writing = False
+        self.terminate = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.writing:
+            self.terminate = True
+            return
+        self.flush()
+        print(f"slurm_apply: process {os.getpid()} got SIGTERM; saved its finished rows", flush=True)
+        os._exit(128 + signum)
 
     def flush(self) -> None:
         if not self.rows and not self.errors:
             return
+        self.writing = True
         batch = (self.rows, self.values, self.errors)
         try:
             payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
@@ -94,6 +111,9 @@ class _Writer:
         os.fsync(self.fh.fileno())
         self.rows, self.values, self.errors = [], [], {}
         self.last = time.monotonic()
+        self.writing = False
+        if self.terminate:
+            os._exit(128 + signal.SIGTERM)
 
     def _dumps_row_by_row(self) -> bytes:
         """Some value will not pickle: keep the rows that do, turn the others into errors."""
