@@ -187,6 +187,15 @@ def test_requeued_task_resumes(cluster, job_parent):
                       nodes=1, cpus_per_node=1, rows_per_chunk=1, jobname="requeue", job_dir=job_parent)
     wait_rows(job, 3)
     subprocess.run(["scontrol", "requeue", f"{job.job_ids[0]}_0"], check=True)
+    # Slurm holds a requeued job for two minutes (BeginTime); the test does not need to wait that.
+    deadline = time.monotonic() + 60
+    while "Reason=BeginTime" not in subprocess.run(
+            ["scontrol", "show", "job", f"{job.job_ids[0]}_0"], capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    st = job.get_job_status()
+    assert st.tasks[0] in ("PENDING", "REQUEUED") and not st.ended, str(st)
+    subprocess.run(["scontrol", "update", f"JobId={job.job_ids[0]}_0", "StartTime=now"], check=True)
     status = job.wait(timeout_s=180, progress=False)
     assert status.completed, str(status)
     assert list(job.get_output().result) == [x * 10 for x in range(8)]
