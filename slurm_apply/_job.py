@@ -141,11 +141,12 @@ class SlurmJob:
                     jd.write_json(self.job_dir / jd.MANIFEST, self._manifest)
             info.update(self._manifest["submissions"][sub])
 
-    def _scheduler_records(self, subs: Sequence[Dict[str, Any]]) -> Dict[Tuple[int, int], Any]:
-        """{(submission, task): TaskRecord or local state} for the given submissions."""
+    def _scheduler_records(self, subs: Sequence[Dict[str, Any]], ask_slurm: bool) -> Dict[Tuple[int, int], Any]:
+        """{(submission, task): TaskRecord} for the given submissions, from Slurm (when
+        ``ask_slurm``) or from the local runner's state file (always: it is a local read)."""
         out: Dict[Tuple[int, int], Any] = {}
         slurm_subs = {s["job_id"]: s["index"] for s in subs if s.get("job_id") and s["backend"] == "slurm"}
-        if slurm_subs and _slurm.available():
+        if ask_slurm and slurm_subs and _slurm.available():
             self.scheduler_queries += 1
             records = _slurm.sacct(list(slurm_subs))
             self._add_records(out, slurm_subs, records or [])
@@ -191,7 +192,7 @@ class SlurmJob:
                 self._adopt_hand_submission(s["index"], s, markers[s["index"]])
         unfinished = [s for s in subs if s.get("job_id") and any(
             not (markers[s["index"]].get((t, "done")) or {}).get("ok") for t in range(s["n_tasks"]))]
-        records = self._scheduler_records(unfinished) if (ask_scheduler and unfinished) else {}
+        records = self._scheduler_records(unfinished, ask_scheduler) if unfinished else {}
         return self._build_status(subs, markers, records, asked=ask_scheduler)
 
     def _build_status(self, subs: List[Dict[str, Any]], markers: Dict[int, Dict],
@@ -205,7 +206,8 @@ class SlurmJob:
                 log = jd.log_path(self.job_dir, k, t)
                 needs_log = not (done and done.get("ok")) and (rec is None or rec.state not in ACTIVE_STATES)
                 log_text = _read_tail(log) if needs_log and s.get("job_id") else ""
-                if s.get("job_id") and not asked and rec is None and not (done and done.get("ok")):
+                if s.get("job_id") and not asked and rec is None and not (done and done.get("ok")) \
+                        and s["backend"] == "slurm":
                     state, reason = ("RUNNING" if start else "PENDING"), "not asked the scheduler"
                 else:
                     state, reason = classify(start=start, done=done, record=rec, log_text=log_text,
@@ -286,7 +288,8 @@ class SlurmJob:
                             out[r] = "not started yet" if active else "never started: every task ended first"
                     else:
                         d = by_task.get((k, who[0]))
-                        out[r] = f"task {who[0]}: {d.describe()}" if d else "taken by a task that is gone"
+                        name = f"task {who[0]}" if k == 0 else f"submission {k} task {who[0]}"
+                        out[r] = f"{name}: {d.describe()}" if d else "taken by a task that is gone"
         for r in left:
             out[r] = "not in any submission"
         return out
@@ -437,6 +440,10 @@ class SlurmJob:
                     f"refusing to delete {self.job_dir}: {len(active)} task(s) still queued or running "
                     f"({', '.join(active[:5])}). Wait for them, cancel() them, or pass force=True.")
             self.cancel()
+            try:  # tasks may write for a few seconds after a cancel: let them stop first
+                self.wait(timeout_s=60, progress=False)
+            except JobTimeoutError:
+                pass
         jd.remove_tree(self.job_dir)
 
     def resubmit(self, *, failed: bool = False, nodes: Optional[int] = None,

@@ -40,6 +40,11 @@ def start(job_dir: Path, sub: int, n_tasks: int, cpus_per_task: int) -> str:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             close_fds=True,
         )
+    # Record the supervisor at once, so a cancel() right after this call can reach it.
+    jd.write_json(state_path(job_dir, sub), {
+        "supervisor_pid": proc.pid,
+        "tasks": {str(t): {"state": "PENDING"} for t in range(n_tasks)},
+    })
     return f"local-{proc.pid}"
 
 
@@ -80,11 +85,25 @@ def _alive(pid: int) -> bool:
 def cancel(job_dir: Path, sub: int) -> None:
     state = read_state(job_dir, sub)
     pid = state.get("supervisor_pid")
-    if pid is not None and _alive(pid):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    if pid is None or not _alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # A supervisor killed before it could record the cancel (e.g. still starting) leaves tasks
+    # PENDING or RUNNING in its state file: record it here, as Slurm would.
+    state = read_state(job_dir, sub)
+    changed = False
+    for t in state.get("tasks", {}).values():
+        if t["state"] in ("PENDING", "RUNNING", "LOST"):
+            t["state"] = "CANCELLED"
+            changed = True
+    if changed:
+        jd.write_json(state_path(job_dir, sub), state)
 
 
 def supervise(job_dir: Path, sub: int) -> int:

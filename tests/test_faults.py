@@ -137,10 +137,12 @@ def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, monkeypat
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
             last = c.node_names[-1]
+            # Two processes: one is stuck on row 7, the other finishes the rest.
             jobs[kind, "timeout"] = start(job_parent, f"timeout_{kind}", "sleep", n=10, nodes=1,
+                                          cpus_per_node=2, rows_per_chunk=1,
                                           slurm_options={"time": "00:01:00", "nodelist": c.node_names[0]})
             jobs[kind, "node"] = start(job_parent, f"node_{kind}", "sleep", n=10, nodes=1,
-                                       slurm_options={"nodelist": last})
+                                       cpus_per_node=2, rows_per_chunk=1, slurm_options={"nodelist": last})
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
             wait_rows(jobs[kind, "node"], 9)

@@ -51,8 +51,12 @@ def _require_slurm() -> None:
 def clusters(tmp_path_factory):
     """One cluster with accounting and one without, both running for the whole module."""
     _require_slurm()
-    with_accounting = testbed.SlurmCluster(tmp_path_factory.mktemp("acct"), nodes=2, accounting=True)
-    without_accounting = testbed.SlurmCluster(tmp_path_factory.mktemp("plain"), nodes=2, accounting=False)
+    with_accounting = testbed.SlurmCluster(
+        tmp_path_factory.mktemp("acct"), nodes=2, accounting=True
+    )
+    without_accounting = testbed.SlurmCluster(
+        tmp_path_factory.mktemp("plain"), nodes=2, accounting=False
+    )
     with with_accounting, without_accounting:
         yield with_accounting, without_accounting
 
@@ -67,7 +71,9 @@ def plain_cluster(clusters):
     return clusters[1]
 
 
-def _run(cluster: testbed.SlurmCluster, *command: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _run(
+    cluster: testbed.SlurmCluster, *command: str, cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, env={**os.environ, **cluster.env()}, cwd=cwd, capture_output=True, text=True,
         timeout=60, check=False,
@@ -103,6 +109,20 @@ def _sacct_state(cluster: testbed.SlurmCluster, job_id: str) -> subprocess.Compl
     return _run(cluster, "sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,ExitCode")
 
 
+def _start_sleeper(cluster: testbed.SlurmCluster, name: str, *sbatch_args: str) -> int:
+    """Submit a job that sleeps for 5 minutes, wait until it runs, return its process id."""
+    pid_file = cluster.root / f"{name}.pid"
+    job_id = _sbatch(
+        cluster, cluster.root, *sbatch_args, "--wrap", f"echo $$ > {pid_file}; exec sleep 300",
+    )
+    _wait_for_state(cluster, job_id, "RUNNING")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, f"job {job_id} runs but never wrote {pid_file}"
+        time.sleep(0.05)
+    return int(pid_file.read_text())
+
+
 def _running(pid: int) -> bool:
     # Daemons are reparented to PID 1, which here may leave them as zombies: those have exited.
     try:
@@ -117,15 +137,21 @@ def test_both_clusters_run_at_the_same_time(clusters, tmp_path):
     expected = {"slurmctld", "munged", "slurmd-n1", "slurmd-n2"}
     assert set(with_accounting.pids()) == expected | {"slurmdbd", "mariadbd"}
     assert set(without_accounting.pids()) == expected
-    assert with_accounting.cluster_name != without_accounting.cluster_name
     assert not set(with_accounting.pids().values()) & set(without_accounting.pids().values())
+    assert with_accounting.cluster_name != without_accounting.cluster_name
 
-    job_ids = {cluster: _sbatch(cluster, tmp_path, "--wrap", "echo hi") for cluster in clusters}
+    job_ids = {
+        cluster: _sbatch(cluster, tmp_path, "-J", cluster.cluster_name, "--wrap", "echo hi")
+        for cluster in clusters
+    }
     for cluster, job_id in job_ids.items():
         _wait_for_state(cluster, job_id, "COMPLETED")
         assert (tmp_path / f"slurm-{job_id}.out").read_text() == "hi\n"
-        # The job ran on this cluster's nodes, not on the other one's.
-        assert _run(cluster, "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%N").stdout.strip() in ("n1", "n2")
+    # Each cluster sees its own job only (both number their jobs from 1).
+    for cluster in clusters:
+        names = _run(cluster, "squeue", "-h", "-t", "all", "-o", "%j").stdout.split()
+        assert cluster.cluster_name in names
+        assert not {c.cluster_name for c in clusters if c is not cluster} & set(names)
 
 
 def test_squeue_and_sinfo_work_on_both(clusters):
@@ -134,7 +160,7 @@ def test_squeue_and_sinfo_work_on_both(clusters):
         assert result.returncode == 0, result.stderr
         assert result.stdout.split()[:2] == ["JOBID", "PARTITION"]
         sinfo = _run(cluster, "sinfo", "-h", "-N", "-o", "%N %P")
-        assert sinfo.stdout.split("\n")[:2] == ["n1 debug*", "n2 debug*"]
+        assert sinfo.stdout.splitlines() == ["n1 debug*", "n2 debug*"]
 
 
 def test_sacct_reports_completed_job(accounting_cluster, tmp_path):
@@ -161,43 +187,32 @@ def test_sacct_without_accounting_says_disabled(plain_cluster, tmp_path):
 @pytest.mark.parametrize("accounting", [True, False], ids=["accounting", "plain"])
 def test_stop_leaves_no_daemon_or_job_running(tmp_path_factory, accounting):
     _require_slurm()
-    cluster = testbed.SlurmCluster(tmp_path_factory.mktemp("stop"), nodes=1, accounting=accounting)
+    root = tmp_path_factory.mktemp("stop")
+    cluster = testbed.SlurmCluster(root, nodes=1, accounting=accounting)
     cluster.start()
     try:
         pids = cluster.pids()
-        job_pid_file = cluster.root / "job.pid"
-        job_id = _sbatch(cluster, cluster.root, "--wrap", f"echo $$ > {job_pid_file}; exec sleep 300")
-        _wait_for_state(cluster, job_id, "RUNNING")
-        while not job_pid_file.exists() or not job_pid_file.read_text().strip():
-            time.sleep(0.05)
-        pids["job"] = int(job_pid_file.read_text())
+        pids["job"] = _start_sleeper(cluster, "sleeper")
     finally:
         cluster.stop()
-    assert all(not _running(pid) for pid in pids.values()), {
-        name: pid for name, pid in pids.items() if _running(pid)
-    }
+    assert {name: pid for name, pid in pids.items() if _running(pid)} == {}
     assert cluster.pids() == {}
     cluster.stop()  # idempotent
 
 
-def test_kill_node_kills_slurmd_and_its_jobs_only(tmp_path_factory):
+def test_kill_node_kills_that_nodes_slurmd_and_jobs_only(tmp_path_factory):
     _require_slurm()
-    with testbed.SlurmCluster(tmp_path_factory.mktemp("kill"), nodes=2, accounting=False) as cluster:
-        job_pids = {}
-        for node in cluster.node_names:
-            pid_file = cluster.root / f"{node}.pid"
-            job_id = _sbatch(cluster, cluster.root, f"--nodelist={node}", "--wrap", f"echo $$ > {pid_file}; exec sleep 300")
-            _wait_for_state(cluster, job_id, "RUNNING")
-            while not pid_file.exists() or not pid_file.read_text().strip():
-                time.sleep(0.05)
-            job_pids[node] = int(pid_file.read_text())
+    root = tmp_path_factory.mktemp("kill")
+    with testbed.SlurmCluster(root, nodes=2, accounting=False) as cluster:
+        jobs = {node: _start_sleeper(cluster, node, f"--nodelist={node}") for node in ("n1", "n2")}
         daemons = cluster.pids()
 
         cluster.kill_node("n1")
 
         assert not _running(daemons["slurmd-n1"])
-        assert not _running(job_pids["n1"])
+        assert not _running(jobs["n1"])
         assert _running(daemons["slurmd-n2"])
-        assert _running(job_pids["n2"])
+        assert _running(jobs["n2"])
         cluster.restart_node("n1")
         assert "slurmd-n1" in cluster.pids()
+    assert not _running(jobs["n2"])

@@ -16,7 +16,7 @@ directory, on TCP ports picked free at start.  Several clusters can therefore ru
 on one machine, next to a developer's own Slurm.  Daemons are stopped through their pid files,
 never by name.
 
-Needs root (the daemons run as SlurmUser=root and MariaDB's data dir belongs to ``mysql``) and
+Needs root (every daemon, MariaDB included, runs as root, SlurmUser=root) and
 Debian's packages ``slurmctld slurmd slurm-client munge`` (plus ``slurmdbd mariadb-server`` for
 accounting); see :func:`install_slurm_packages`.  The configuration follows the facts checked
 on this machine kind in ``slurm-testbed.md`` (no cgroups, no systemd).
@@ -30,7 +30,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -208,14 +207,49 @@ def _wait_gone(pids: set[int], timeout_s: float) -> set[int]:
     return alive
 
 
-def _make_mysql_reachable(directory: Path) -> None:
-    # mariadbd runs as user mysql, which must be able to walk down to its data dir; pytest's
-    # temporary directories are mode 0700.  Adding only the search bit for others lets mysql
-    # pass through without letting anyone list the directories.
-    for parent in reversed(directory.parents):
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
+def _listens(pid: int | None, port: int) -> bool:
+    """Whether process pid holds a TCP socket listening on port."""
+    if pid is None:
+        return False
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as file:
+                next(file)
+                for line in file:
+                    fields = line.split()
+                    # fields: sl local_address rem_address st ... inode; 0A is LISTEN
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{fields[9]}]")
+        except (OSError, StopIteration):
+            continue
+    return bool(inodes) and bool(_fd_targets(pid) & inodes)
+
+
+def _fd_targets(pid: int) -> set[str]:
+    targets = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return targets
+    for descriptor in descriptors:
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{descriptor}"))
+        except OSError:
+            continue
+    return targets
+
+
+def _logged_fatal(log: Path, offset: int) -> bool:
+    # Slurm daemons log "fatal: ..." just before they exit (munged reports its start-up errors
+    # through the exit code of the command that launched it).
+    try:
+        with open(log, "rb") as file:
+            file.seek(offset)
+            text = file.read()
+    except OSError:
+        return False
+    return b"fatal:" in text
 
 
 class SlurmCluster:
@@ -285,15 +319,16 @@ class SlurmCluster:
         self._mysql_dir = self.root / "mysql"
         self._mysql_socket = self._mysql_dir / "mysql.sock"
 
-        longest = max(
-            len(str(self._spool_dir / max(self.node_names, key=len))) + len(max(self.node_names, key=len)) + _STEPD_SOCKET_SUFFIX,
-            len(str(self._mysql_socket)),
-        )
+        longest_node = max(self.node_names, key=len)
+        longest = len(f"{self._spool_dir / longest_node}{longest_node}") + _STEPD_SOCKET_SUFFIX
+        if accounting:
+            longest = max(longest, len(str(self._mysql_socket)))
         if longest > _MAX_SOCKET_PATH:
+            shortest_needed = len(str(self.root)) - (longest - _MAX_SOCKET_PATH)
             raise ValueError(
                 f"root {str(self.root)!r} is too long: unix socket paths under it would reach "
                 f"{longest} characters, more than the {_MAX_SOCKET_PATH} Linux allows; "
-                f"use a root of at most {len(str(self.root)) - (longest - _MAX_SOCKET_PATH)} characters"
+                f"use a root of at most {shortest_needed} characters"
             )
 
         self.ctld_port = 0
@@ -340,7 +375,7 @@ class SlurmCluster:
         if self._started:
             raise TestbedError(f"{self!r} is already started")
         if os.geteuid() != 0:
-            raise TestbedError("the Slurm testbed must run as root (its daemons run as SlurmUser=root)")
+            raise TestbedError("the Slurm testbed must run as root (its daemons run as root)")
         missing = slurm_packages_missing(accounting=self.accounting)
         if missing:
             raise TestbedError(
@@ -369,7 +404,7 @@ class SlurmCluster:
         the nodes' spool dirs and the job environment, never by name).  Idempotent.
         """
         for node in self.node_names:
-            self._kill_job_processes(node)
+            self._kill_processes_of(node, slurmd=False)
         groups = [
             [(self._slurmd_pid_path(node), "slurmd") for node in self.node_names],
             [(self._run_dir / "slurmctld.pid", "slurmctld")],
@@ -400,22 +435,14 @@ class SlurmCluster:
     def kill_node(self, node: str) -> None:
         """Kill -9 a node's slurmd and every process of the jobs running on it.
 
-        slurmctld then finds the node dead: DOWN, and its jobs NODE_FAIL, about a minute later
-        (SlurmdTimeout=10).  :meth:`restart_node` brings it back.
+        slurmctld then marks the node DOWN and its running jobs NODE_FAIL, about 30 s later
+        with SlurmdTimeout=10 (27 to 32 s measured).  Slurm requeues a failed batch job unless
+        it was submitted with ``--no-requeue`` (JobRequeue=1 is Slurm's default): then
+        ``sacct -X`` shows NODE_FAIL for only a moment before the job is PENDING again.
+        :meth:`restart_node` brings the node back.
         """
         self._check_node(node)
-        victims = set(self._job_processes(node))
-        slurmd = self._daemon_pid(self._slurmd_pid_path(node), "slurmd")
-        if slurmd is not None:
-            victims.add(slurmd)
-        # Freeze first, so no slurmstepd sees its task die and reports an ordinary job end.
-        for pid in victims:
-            _signal(pid, signal.SIGSTOP)
-        for pid in victims:
-            _signal(pid, signal.SIGKILL)
-        still = _wait_gone(victims, 10.0)
-        if still:
-            raise TestbedError(f"processes {sorted(still)} of node {node} survived SIGKILL")
+        self._kill_processes_of(node, slurmd=True)
 
     def restart_node(self, node: str, timeout_s: float = 30) -> None:
         """Start a node's slurmd again and wait until slurmctld has heard from it.
@@ -432,22 +459,27 @@ class SlurmCluster:
         def registered() -> bool:
             fields = self._node_fields(node)
             try:
-                slurmd_start = time.mktime(time.strptime(fields.get("SlurmdStartTime", ""), "%Y-%m-%dT%H:%M:%S"))
+                since = time.strptime(fields.get("SlurmdStartTime", ""), "%Y-%m-%dT%H:%M:%S")
             except ValueError:
                 return False
             state = fields.get("State", "")
             return (
-                slurmd_start >= started_s
+                time.mktime(since) >= started_s
                 and "NOT_RESPONDING" not in state
                 and not state.startswith(("DOWN", "UNKNOWN"))
             )
 
-        self._wait_until(registered, deadline, f"node {node} registered after restart", self.log_dir / "slurmctld.log")
+        self._wait_until(
+            registered, deadline, f"node {node} registered after restart",
+            self.log_dir / "slurmctld.log",
+        )
 
     def pids(self) -> dict[str, int]:
-        """Return the pids of this cluster's running daemons, keyed ``slurmd-n1``, ``slurmctld``..."""
+        """Return the pids of this cluster's running daemons, keyed ``slurmd-n1``, ``munged``..."""
         found = {}
-        candidates = [(f"slurmd-{node}", self._slurmd_pid_path(node), "slurmd") for node in self.node_names]
+        candidates = [
+            (f"slurmd-{node}", self._slurmd_pid_path(node), "slurmd") for node in self.node_names
+        ]
         candidates += [
             ("slurmctld", self._run_dir / "slurmctld.pid", "slurmctld"),
             ("slurmdbd", self._run_dir / "slurmdbd.pid", "slurmdbd"),
@@ -576,7 +608,7 @@ class SlurmCluster:
         os.chmod(key, 0o400)
         pid_path = self._munge_dir / "munged.pid"
         log = self._munge_dir / "munged.log"
-        self._run_daemon(
+        log_offset = self._run_daemon(
             [
                 "munged", "--force", f"--key-file={key}", f"--socket={self.munge_socket}",
                 f"--pid-file={pid_path}", f"--log-file={log}",
@@ -584,21 +616,21 @@ class SlurmCluster:
             ],
             "munged", log,
         )
-        self._wait_for_pid_file(pid_path, "munged", deadline, log)
-        self._wait_until(self.munge_socket.exists, deadline, "munge socket", log)
+        self._wait_for_pid_file(pid_path, "munged", deadline, log, log_offset)
+        self._wait_until(self.munge_socket.exists, deadline, "munge socket", log, log_offset)
 
     def _start_mariadb(self, deadline: float) -> None:
         datadir = self._mysql_dir
         log = datadir / "mariadbd.err"
         fresh = not (datadir / "mysql").is_dir()
-        datadir.mkdir(parents=True, exist_ok=True)
-        shutil.chown(datadir, "mysql", "mysql")
-        os.chmod(datadir, 0o750)
-        _make_mysql_reachable(datadir)
+        # mariadbd runs as root, not as user mysql: mysql would need to search every directory
+        # above its data dir, and pytest resets its base temporary directory to mode 0700
+        # whenever another pytest session starts, which cut a running mariadbd off its files.
+        datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if fresh:
             self._run_checked(
                 [
-                    "mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
+                    "mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={datadir}",
                     "--auth-root-authentication-method=normal", "--skip-test-db",
                     "--skip-name-resolve",
                 ],
@@ -609,7 +641,7 @@ class SlurmCluster:
         with open(self.log_dir / "mariadbd.out", "ab") as out:
             self._mysql_process = subprocess.Popen(
                 [
-                    _find_executable("mariadbd") or "mariadbd", "--no-defaults", "--user=mysql",
+                    _find_executable("mariadbd") or "mariadbd", "--no-defaults", "--user=root",
                     f"--datadir={datadir}", f"--socket={self._mysql_socket}",
                     "--bind-address=127.0.0.1", f"--port={self.mysql_port}",
                     f"--pid-file={pid_path}", f"--log-error={log}", "--skip-name-resolve",
@@ -630,6 +662,8 @@ class SlurmCluster:
             f"--socket={self._mysql_socket}", "--user=root", "-e", sql,
         ]
 
+        last_error = ["(mariadb client not run yet)"]
+
         def accepts_sql() -> bool:
             if self._mysql_process is not None and self._mysql_process.poll() is not None:
                 raise TestbedError(
@@ -638,13 +672,15 @@ class SlurmCluster:
                 )
             if not self._mysql_socket.exists():
                 return False
-            result = subprocess.run(
-                command, env=self._full_env(), stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, timeout=30, check=False,
-            )
+            result = self._run(command, timeout_s=30)
+            last_error[0] = result.stderr.strip()
             return result.returncode == 0
 
-        self._wait_until(accepts_sql, deadline, "mariadbd accepting SQL", log)
+        try:
+            self._wait_until(accepts_sql, deadline, "mariadbd accepting SQL", log)
+        except TestbedError as error:
+            message = f"{error}\nlast error of the mariadb client: {last_error[0]}"
+            raise TestbedError(message) from None
 
     def _write_slurmdbd_conf(self) -> None:
         lines = [
@@ -674,8 +710,13 @@ class SlurmCluster:
         log = self.log_dir / "slurmdbd.log"
         pid_path = self._run_dir / "slurmdbd.pid"
         # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF.
-        self._run_daemon(["slurmdbd"], "slurmdbd", log)
-        self._wait_for_pid_file(pid_path, "slurmdbd", deadline, log)
+        log_offset = self._run_daemon(["slurmdbd"], "slurmdbd", log)
+        self._wait_for_pid_file(pid_path, "slurmdbd", deadline, log, log_offset)
+        # Until slurmdbd listens, sacctmgr could talk to whoever else took the port.
+        self._wait_until(
+            lambda: _listens(self._daemon_pid(pid_path, "slurmdbd"), self.dbd_port), deadline,
+            f"slurmdbd listening on port {self.dbd_port}", log, log_offset,
+        )
         command = ["sacctmgr", "-i", "add", "cluster", self.cluster_name]
 
         def cluster_added() -> bool:
@@ -684,23 +725,33 @@ class SlurmCluster:
             result = self._run(command, timeout_s=30)
             return result.returncode == 0 or "already exists" in result.stdout + result.stderr
 
-        self._wait_until(cluster_added, deadline, f"`{' '.join(command)}`", log)
+        self._wait_until(cluster_added, deadline, f"`{' '.join(command)}`", log, log_offset)
 
     def _start_slurmctld(self, deadline: float) -> None:
         log = self.log_dir / "slurmctld.log"
-        self._run_daemon(["slurmctld", "-f", str(self.conf_path)], "slurmctld", log)
-        self._wait_for_pid_file(self._run_dir / "slurmctld.pid", "slurmctld", deadline, log)
+        log_offset = self._run_daemon(["slurmctld", "-f", str(self.conf_path)], "slurmctld", log)
+        pid_path = self._run_dir / "slurmctld.pid"
+        self._wait_for_pid_file(pid_path, "slurmctld", deadline, log, log_offset)
+
+        # slurmctld writes its pid file before it binds its port, which someone else may hold.
+        self._wait_until(
+            lambda: _listens(self._daemon_pid(pid_path, "slurmctld"), self.ctld_port), deadline,
+            f"slurmctld listening on port {self.ctld_port}", log, log_offset,
+        )
 
     def _start_slurmd(self, node: str, deadline: float) -> None:
         log = self.log_dir / f"slurmd-{node}.log"
         pid_path = self._slurmd_pid_path(node)
         pid_path.unlink(missing_ok=True)  # a stale one is left behind by kill_node
-        self._run_daemon(["slurmd", "-f", str(self.conf_path), "-N", node], f"slurmd-{node}", log)
-        self._wait_for_pid_file(pid_path, "slurmd", deadline, log)
+        command = ["slurmd", "-f", str(self.conf_path), "-N", node]
+        log_offset = self._run_daemon(command, f"slurmd-{node}", log)
+        # slurmd writes its pid file once it has registered with slurmctld.
+        self._wait_for_pid_file(pid_path, "slurmd", deadline, log, log_offset)
 
     def _ctld_registered_with_dbd(self) -> bool:
         result = self._run(
-            ["sacctmgr", "-n", "-P", "show", "cluster", self.cluster_name, "format=Cluster,ControlPort"],
+            ["sacctmgr", "-n", "-P", "show", "cluster", self.cluster_name,
+             "format=Cluster,ControlPort"],
             timeout_s=30,
         )
         return result.returncode == 0 and f"{self.cluster_name}|{self.ctld_port}" in result.stdout
@@ -711,10 +762,14 @@ class SlurmCluster:
         return {**os.environ, **self.env()}
 
     def _run(self, command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            command, env=self._full_env(), stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, errors="replace", timeout=timeout_s, check=False,
-        )
+        """Run a client command; a timeout counts as a failure (exit code -1)."""
+        try:
+            return subprocess.run(
+                command, env=self._full_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                text=True, errors="replace", timeout=timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(command, -1, "", f"timed out after {timeout_s} s")
 
     def _run_checked(self, command: list[str], what: str, timeout_s: float) -> None:
         result = self._run(command, timeout_s)
@@ -722,9 +777,11 @@ class SlurmCluster:
             output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
             raise TestbedError(f"{what} failed with exit code {result.returncode}:\n{output}")
 
-    def _run_daemon(self, command: list[str], label: str, log: Path) -> None:
+    def _run_daemon(self, command: list[str], label: str, log: Path) -> int:
+        """Run a self-daemonizing command; return the size its log had before, for _wait_until."""
         # The daemon forks into the background and its first process exits.  Its output goes
         # to a file, not a pipe, which the background process would keep open.
+        log_offset = log.stat().st_size if log.exists() else 0
         out_path = self.log_dir / f"{label}.out"
         with open(out_path, "ab") as out:
             try:
@@ -739,10 +796,17 @@ class SlurmCluster:
                 f"`{' '.join(command)}` exited with code {result.returncode}; "
                 f"its output:\n{_tail(out_path)}\ntail of {log}:\n{_tail(log)}"
             )
+        return log_offset
 
-    def _wait_until(self, predicate, deadline: float, what: str, log: Path) -> None:
+    def _wait_until(
+        self, predicate, deadline: float, what: str, log: Path, log_offset: int | None = None,
+    ) -> None:
+        """Poll predicate until true; give up at the deadline or, when log_offset is given, as
+        soon as the daemon logs a fatal error after that offset (it is about to exit)."""
         delay = 0.02
         while True:
+            if log_offset is not None and _logged_fatal(log, log_offset):
+                raise TestbedError(f"{what} failed; tail of {log}:\n{_tail(log)}")
             if predicate():
                 return
             if time.monotonic() >= deadline:
@@ -750,10 +814,12 @@ class SlurmCluster:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
 
-    def _wait_for_pid_file(self, pid_path: Path, comm: str, deadline: float, log: Path) -> None:
+    def _wait_for_pid_file(
+        self, pid_path: Path, comm: str, deadline: float, log: Path, log_offset: int,
+    ) -> None:
         self._wait_until(
             lambda: self._daemon_pid(pid_path, comm) is not None, deadline,
-            f"{comm} to write {pid_path}", log,
+            f"{comm} to write {pid_path}", log, log_offset,
         )
 
     def _daemon_pid(self, pid_path: Path, comm: str) -> int | None:
@@ -832,26 +898,24 @@ class SlurmCluster:
             return set()
         pids = set()
         for pid in _all_pids():
-            if _proc_read(pid, "comm").strip() != b"slurmstepd":
-                continue
-            try:
-                descriptors = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for descriptor in descriptors:
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
-                except OSError:
-                    continue
-                if target in inodes:
-                    pids.add(pid)
-                    break
+            if _proc_read(pid, "comm").strip() == b"slurmstepd" and _fd_targets(pid) & inodes:
+                pids.add(pid)
         return pids
 
-    def _kill_job_processes(self, node: str) -> None:
-        victims = self._job_processes(node)
-        for pid in victims:
-            _signal(pid, signal.SIGSTOP)
-        for pid in victims:
-            _signal(pid, signal.SIGKILL)
-        _wait_gone(victims, 5.0)
+    def _kill_processes_of(self, node: str, *, slurmd: bool) -> None:
+        """SIGKILL the processes of jobs on node, and its slurmd if asked, until none is left."""
+        for _ in range(5):  # a task may fork while we look: look again
+            victims = self._job_processes(node)
+            slurmd_pid = self._daemon_pid(self._slurmd_pid_path(node), "slurmd") if slurmd else None
+            if slurmd_pid is not None:
+                victims.add(slurmd_pid)
+            if not victims:
+                return
+            # Freeze first, so no slurmstepd sees its task die and reports an ordinary job end.
+            for pid in victims:
+                _signal(pid, signal.SIGSTOP)
+            for pid in victims:
+                _signal(pid, signal.SIGKILL)
+            still = _wait_gone(victims, 10.0)
+            if still:
+                raise TestbedError(f"processes {sorted(still)} of node {node} survived SIGKILL")

@@ -1,0 +1,539 @@
+"""The ``slurm-apply`` command line, on real jobs run by the local backend (no Slurm needed).
+
+The functions the jobs run are made inside the helpers below: cloudpickle then stores them by
+value, so the node never has to import this test module (which would depend on pytest's
+``sys.path`` and import mode). ``run_cli`` and ``make_job`` are meant for reuse by the
+cluster tests: pass ``backend="slurm"`` there.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Tuple
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from slurm_apply import JobStatus, SlurmJob, cli, slurm_apply
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def run_cli(*args: Any) -> Tuple[int, str]:
+    """Run ``slurm-apply ARGS...`` in this process: (exit code, stdout and stderr together).
+
+    Exceptions that are not turned into an exit code propagate, so a crash shows its traceback.
+    """
+    result = CliRunner().invoke(cli.main, [str(a) for a in args], prog_name="slurm-apply",
+                                catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def run_module(*args: Any, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m slurm_apply ARGS...`` as a real process."""
+    return subprocess.run([sys.executable, "-m", "slurm_apply", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def make_job(parent: Path, jobname: str, f: Callable[..., Any], n_rows: int, *,
+             backend: str = "local", **kwargs: Any) -> SlurmJob:
+    """Submit ``f`` over rows ``x = 0..n_rows-1`` as a job in ``parent/_rslurm_<jobname>``."""
+    kwargs.setdefault("nodes", 2)
+    kwargs.setdefault("cpus_per_node", 1)
+    return slurm_apply(f, pd.DataFrame({"x": range(n_rows)}), backend=backend, job_dir=parent,
+                       jobname=jobname, **kwargs)
+
+
+def wait_ended(job: SlurmJob, timeout_s: float = 30) -> JobStatus:
+    """Poll until no task is queued or running (asking the scheduler every time, unlike wait())."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = job.get_job_status()
+        if st.ended:
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job still running after {timeout_s} s:\n{st}")
+        time.sleep(0.1)
+
+
+def wait_running(job: SlurmJob, timeout_s: float = 10) -> None:
+    """Poll until a task runs. (The local runner ignores a cancel that comes before its
+    supervisor has recorded its pid, a fraction of a second after submission.)"""
+    deadline = time.monotonic() + timeout_s
+    while "RUNNING" not in job.get_job_status().tasks.values():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no task running after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def raises_on_row_3() -> Callable[..., Any]:
+    def double(x):
+        if x == 3:
+            raise ValueError("row 3 is bad")
+        return {"y": 2 * x}
+
+    return double
+
+
+def dies_on_row_1() -> Callable[..., Any]:
+    def die(x):
+        import os
+
+        if x == 1:
+            os._exit(3)  # the worker process dies: the task FAILS and row 1 goes missing
+        return x
+
+    return die
+
+
+def sleeps(seconds: float) -> Callable[..., Any]:
+    def nap(x):
+        import time
+
+        time.sleep(seconds)
+        return x
+
+    return nap
+
+
+def fails_until(flag: Path) -> Callable[..., Any]:
+    flag_path = str(flag)
+
+    def flaky(x):
+        import os
+
+        if x == 2 and not os.path.exists(flag_path):
+            raise RuntimeError("flag not there yet")
+        return x * 10
+
+    return flaky
+
+
+def headers(out: str) -> List[str]:
+    """The log file names that ``logs`` introduced with ``==> path <==``."""
+    return [Path(line.split(" <==")[0][4:]).name for line in out.splitlines() if line.startswith("==> ")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs shared by the read-only tests
+
+
+@pytest.fixture(scope="module")
+def jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def failed_job(jobs_root: Path) -> SlurmJob:
+    """10 rows, row 3 raises ValueError."""
+    job = make_job(jobs_root, "failing", raises_on_row_3(), 10)
+    job.wait(progress=False)
+    return job
+
+
+@pytest.fixture(scope="module")
+def dead_job(jobs_root: Path) -> SlurmJob:
+    """4 rows; the process running row 1 dies, so a task FAILED and row 1 is missing."""
+    job = make_job(jobs_root, "dying", dies_on_row_1(), 4)
+    job.wait(progress=False)
+    return job
+
+
+@pytest.fixture(scope="module")
+def ok_job(jobs_root: Path) -> SlurmJob:
+    job = make_job(jobs_root, "fine", raises_on_row_3(), 3)
+    job.wait(progress=False)
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+def test_status_shows_rows_tasks_and_the_first_error(failed_job):
+    code, out = run_cli("status", failed_job.job_dir)
+    assert code == 0, out
+    assert "job failing [local-" in out and "]: FAILED" in out
+    assert "10/10 rows (100%)" in out and "elapsed 0:00:" in out
+    assert "[" + "#" * 27 + "xxx]" in out  # 9 of 10 done, 1 failed, on a 30-wide bar
+    assert "rows: 9 done, 1 failed, 0 missing" in out
+    assert "STATE      N  TASKS  REASON" in out and "COMPLETED  2  0-1" in out
+    assert "failed rows: 3 (first: row 3: ValueError: row 3 is bad)" in out
+    assert f"slurm-apply logs {failed_job.job_dir} --failed" in out
+    assert f"slurm-apply resubmit {failed_job.job_dir} --failed" in out
+
+
+def test_status_check_exits_3_when_rows_failed_or_are_missing(failed_job, dead_job, ok_job):
+    assert run_cli("status", failed_job.job_dir, "--check")[0] == 3
+    assert run_cli("status", dead_job.job_dir, "--check")[0] == 3
+    code, out = run_cli("status", ok_job.job_dir, "--check")
+    assert code == 0, out
+    assert "]: COMPLETED" in out and "failed rows" not in out and "resubmit" not in out
+
+
+def test_status_names_the_dead_task_and_the_missing_row(dead_job):
+    code, out = run_cli("status", dead_job.job_dir)
+    assert code == 0, out
+    assert "]: INCOMPLETE" in out and "rows: 3 done, 0 failed, 1 missing" in out
+    assert "FAILED     1  " in out and "exit code 3" in out
+    assert "missing rows: 1 (task " in out
+    code, out = run_cli("status", dead_job.job_dir, "-v")
+    assert code == 0, out
+    assert "TASK  STATE      NODE" in out and "exit code 3" in out
+
+
+def test_status_json_is_the_job_status_dict(failed_job):
+    code, out = run_cli("status", failed_job.job_dir, "--json")
+    assert code == 0, out
+    got = json.loads(out)
+    want = json.loads(json.dumps(failed_job.get_job_status().to_dict(), default=str))
+    assert got == want
+    assert got["rows_failed"] == 1 and got["failed_rows"] == [3] and got["ended"] is True
+
+
+def test_status_watch_refreshes_until_the_job_ends(tmp_path):
+    job = make_job(tmp_path, "napping", sleeps(1.5), 2)
+    t0 = time.monotonic()
+    code, out = run_cli("status", job.job_dir, "--watch", "--interval", "0.5", "--json", "--check")
+    took = time.monotonic() - t0
+    assert code == 0, out
+    snapshots = [json.loads(line) for line in out.splitlines()]
+    assert not snapshots[0]["ended"]
+    assert snapshots[-1]["ended"] and snapshots[-1]["state"] == "COMPLETED"
+    assert len(snapshots) >= 2 and took < 20
+    # On a job that has ended, --watch prints once and returns.
+    code, out = run_cli("status", job.job_dir, "--watch", "--interval", "0.5")
+    assert code == 0 and out.count("job napping") == 1
+
+
+def test_status_watch_stops_on_a_job_never_submitted(tmp_path):
+    job = make_job(tmp_path, "written", sleeps(0), 4, submit=False)
+    code, out = run_cli("status", job.job_dir, "--watch", "--check", "--interval", "0.5")
+    assert code == 0, out
+    assert "[not submitted]: NOT_SUBMITTED" in out and "missing rows: 0-3 (not submitted)" in out
+    assert run_cli("cancel", job.job_dir) == (0, "nothing to cancel: written was never submitted\n")
+
+
+def test_progress_bar_shows_failures_and_unfinished_rows():
+    assert cli._bar(0, 0, 10, width=10) == "[..........]"
+    assert cli._bar(10, 0, 10, width=10) == "[##########]"
+    assert cli._bar(999, 1, 1000, width=10) == "[#########x]"  # one failure is never invisible
+    assert cli._bar(999, 0, 1000, width=10) == "[#########.]"  # nor is one row still to come
+    assert cli._bar(0, 0, 0, width=4) == "[####]"
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+
+
+def test_output_raises_by_default_with_the_remote_traceback(failed_job):
+    code, out = run_cli("output", failed_job.job_dir)
+    assert code == 1
+    assert "Traceback (most recent call last)" in out and "ValueError: row 3 is bad" in out
+    assert "Error: 1 of 10 rows raised: rows 3." in out
+    assert f"slurm-apply output {failed_job.job_dir} --errors keep" in out
+
+
+def test_output_without_a_file_prints_csv(failed_job, ok_job):
+    code, out = run_cli("output", ok_job.job_dir)
+    assert code == 0, out
+    assert out == "x,y\n0,0\n1,2\n2,4\n"
+    code, out = run_cli("output", failed_job.job_dir, "--errors", "keep", "-o", "-")
+    assert code == 0, out
+    table = pd.read_csv(io.StringIO(out))
+    assert list(table.columns) == ["x", "y", "error"] and list(table.x) == list(range(10))
+    assert table.error[3] == "ValueError: row 3 is bad" and table.error.isna().sum() == 9
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.tsv"])
+def test_output_to_csv_files(failed_job, tmp_path, name):
+    path = tmp_path / name
+    code, out = run_cli("output", failed_job.job_dir, "--errors", "keep", "-o", path)
+    assert code == 0, out
+    assert f"wrote 10 rows x 3 columns to {path}" in out
+    table = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
+    expected = failed_job.get_output(errors="keep")
+    assert list(table.x) == list(expected.x)
+    assert table.y.fillna(-1).tolist() == expected.y.fillna(-1).tolist()
+    assert table.error[3] == "ValueError: row 3 is bad"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
+
+
+def test_output_to_pickle_keeps_everything(failed_job, tmp_path):
+    path = tmp_path / "out.pkl"
+    code, out = run_cli("output", failed_job.job_dir, "--errors", "keep", "-o", path)
+    assert code == 0, out
+    pd.testing.assert_frame_equal(pd.read_pickle(path), failed_job.get_output(errors="keep"))
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def test_output_to_parquet(ok_job, tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "out.parquet"
+    code, out = run_cli("output", ok_job.job_dir, "-o", path)
+    assert code == 0, out
+    pd.testing.assert_frame_equal(pd.read_parquet(path), ok_job.get_output())
+
+
+def test_output_to_parquet_without_pyarrow_says_so(ok_job, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_have_pyarrow", lambda: False)
+    code, out = run_cli("output", ok_job.job_dir, "-o", tmp_path / "out.parquet")
+    assert code == 1
+    assert "Error: writing Parquet needs pyarrow" in out and "pip install pyarrow" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_into_a_missing_directory_is_an_error(ok_job, tmp_path):
+    code, out = run_cli("output", ok_job.job_dir, "-o", tmp_path / "nowhere" / "out.csv")
+    assert code == 1 and "Error: Could not open file" in out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# logs
+
+
+def test_logs_shows_every_task_log(failed_job):
+    code, out = run_cli("logs", failed_job.job_dir)
+    assert code == 0, out
+    assert headers(out) == ["s0_t0.out", "s0_t1.out"]
+    assert out.count("slurm_apply: row 3 raised ValueError: row 3 is bad") == 1
+
+
+def test_logs_failed_shows_the_tasks_with_rows_that_raised(failed_job):
+    logs_dir = failed_job.job_dir / "logs"
+    raisers = sorted(p.name for p in logs_dir.iterdir() if "row 3 raised" in p.read_text())
+    assert len(raisers) == 1
+    code, out = run_cli("logs", failed_job.job_dir, "--failed")
+    assert code == 0, out
+    assert headers(out) == raisers
+    assert "COMPLETED, 1 row(s) raised]" in out
+
+
+def test_logs_failed_shows_a_task_that_died(dead_job):
+    dead = [t for t in dead_job.get_job_status().task_details if t.state == "FAILED"]
+    assert len(dead) == 1
+    code, out = run_cli("logs", dead_job.job_dir, "--failed")
+    assert code == 0, out
+    assert headers(out) == [f"s0_t{dead[0].task}.out"]
+    assert f"[task {dead[0].task}: FAILED (exit code 3" in out
+
+
+def test_logs_failed_on_a_clean_job_says_there_is_nothing(ok_job):
+    assert run_cli("logs", ok_job.job_dir, "--failed") == (0, "no failed tasks and no rows that raised\n")
+
+
+def test_logs_task_tail_and_grep(failed_job):
+    code, out = run_cli("logs", failed_job.job_dir, "--task", 1)
+    assert code == 0 and headers(out) == ["s0_t1.out"]
+    code, out = run_cli("logs", failed_job.job_dir, "--tail", 1)
+    assert code == 0, out
+    body = [line for line in out.splitlines() if line and not line.startswith("==> ")]
+    assert len(body) == 2 and all(" finished " in line for line in body)
+    code, out = run_cli("logs", failed_job.job_dir, "--grep", r"raised \w+Error")
+    assert code == 0, out
+    body = [line for line in out.splitlines() if line and not line.startswith("==> ")]
+    assert body == ["slurm_apply: row 3 raised ValueError: row 3 is bad"]
+    code, out = run_cli("logs", failed_job.job_dir, "--submission", 0, "--grep", "start", "--tail", 1)
+    assert code == 0 and out.count(": 1 process(es), start 1") == 2
+
+
+def test_tail_reads_only_the_end_of_a_big_log(tmp_path):
+    log = tmp_path / "big.out"
+    log.write_text("".join(f"line {i}\n" for i in range(50_000)))
+    assert cli._tail(log, 3, block=100) == ["line 49997", "line 49998", "line 49999"]
+    assert cli._tail(log, 1) == ["line 49999"]
+    short = tmp_path / "short.out"
+    short.write_text("a\nb")
+    assert cli._tail(short, 5) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------------------------
+# resubmit, cancel, cleanup
+
+
+def test_resubmit_failed_rows_with_new_options(tmp_path):
+    flag = tmp_path / "fixed"
+    job = make_job(tmp_path, "flaky", fails_until(flag), 4)
+    job.wait(progress=False)
+    d = job.job_dir
+    assert run_cli("status", d, "--check")[0] == 3
+    code, out = run_cli("resubmit", d)  # no row is missing; the failed one needs --failed
+    assert code == 1 and "Error: nothing to resubmit" in out
+    flag.touch()
+    code, out = run_cli("resubmit", d, "--failed", "--time", "0:05:00", "--mem", "200M",
+                        "--nodes", 1, "-O", "comment=second try")
+    assert code == 0, out
+    assert "resubmitted 1 row(s) of flaky as submission 1: job local-" in out
+    script = (d / "submit_s1.sh").read_text()
+    assert "#SBATCH --time=0:05:00" in script and "#SBATCH --mem=200M" in script
+    assert '#SBATCH --comment="second try"' in script
+    wait_ended(job)
+    code, out = run_cli("status", d, "--check")
+    assert code == 0, out
+    assert "SUB  STATE" in out and "rows: 4 done, 0 failed, 0 missing" in out
+    code, out = run_cli("output", d)
+    assert code == 0 and out == "x,result\n0,0\n1,10\n2,20\n3,30\n"
+    code, out = run_cli("logs", d, "--submission", 1)
+    assert code == 0 and headers(out) == ["s1_t0.out"]
+
+
+def test_cleanup_refuses_while_running_then_cancel_and_cleanup(tmp_path):
+    job = make_job(tmp_path, "sleepy", sleeps(30), 1, nodes=1)
+    try:
+        wait_running(job)
+        code, out = run_cli("cleanup", job.job_dir)
+        assert code == 1
+        assert f"Error: refusing to delete {job.job_dir}: 1 task(s) still queued or running" in out
+        assert "slurm-apply cancel" in out
+        assert (job.job_dir / "manifest.json").exists()
+        code, out = run_cli("cancel", job.job_dir)
+        assert code == 0 and out.startswith("cancelled the queued and running tasks of sleepy (local-")
+        st = wait_ended(job, timeout_s=10)
+        assert st.tasks == {0: "CANCELLED"}
+    finally:
+        job.cancel()
+    code, out = run_cli("cleanup", job.job_dir)
+    assert code == 0 and out == f"deleted {job.job_dir}\n"
+    assert not job.job_dir.exists()
+
+
+def test_cleanup_force_cancels_and_deletes(tmp_path):
+    job = make_job(tmp_path, "sleepy2", sleeps(30), 1, nodes=1)
+    try:
+        wait_running(job)
+        code, out = run_cli("cleanup", job.job_dir, "--force")
+        assert code == 0, out
+        assert not job.job_dir.exists()
+    finally:
+        if job.job_dir.exists():
+            job.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+
+
+def test_list_finds_job_directories_and_survives_broken_ones(failed_job, ok_job, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(failed_job.job_dir, root / "_rslurm_copied")
+    corrupt = root / "sub" / "_rslurm_corrupt"
+    corrupt.mkdir(parents=True, mode=0o700)
+    (corrupt / "manifest.json").write_text("{not json")
+    unsafe = root / "sub" / "_rslurm_unsafe"
+    shutil.copytree(ok_job.job_dir, unsafe)
+    unsafe.chmod(0o770)
+    (root / "_rslurm_no_manifest").mkdir()  # an rslurm (R) directory, say: not ours
+    shutil.copytree(ok_job.job_dir, root / "a" / "b" / "c" / "_rslurm_deep")
+
+    code, out = run_cli("list", root)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["JOB", "STATE", "ROWS", "DIRECTORY", "NOTE"]
+    assert len(lines) == 4
+    copied = next(line for line in lines if "_rslurm_copied" in line)
+    assert copied.split()[:2] == ["failing", "FAILED"] and "9/10 done, 1 failed" in copied
+    broken = next(line for line in lines if "_rslurm_corrupt" in line)
+    assert "ERROR" in broken and "JobDirError" in broken and "is corrupt" in broken
+    unsafe_line = next(line for line in lines if "_rslurm_unsafe" in line)
+    assert "ERROR" in unsafe_line and "UnsafeJobDirError" in unsafe_line and "writable by group" in unsafe_line
+
+    code, out = run_cli("list", root, "--depth", 4, "--json", "--no-scheduler")
+    assert code == 0, out
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 4
+    assert {Path(r["job_dir"]).name for r in records if "status" in r} == {"_rslurm_copied", "_rslurm_deep"}
+    assert {Path(r["job_dir"]).name for r in records if "error" in r} == {"_rslurm_corrupt", "_rslurm_unsafe"}
+
+
+def test_list_a_job_directory_itself_or_an_empty_one(ok_job, tmp_path):
+    code, out = run_cli("list", ok_job.job_dir)
+    assert code == 0 and "fine" in out and "COMPLETED" in out and "3/3 done" in out
+    code, out = run_cli("list", tmp_path)
+    assert code == 0 and "no job directories under" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and usage
+
+
+COMMANDS_ON_A_DIR = [["status"], ["output"], ["logs"], ["resubmit"], ["cancel"], ["cleanup"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS_ON_A_DIR, ids=lambda c: c[0])
+def test_a_missing_or_foreign_directory_is_an_error(command, tmp_path):
+    code, out = run_cli(*command, tmp_path / "nope")
+    assert code == 1 and out == f"Error: job directory {tmp_path / 'nope'} does not exist\n"
+    code, out = run_cli(*command, tmp_path)
+    assert code == 1 and out.startswith("Error: ") and "manifest.json is missing" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS_ON_A_DIR, ids=lambda c: c[0])
+def test_an_unsafe_directory_is_refused(command, ok_job, tmp_path):
+    unsafe = tmp_path / "_rslurm_copy"
+    shutil.copytree(ok_job.job_dir, unsafe)
+    unsafe.chmod(0o770)
+    code, out = run_cli(*command, unsafe)
+    assert code == 1 and out.startswith("Error: ") and "writable by group or others" in out
+    assert (unsafe / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["status"],
+    ["frobnicate"],
+    ["status", "{dir}", "--interval", "0"],
+    ["output", "{dir}", "--errors", "maybe"],
+    ["output", "{dir}", "-o", "out.xlsx"],
+    ["logs", "{dir}", "--task", "99"],
+    ["logs", "{dir}", "--submission", "3"],
+    ["logs", "{dir}", "--grep", "("],
+    ["logs", "{dir}", "--tail", "0"],
+    ["resubmit", "{dir}", "--nodes", "0"],
+    ["resubmit", "{dir}", "-O", "=x"],
+    ["list", "{dir}/no/such/place"],
+], ids=lambda a: " ".join(a).replace("{dir}", "DIR"))
+def test_usage_errors_exit_2(args, failed_job):
+    code, out = run_cli(*[a.format(dir=failed_job.job_dir) for a in args])
+    assert code == 2, out
+    assert "Usage: slurm-apply" in out and "Error:" in out
+
+
+@pytest.mark.parametrize("command", [None, *sorted(cli.cli.commands)])
+def test_help_has_an_example(command):
+    code, out = run_cli(*([command] if command else []), "--help")
+    assert code == 0
+    assert "Usage: slurm-apply" in out and "Example" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# As a real process
+
+
+def test_python_m_slurm_apply_runs_the_cli(failed_job, tmp_path):
+    proc = run_module("status", failed_job.job_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "]: FAILED" in proc.stdout and "failed rows: 3" in proc.stdout
+    proc = run_module("status", failed_job.job_dir, "--check")
+    assert proc.returncode == 3
+    proc = run_module("output", tmp_path / "nope")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == f"Error: job directory {tmp_path / 'nope'} does not exist\n"
+    proc = run_module("--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: slurm-apply ")

@@ -1,0 +1,163 @@
+"""The pure parsers of _slurm and _status, on literal output seen from Slurm 22.05."""
+
+from __future__ import annotations
+
+import pytest
+
+from slurm_apply import _slurm
+from slurm_apply._errors import SchedulerError
+from slurm_apply._slurm import TaskRecord
+from slurm_apply._status import classify, compress_rows, last_error_line, mem_text, scan_log
+
+SACCT = """\
+5_0|COMPLETED|0:0|00:00:03||200M|n1|00:01:00
+5_0.batch|COMPLETED|0:0|00:00:03|3096K||n1|
+5_0.extern|COMPLETED|0:0|00:00:03|0||n1|
+5_1|FAILED|0:9|00:00:09||200M|n2|00:01:00
+5_1.batch|FAILED|0:9|00:00:09|420968K||n2|
+5_[2-4,7]|PENDING|0:0|00:00:00||200M|None assigned|00:01:00
+9_3|CANCELLED by 0|0:15|00:00:04||500M|n3|UNLIMITED
+"""
+
+
+def test_parse_sacct_allocation_and_batch_step():
+    recs = {(r.array_job_id, r.task): r for r in _slurm.parse_sacct(SACCT)}
+    assert recs["5", 0].state == "COMPLETED" and recs["5", 0].max_rss == "3096K"
+    failed = recs["5", 1]
+    assert (failed.state, failed.exit_code, failed.max_rss, failed.req_mem, failed.node_list) == (
+        "FAILED", "0:9", "420968K", "200M", "n2")
+    assert failed.time_limit == "00:01:00"
+    pending = recs["5", None]
+    assert pending.state == "PENDING" and pending.pending_tasks == [2, 3, 4, 7]
+    assert recs["9", 3].state == "CANCELLED"  # "CANCELLED by 0" -> first word
+
+
+def test_parse_sacct_ignores_junk():
+    assert _slurm.parse_sacct("garbage\n\n12|COMPLETED|0:0|x|y|z|w|v\n") == []
+
+
+SQUEUE = """\
+12|0|RUNNING|None|n1|0:05|1:00:00|500M
+12|1|COMPLETED|None|n2|0:03|1:00:00|500M
+12|[2-3]|PENDING|Resources||0:00|1:00:00|500M
+12|4|NODE_FAIL|NodeDown|n3|1:02|1:00:00|500M
+"""
+
+
+def test_parse_squeue():
+    recs = _slurm.parse_squeue(SQUEUE)
+    by = {r.task: r for r in recs}
+    assert by[0].state == "RUNNING" and by[0].node_list == "n1"
+    assert by[None].pending_tasks == [2, 3] and by[None].reason == "Resources"
+    assert by[4].state == "NODE_FAIL" and by[4].time_limit == "1:00:00"
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("[0-3]", [0, 1, 2, 3]), ("[1,5-6]", [1, 5, 6]), ("[0-9%2]", list(range(10))),
+    ("[0-6:3]", [0, 3, 6]), ("4", [4]),
+])
+def test_expand_task_ranges(spec, expected):
+    assert _slurm.expand_task_ranges(spec) == expected
+
+
+def test_parse_sbatch():
+    assert _slurm.parse_sbatch("1234\n") == "1234"
+    assert _slurm.parse_sbatch("1234;cluster\n") == "1234"
+    with pytest.raises(SchedulerError, match="could not read a job id"):
+        _slurm.parse_sbatch("sbatch: error: nope")
+
+
+def test_parse_scontrol_config():
+    text = ("Configuration data as of 2026-11-21T05:30:00\n"
+            "AccountingStorageType   = accounting_storage/slurmdbd\n"
+            "MaxArraySize            = 1001\n"
+            "SchedulerParameters     = batch_sched_delay=0,sched_min_interval=0\n")
+    conf = _slurm.parse_scontrol_config(text)
+    assert conf["MaxArraySize"] == "1001"
+    assert conf["SchedulerParameters"] == "batch_sched_delay=0,sched_min_interval=0"
+
+
+def test_parse_scontrol_record():
+    text = ("JobId=7 ArrayJobId=7 ArrayTaskId=0 JobName=opts\n"
+            "   JobState=PENDING Reason=JobHeldUser Dependency=(null)\n"
+            "   TimeLimit=00:07:00 TimeMin=N/A\n"
+            "   Comment=from slurm_apply \n")
+    rec = _slurm.parse_scontrol_record(text)
+    assert rec["JobState"] == "PENDING" and rec["TimeLimit"] == "00:07:00"
+    assert rec["Comment"] == "from slurm_apply"
+
+
+def test_find_array_job_matches_the_script_path():
+    text = "41|/home/a/_rslurm_x/submit.sh\n42|/home/b/_rslurm_x/submit.sh\n"
+    assert _slurm.parse_find_array_job(text, "/home/b/_rslurm_x/submit.sh") == "42"
+    assert _slurm.parse_find_array_job(text, "/elsewhere/submit.sh") is None
+
+
+# --- logs and classification -----------------------------------------------------------------
+
+OOM_LOG = """slurm_apply: submission 0 task 1 on n1: 1 process(es), start 1
+slurmstepd-n1: error: Job 5 exceeded memory limit (420968448 > 209715200), being killed
+slurmstepd-n1: error: Exceeded job memory limit
+slurmstepd-n1: error: *** JOB 5 ON n1 CANCELLED AT 2026-11-21T05:30:01 ***
+"""
+TIMEOUT_LOG = "x\nslurmstepd-n2: error: *** JOB 2 ON n2 CANCELLED AT 2026-11-21T05:31:23 DUE TO TIME LIMIT ***\n"
+CANCEL_LOG = "slurmstepd-n1: error: *** JOB 8 ON n1 CANCELLED AT 2026-11-21T05:32:00 ***\n"
+
+
+def test_scan_log():
+    assert scan_log(OOM_LOG) == ("OUT_OF_MEMORY", "used 401M of 200M allowed")
+    assert scan_log(TIMEOUT_LOG) == ("TIMEOUT", "killed at its time limit on n2")
+    assert scan_log(CANCEL_LOG) == ("CANCELLED", "cancelled on n1")
+    assert scan_log("slurm_apply: task 0 finished 3 row(s)\n") is None
+    # A requeued task appends a new attempt: the last kill wins.
+    assert scan_log(OOM_LOG + "\n" * 3 + "A" * 3000 + "\n" + TIMEOUT_LOG)[0] == "TIMEOUT"
+
+
+def test_last_error_line():
+    log = "Traceback (most recent call last):\n  File ...\nModuleNotFoundError: No module named 'x'\n"
+    assert last_error_line(log) == "ModuleNotFoundError: No module named 'x'"
+    assert last_error_line("slurm_apply: row 3 raised ValueError: no\n") == ""
+
+
+def rec(state, **kw):
+    return TaskRecord("5", 1, state, **kw)
+
+
+@pytest.mark.parametrize("record, log, expected", [
+    (rec("RUNNING"), "", ("RUNNING", "")),
+    (rec("PENDING", reason="Resources"), "", ("PENDING", "Resources")),
+    (rec("FAILED", exit_code="0:9", max_rss="420968K", req_mem="200M"), OOM_LOG,
+     ("OUT_OF_MEMORY", "MaxRSS 411M of 200M requested; used 401M of 200M allowed")),
+    (rec("TIMEOUT", elapsed="00:01:23", time_limit="00:01:00"), TIMEOUT_LOG,
+     ("TIMEOUT", "ran 00:01:23 of its 00:01:00 limit; killed at its time limit on n2")),
+    (rec("NODE_FAIL", node_list="n3"), "", ("NODE_FAIL", "node n3 stopped answering")),
+    (rec("CANCELLED"), CANCEL_LOG, ("CANCELLED", "cancelled on n1")),
+    (rec("FAILED", exit_code="1:0"), "ImportError: no module named foo\n",
+     ("FAILED", "exit code 1:0; ImportError: no module named foo")),
+    (rec("COMPLETED"), "", ("FAILED", "the task ended without finishing its rows")),
+    (None, TIMEOUT_LOG, ("TIMEOUT", "killed at its time limit on n2")),
+    (None, OOM_LOG, ("OUT_OF_MEMORY", "used 401M of 200M allowed")),
+])
+def test_classify_started_task(record, log, expected):
+    assert classify(start={"starts": [{}]}, done=None, record=record, log_text=log, submitted=True) == expected
+
+
+def test_classify_trusts_the_end_marker_first():
+    assert classify(start={}, done={"ok": True}, record=rec("RUNNING"), log_text="", submitted=True) == (
+        "COMPLETED", "")
+    state, reason = classify(start={}, done={"ok": False, "failures": ["process 1 killed by SIGKILL"]},
+                             record=rec("FAILED"), log_text="", submitted=True)
+    assert (state, reason) == ("FAILED", "process 1 killed by SIGKILL")
+
+
+def test_classify_lost_and_unsubmitted():
+    assert classify(start=None, done=None, record=None, log_text="", submitted=False)[0] == "NOT_SUBMITTED"
+    assert classify(start=None, done=None, record=None, log_text="", submitted=True) == (
+        "LOST", "never started and no longer queued")
+    assert classify(start={}, done=None, record=None, log_text="", submitted=True)[0] == "LOST"
+
+
+def test_compress_rows_and_mem_text():
+    assert compress_rows([7, 1, 2, 3, 9, 10]) == "1-3, 7, 9-10"
+    assert compress_rows(list(range(0, 40, 2)), limit=3).endswith("... (20 rows)")
+    assert mem_text("420968K") == "411M" and mem_text("1.5G") == "1536M" and mem_text("200M") == "200M"
