@@ -122,7 +122,8 @@ def slurm_apply(
     if backend == "auto":
         backend = "slurm" if _slurm.available() else "local"
     elif backend == "slurm" and not _slurm.available():
-        raise InputError("backend='slurm' but sbatch is not on PATH; use backend='local' or 'auto'")
+        raise InputError("backend='slurm' but no Slurm cluster is reachable from here (sbatch not on "
+                         "PATH, or no slurm.conf and `scontrol ping` fails); use backend='local' or 'auto'")
     from ._script import directive_value
 
     try:  # a path sbatch cannot carry fails here, not after writing
@@ -180,7 +181,8 @@ def slurm_apply(
             n = manifest["submissions"][0]["n_tasks"]
             from ._local import parallel_tasks
 
-            why = "no Slurm here (sbatch not on PATH)" if not _slurm.available() else "backend='local'"
+            why = "no Slurm cluster here (no sbatch, or no configuration)" if not _slurm.available() \
+                else "backend='local'"
             print(f"slurm_apply: {why}; running the {n} array task(s) "
                   f"on this machine, {min(n, parallel_tasks(cpus_per_node))} at a time", file=sys.stderr)
         try:

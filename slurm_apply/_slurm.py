@@ -18,9 +18,29 @@ from ._errors import SchedulerError, SubmissionError
 COMMAND_TIMEOUT_S = 60
 
 
+_available: Dict[tuple, bool] = {}
+
+
 def available() -> bool:
-    """True when sbatch is on PATH, i.e. jobs go to a real Slurm cluster."""
-    return shutil.which("sbatch") is not None
+    """True when this machine can submit to a Slurm cluster.
+
+    sbatch on PATH is not enough: Debian installs the client without a cluster. We also need a
+    configuration (SLURM_CONF, /etc/slurm/slurm.conf) or, for a "configless" site, a controller
+    that answers ``scontrol ping``.
+    """
+    key = (os.environ.get("PATH", ""), os.environ.get("SLURM_CONF", ""))
+    if key not in _available:
+        ok = shutil.which("sbatch") is not None
+        if ok:
+            conf = os.environ.get("SLURM_CONF")
+            candidates = [conf] if conf else ["/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf"]
+            if not any(c and os.path.exists(c) for c in candidates):
+                try:
+                    ok = _run(["scontrol", "ping"], timeout_s=10).returncode == 0
+                except SchedulerError:
+                    ok = False
+        _available[key] = ok
+    return _available[key]
 
 
 def _run(args: Sequence[str], timeout_s: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
