@@ -284,8 +284,12 @@ class SlurmJob:
                         if not s.get("job_id"):
                             out[r] = "not submitted"
                         else:
-                            active = any(d.state in ACTIVE_STATES for d in details if d.submission == k)
-                            out[r] = "not started yet" if active else "never started: every task ended first"
+                            states = [d.state for d in details if d.submission == k]
+                            if any(st in ACTIVE_STATES for st in states):
+                                out[r] = "not started yet"
+                            else:
+                                counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
+                                out[r] = f"never started: its tasks ended first ({counts})"
                     else:
                         d = by_task.get((k, who[0]))
                         name = f"task {who[0]}" if k == 0 else f"submission {k} task {who[0]}"
@@ -456,8 +460,17 @@ class SlurmJob:
         from . import _validate as v
 
         status = self.get_job_status()
-        if not status.ended:
-            raise JobActiveError(f"job {self.jobname} still has queued or running tasks; wait() or cancel() first")
+        active = [d for d in status.task_details if d.state in ACTIVE_STATES]
+        if active:
+            raise JobActiveError(f"job {self.jobname} still has {len(active)} queued or running task(s); "
+                                 "wait() or cancel() first")
+        written = [s for s in self._manifest["submissions"] if s["state"] == "written"]
+        if written:
+            script = self.job_dir / written[-1]["script"]
+            raise JobActiveError(
+                f"submission {written[-1]['index']} of {self.jobname} was written but never submitted "
+                f"(submit=False): run `sbatch {script}` to submit it, rather than resubmitting")
+        # A submission sbatch refused ran nothing: its rows are missing and are run now.
         rows = sorted(status.missing_rows + (status.failed_rows if failed else []))
         if not rows:
             what = "has a result" if failed or not status.failed_rows else "has a result or an error (pass failed=True to rerun errors)"

@@ -142,7 +142,10 @@ def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, monkeypat
                                           cpus_per_node=2, rows_per_chunk=1,
                                           slurm_options={"time": "00:01:00", "nodelist": c.node_names[0]})
             jobs[kind, "node"] = start(job_parent, f"node_{kind}", "sleep", n=10, nodes=1,
-                                       cpus_per_node=2, rows_per_chunk=1, slurm_options={"nodelist": last})
+                                       cpus_per_node=2, rows_per_chunk=1,
+                                       # Slurm requeues a batch job after a node failure by default;
+                                       # here the task must stay NODE_FAIL to be classified.
+                                       slurm_options={"nodelist": last, "no-requeue": True})
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
             wait_rows(jobs[kind, "node"], 9)
