@@ -254,8 +254,25 @@ class SlurmJob:
             rows_done=len(done_rows), rows_failed=len(err_rows), rows_missing=len(missing),
             tasks=tasks, reasons=reasons, task_details=details, failed_rows=sorted(err_rows),
             missing_rows=missing, missing_reasons=missing_reasons, job_ids=self.job_ids,
-            first_error=first_error,
+            first_error=first_error, elapsed_s=self._elapsed_s(subs, markers, ended),
         )
+
+    def _elapsed_s(self, subs: List[Dict[str, Any]], markers: Dict[int, Dict], ended: bool) -> Optional[float]:
+        launched = [s for s in subs if s.get("submitted_at")]
+        if not launched:
+            return None
+        sub = launched[-1]
+        start = float(sub["submitted_at"])
+        if not ended:
+            return time.time() - start
+        ends = [float(m["ended"]) for (_, kind), m in markers[sub["index"]].items()
+                if kind == "done" and m.get("ended")]
+        for task in range(sub["n_tasks"]):
+            try:
+                ends.append(jd.log_path(self.job_dir, sub["index"], task).stat().st_mtime)
+            except OSError:
+                pass
+        return max(ends) - start if ends else None
 
     def _why_missing(self, missing: List[int], subs: List[Dict[str, Any]],
                      details: List[TaskStatus]) -> Dict[int, str]:

@@ -197,6 +197,9 @@ class JobStatus:
         Row positions (0-based, in ``params_df`` order).
     missing_reasons : dict
         Missing row -> why (the state of the task that had it, or why it never started).
+    elapsed_s : float or None
+        Wall time of the latest submission: from sbatch to now, or to its last task's end
+        (a task's end marker, or its log's last write for a task that was killed).
     """
 
     jobname: str
@@ -216,6 +219,7 @@ class JobStatus:
     missing_reasons: Dict[int, str] = field(default_factory=dict)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
+    elapsed_s: Optional[float] = None
 
     def to_dict(self) -> Dict[str, Any]:
         from dataclasses import asdict

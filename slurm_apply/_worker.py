@@ -14,7 +14,6 @@ exits 0, or prints why it cannot and exits 1: the check the submitting side runs
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal

@@ -151,7 +151,7 @@ def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: 
         if as_json:
             text = key = json.dumps(st.to_dict(), default=str)
         else:
-            text = _status_text(st, job_dir=job_dir, elapsed_s=_elapsed_s(job, st), verbose=verbose)
+            text = _status_text(st, job_dir=job_dir, elapsed_s=st.elapsed_s, verbose=verbose)
             # What counts as a change leaves out the elapsed time, which always changes.
             key = _status_text(st, job_dir=job_dir, elapsed_s=None, verbose=verbose) if watch else text
         if redraw:
@@ -258,31 +258,6 @@ def _duration(seconds: float) -> str:
     days, s = divmod(s, 86400)
     text = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
     return f"{days}d {text}" if days else text
-
-
-def _elapsed_s(job: SlurmJob, st: JobStatus) -> Optional[float]:
-    """Wall time of the latest submission: from sbatch to now, or to its last task's end.
-
-    The end is the latest of the tasks' end markers and log writes (a killed task leaves no
-    marker, but its log's last write is when it died). Should move into JobStatus.
-    """
-    subs = [s for s in job.manifest.get("submissions", []) if s.get("submitted_at")]
-    if not subs:
-        return None
-    sub = subs[-1]
-    start = float(sub["submitted_at"])
-    if not st.ended:
-        return time.time() - start
-    ends: List[float] = []
-    for (_, kind), marker in jd.read_markers(job.job_dir, sub["index"]).items():
-        if kind == "done" and marker.get("ended"):
-            ends.append(float(marker["ended"]))
-    for task in range(sub["n_tasks"]):
-        try:
-            ends.append(jd.log_path(job.job_dir, sub["index"], task).stat().st_mtime)
-        except OSError:
-            pass
-    return max(ends) - start if ends else None
 
 
 # ---------------------------------------------------------------------------------------------
