@@ -21,6 +21,10 @@ COMMAND_TIMEOUT_S = 60
 _available: Dict[tuple, bool] = {}
 
 
+def have_sbatch() -> bool:
+    return shutil.which("sbatch") is not None
+
+
 def available() -> bool:
     """True when this machine can submit to a Slurm cluster.
 
@@ -30,7 +34,7 @@ def available() -> bool:
     """
     key = (os.environ.get("PATH", ""), os.environ.get("SLURM_CONF", ""))
     if key not in _available:
-        ok = shutil.which("sbatch") is not None
+        ok = have_sbatch()
         if ok:
             conf = os.environ.get("SLURM_CONF")
             candidates = [conf] if conf else ["/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf"]

@@ -200,7 +200,9 @@ def test_requeued_task_resumes(cluster, job_parent):
         time.sleep(0.2)
     st = job.get_job_status()
     assert st.tasks[0] in ("PENDING", "REQUEUED") and not st.ended, str(st)
-    subprocess.run(["scontrol", "update", f"JobId={job.job_ids[0]}_0", "StartTime=now"], check=True)
+    # Not "now": a task restarted within the second its old credential was revoked is killed by
+    # slurmd ("Job credential revoked"), which is why Slurm delays requeued jobs at all.
+    subprocess.run(["scontrol", "update", f"JobId={job.job_ids[0]}_0", "StartTime=now+3"], check=True)
     status = job.wait(timeout_s=180, progress=False)
     assert status.completed, str(status)
     assert list(job.get_output().result) == [x * 10 for x in range(8)]

@@ -92,6 +92,20 @@ def test_seeds_do_not_depend_on_how_rows_are_split(tmp_path):
     assert a.manifest["seed"] == 7
 
 
+def test_seed_false_leaves_rows_unseeded(tmp_path):
+    def draw(x):
+        import random
+
+        return random.random()
+
+    job, _ = run(draw, pd.DataFrame({"x": range(6)}), tmp_path, "noseed", seed=False, nodes=1,
+                 cpus_per_node=1)
+    values = job.get_output(outtype="raw")
+    assert len(set(values)) == 6 and job.manifest["seed"] is None
+    with pytest.raises(slurm_apply.InputError, match="seed=False"):
+        apply(draw, pd.DataFrame({"x": [1]}), seed=False, seed_arg="s", backend="local", job_dir=tmp_path)
+
+
 def test_seed_arg_passes_the_row_seed(tmp_path):
     from slurm_apply._worker import row_seed
 
