@@ -165,8 +165,11 @@ def slurm_apply(
         "submissions": [],
     }
     jd.create(path, overwrite=overwrite)
+    check: Optional[_Preflight] = None
     try:
         jd.write_bytes(path / jd.PAYLOAD, payload)
+        if preflight:
+            check = _Preflight(path / jd.PAYLOAD, pkgs)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
         _submit.write_submission(path, manifest, params_df, rows=None, nodes=nodes,
@@ -174,10 +177,12 @@ def slurm_apply(
                                  max_concurrent=max_concurrent, backend=backend,
                                  rows_per_chunk=rows_per_chunk)
         jd.write_json(path / jd.MANIFEST, manifest)
-        if preflight:
-            _preflight(path)
+        if check is not None:
+            check.result()
     except BaseException:
         # Nothing was submitted: leave nothing half-written behind.
+        if check is not None:
+            check.cancel()
         jd.remove_tree(path)
         raise
     manifest["prepare_s"] = round(time.perf_counter() - started, 4)
@@ -202,24 +207,40 @@ def slurm_apply(
     return SlurmJob(path)
 
 
-def _preflight(path: Path) -> None:
-    """Load the payload with the interpreter the nodes will run, as they will."""
-    python = jd.read_json(path / jd.MANIFEST)["python"]["executable"]
-    env = dict(os.environ)
-    pp = _submit.caller_pythonpath()
-    if pp:
-        env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([python, "-m", "slurm_apply._worker", "--preflight", str(path)],
-                          capture_output=True, text=True, env=env, cwd=os.getcwd())
-    if proc.returncode != 0:
-        err = proc.stderr.strip().splitlines()
-        last = err[0] if err else f"exit code {proc.returncode}"
+class _Preflight:
+    """Load the payload with the interpreter the nodes will run, as they will, in a fresh process.
+
+    Started as soon as the payload is written, so it runs while the rows are being written.
+    """
+
+    def __init__(self, payload: Path, pkgs: Sequence[str]) -> None:
+        env = dict(os.environ)
+        pp = _submit.caller_pythonpath()
+        if pp:
+            env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.python = sys.executable
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "slurm_apply._worker", "--preflight", str(payload), *pkgs],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=os.getcwd())
+
+    def result(self) -> None:
+        _, stderr = self.proc.communicate()
+        if self.proc.returncode == 0:
+            return
+        err = stderr.strip().splitlines()
+        last = err[0] if err else f"exit code {self.proc.returncode}"
         raise PreflightError(
-            f"the pickled function and objects do not load in a fresh Python ({python}), so they "
-            f"would fail on every node: {last}. Typical causes: f or a class it uses is defined in "
-            "a module the nodes cannot import (put it in an importable module or define it in the "
-            "notebook/script itself), or pkgs names a module that fails to import. "
-            "Full error:\n" + proc.stderr.strip()[-3000:])
+            f"the pickled function and objects do not load in a fresh Python ({self.python}), so "
+            f"they would fail on every node: {last}. Typical causes: f or a class it uses is "
+            "defined in a module the nodes cannot import (put it in an importable module or define "
+            "it in the notebook/script itself), or pkgs names a module that fails to import. "
+            "Full error:\n" + stderr.strip()[-3000:])
+
+    def cancel(self) -> None:
+        if self.proc.returncode is None:  # still running: an earlier step failed
+            self.proc.kill()
+            self.proc.communicate()
 
 
 def _package_versions(pkgs: Sequence[str]) -> Dict[str, str]:

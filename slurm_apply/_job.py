@@ -12,7 +12,7 @@ from . import _jobdir as jd
 from . import _slurm
 from ._errors import (InputError, JobActiveError, JobTimeoutError, RemoteTraceback,
                       RowsFailedError, RowsMissingError)
-from ._status import ACTIVE_STATES, JobStatus, TaskStatus, classify, compress_rows
+from ._status import ACTIVE_STATES, NOT_FINISHED, JobStatus, TaskStatus, classify, compress_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,7 +233,10 @@ class SlurmJob:
         latest = subs[-1]["index"] if subs else 0
         tasks = {d.task: d.state for d in details if d.submission == latest}
         reasons = {d.task: d.reason for d in details if d.submission == latest and d.reason}
-        missing_reasons = self._why_missing(missing, subs, details) if missing else {}
+        # Why rows are missing is worth working out (it reads every claim) only once some task
+        # has ended without finishing, or the job is over; until then they are simply not done.
+        abnormal = any(d.state not in ACTIVE_STATES and d.state != "COMPLETED" for d in details)
+        missing_reasons = self._why_missing(missing, subs, details) if missing and (abnormal or not active) else {}
         first_error = ""
         if err_rows:
             r0 = min(err_rows)
@@ -335,13 +338,16 @@ class SlurmJob:
         if status.state == "NOT_SUBMITTED":
             raise InputError(f"{self.job_dir} has not been submitted: nothing to wait for. "
                              f"Submit it with `sbatch {self.job_dir / 'submit.sh'}`.")
-        while True:
-            now = time.monotonic()
-            if all(d.state == "COMPLETED" for d in status.task_details if d.job_id):
+        while not status.ended:
+            # The cheap check, made often: which tasks have not written their end marker?
+            # (Building a whole status costs more than a directory listing on a big job.)
+            waiting = self._unfinished_tasks()
+            if not waiting:
+                status = self.get_job_status(ask_scheduler=False)
                 break  # every task wrote its end marker: no need to ask Slurm anything
+            now = time.monotonic()
             # A kill line in a task's log means the scheduler has news: ask it now, not later.
-            killed = logs.kill_seen(d.log for d in status.task_details
-                                    if d.job_id and d.state != "COMPLETED")
+            killed = logs.kill_seen(jd.log_path(self.job_dir, k, t) for k, t in waiting)
             if now - last_sched >= sched_gap or (killed and now - last_sched >= 1.0):
                 status = self.get_job_status(ask_scheduler=True)
                 last_sched = time.monotonic()
@@ -350,15 +356,38 @@ class SlurmJob:
                 if status.ended:
                     break
             if progress:
-                shown = _show_progress(status, shown)
+                self._results.refresh(self.job_dir, len(self._manifest["submissions"]))
+                shown = _show_progress(status, shown, rows=len(self._results.done) + len(self._results.errors))
             if timeout_s is not None and now - t0 > timeout_s:
-                raise JobTimeoutError(f"job {self.jobname} still running after {timeout_s:.0f} s:\n{status}")
+                raise JobTimeoutError(f"job {self.jobname} still running after {timeout_s:.0f} s:\n"
+                                      f"{self.get_job_status()}")
             time.sleep(poll_s)
-            poll_s = min(poll_s * 1.3, max_poll_s)
-            status = self.get_job_status(ask_scheduler=False)
+            # Poll fast while the job is young (short jobs finish soon), then back off.
+            poll_s = min(max(poll_s, (time.monotonic() - t0) / 20), max_poll_s)
         if progress:
             _show_progress(status, shown, final=True)
         return status
+
+    def _unfinished_tasks(self) -> List[Tuple[int, int]]:
+        """(submission, task) of every launched task without an end marker, minus tasks the
+        local runner has seen end (a local task that died writes no marker)."""
+        from . import _local
+
+        out: List[Tuple[int, int]] = []
+        for s in self._manifest["submissions"]:
+            if not s.get("job_id"):
+                continue
+            try:
+                names = set(os.listdir(jd.tasks_dir(self.job_dir, s["index"])))
+            except FileNotFoundError:
+                names = set()
+            ended = set()
+            if s["backend"] == "local":
+                ended = {int(t) for t, st in _local.read_state(self.job_dir, s["index"])["tasks"].items()
+                         if st["state"] not in ACTIVE_STATES}
+            out.extend((s["index"], t) for t in range(s["n_tasks"])
+                       if t not in ended and jd.task_marker(self.job_dir, s["index"], t, "done").name not in names)
+        return out
 
     # -- results -------------------------------------------------------------------------------
 
@@ -396,7 +425,7 @@ class SlurmJob:
             if status.missing_rows:
                 by = {}
                 for r in status.missing_rows:
-                    by.setdefault(status.missing_reasons.get(r, "?"), []).append(r)
+                    by.setdefault(status.missing_reasons.get(r, NOT_FINISHED), []).append(r)
                 detail = "; ".join(f"rows {compress_rows(v)}: {k}" for k, v in by.items())
                 hint = ("wait() for them" if not status.ended else "resubmit() runs them again")
                 raise RowsMissingError(
@@ -571,11 +600,10 @@ def _result_frame(values: List[Any], present: Optional[List[bool]]) -> "pd.DataF
     return pd.DataFrame({"result": pd.Series(values, dtype=None)})
 
 
-def _show_progress(status: JobStatus, shown: str, final: bool = False) -> str:
-    running = sum(1 for d in status.task_details if d.state == "RUNNING")
-    pending = sum(1 for d in status.task_details if d.state == "PENDING")
-    line = (f"{status.jobname}: {status.rows_done + status.rows_failed}/{status.rows_total} rows "
-            f"({status.rows_failed} failed), {running} task(s) running, {pending} pending")
+def _show_progress(status: JobStatus, shown: str, final: bool = False, rows: Optional[int] = None) -> str:
+    if rows is None:
+        rows = status.rows_done + status.rows_failed
+    line = f"{status.jobname}: {rows}/{status.rows_total} rows done or failed"
     if final:
         line = f"{status.jobname}: {status.state}, {status.rows_done} done, {status.rows_failed} failed, {status.rows_missing} missing of {status.rows_total}"
     if line != shown:

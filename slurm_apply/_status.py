@@ -11,6 +11,7 @@ from ._slurm import TaskRecord
 # Task states a user sees. Slurm's own names, plus LOST (gone from the scheduler with no result),
 # NOT_SUBMITTED (written with submit=False, or sbatch refused it) and UNKNOWN.
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED")
+NOT_FINISHED = "queued or running"  # the reason of a missing row while its tasks are still at it
 ENDED_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST")
 
@@ -196,7 +197,8 @@ class JobStatus:
     failed_rows, missing_rows : list of int
         Row positions (0-based, in ``params_df`` order).
     missing_reasons : dict
-        Missing row -> why (the state of the task that had it, or why it never started).
+        Missing row -> why (the state of the task that had it, or why it never started); empty
+        while every task is queued, running or completed (the rows are simply not done yet).
     elapsed_s : float or None
         Wall time of the latest submission: from sbatch to now, or to its last task's end
         (a task's end marker, or its log's last write for a task that was killed).
@@ -246,7 +248,7 @@ class JobStatus:
         if self.missing_rows:
             by_reason: Dict[str, List[int]] = {}
             for r in self.missing_rows:
-                by_reason.setdefault(self.missing_reasons.get(r, "unknown"), []).append(r)
+                by_reason.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
             for why, rows in by_reason.items():
                 lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
         return "\n".join(lines)

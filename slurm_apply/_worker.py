@@ -8,8 +8,9 @@ any task. So rows are handed out dynamically inside a task and across tasks, and
 starts late or a slow chunk does not hold up the whole job. Finished rows are appended to the
 process's own record file in small batches, so a kill loses at most the batch in flight.
 
-``python -m slurm_apply._worker --preflight JOB_DIR`` loads the payload in this interpreter and
-exits 0, or prints why it cannot and exits 1: the check the submitting side runs before sbatch.
+``python -m slurm_apply._worker --preflight PAYLOAD [PKG...]`` imports the packages and loads the
+payload in this interpreter and exits 0, or prints why it cannot and exits 1: the check the
+submitting side runs before sbatch.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def row_seed(job_seed: int, row: int) -> int:
 
 
 def load_payload(job_dir: Path, manifest: Dict[str, Any]) -> Callable[..., Any]:
+    return _load(job_dir / jd.PAYLOAD, manifest.get("pkgs", []))
+
+
+def _load(payload: Path, pkgs: Sequence[str]) -> Callable[..., Any]:
     """Import ``pkgs``, unpickle f and the objects, and make the objects globals of f."""
     import importlib
 
-    for name in manifest.get("pkgs", []):
+    for name in pkgs:
         importlib.import_module(name)
-    with open(job_dir / jd.PAYLOAD, "rb") as fh:
+    with open(payload, "rb") as fh:
         f, objects = pickle.load(fh)
     if objects:
         glb = getattr(f, "__globals__", None)
@@ -175,6 +180,7 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
     n_rows = n_err = 0
     loop_s = 0.0
     first_row_at: Optional[float] = None
+    monotonic = time.monotonic
     for c in order:
         if c in claimed_again:
             claimed_again.discard(c)
@@ -185,10 +191,12 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
             first_row_at = time.time()
         t0 = time.perf_counter()
         w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
-        for i, row in enumerate(rows):
-            if row in done:
+        flush_at = writer.last + FLUSH_INTERVAL_S
+        # The hot loop: a few hundred nanoseconds of our own per row (without seeding).
+        for row, vals in zip(rows, zip(*cols)):
+            if done and row in done:
                 continue
-            kwargs = {n: col[i] for n, col in zip(names, cols)}
+            kwargs = dict(zip(names, vals))
             if seed is not None:
                 s = row_seed(seed, row)
                 random.seed(s)
@@ -206,13 +214,15 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
                 w_rows.append(row)
                 w_values.append(value)
             n_rows += 1
-            if time.monotonic() - writer.last > FLUSH_INTERVAL_S or len(w_rows) >= FLUSH_ROWS:
+            # Rows persist at least once a second (and a chunk's end does not force a write:
+            # fsync per chunk would cost more than tiny rows do).
+            if monotonic() > flush_at or len(w_rows) >= FLUSH_ROWS:
                 loop_s += time.perf_counter() - t0
                 writer.flush()
                 t0 = time.perf_counter()
                 w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
+                flush_at = writer.last + FLUSH_INTERVAL_S
         loop_s += time.perf_counter() - t0
-        writer.flush()
     writer.close()
     params.close()
     return {"proc": proc, "rows": n_rows, "errors": n_err, "loop_s": loop_s,
@@ -316,10 +326,9 @@ def run_task(job_dir: Path, sub: int, task: int) -> int:
     return 0 if not failures else 1
 
 
-def preflight(job_dir: Path) -> int:
-    manifest = jd.load_manifest(job_dir)
+def preflight(payload: Path, pkgs: Sequence[str]) -> int:
     try:
-        load_payload(job_dir, manifest)
+        _load(payload, pkgs)
     except BaseException as exc:  # report anything, including SystemExit from a user's import
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exc()
@@ -328,8 +337,8 @@ def preflight(job_dir: Path) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--preflight":
-        return preflight(Path(argv[1]))
+    if len(argv) >= 2 and argv[0] == "--preflight":
+        return preflight(Path(argv[1]), argv[2:])
     if len(argv) != 2:
         print("usage: python -m slurm_apply._worker JOB_DIR SUBMISSION", file=sys.stderr)
         return 2
