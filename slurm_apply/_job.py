@@ -332,7 +332,7 @@ class SlurmJob:
         t0 = time.monotonic()
         last_sched = t0
         sched_gap = scheduler_every_s
-        shown = ""
+        shown = _Progress() if progress else None
         logs = _LogWatch()
         status = self.get_job_status(ask_scheduler=False)
         if status.state == "NOT_SUBMITTED":
@@ -355,17 +355,17 @@ class SlurmJob:
                     sched_gap = min(sched_gap * 1.5, max_scheduler_every_s)
                 if status.ended:
                     break
-            if progress:
+            if shown is not None:
                 self._results.refresh(self.job_dir, len(self._manifest["submissions"]))
-                shown = _show_progress(status, shown, rows=len(self._results.done) + len(self._results.errors))
+                shown.show(status, len(self._results.done) + len(self._results.errors))
             if timeout_s is not None and now - t0 > timeout_s:
                 raise JobTimeoutError(f"job {self.jobname} still running after {timeout_s:.0f} s:\n"
                                       f"{self.get_job_status()}")
             time.sleep(poll_s)
             # Poll fast while the job is young (short jobs finish soon), then back off.
             poll_s = min(max(poll_s, (time.monotonic() - t0) / 20), max_poll_s)
-        if progress:
-            _show_progress(status, shown, final=True)
+        if shown is not None:
+            shown.final(status)
         return status
 
     def _unfinished_tasks(self) -> List[Tuple[int, int]]:
@@ -600,14 +600,26 @@ def _result_frame(values: List[Any], present: Optional[List[bool]]) -> "pd.DataF
     return pd.DataFrame({"result": pd.Series(values, dtype=None)})
 
 
-def _show_progress(status: JobStatus, shown: str, final: bool = False, rows: Optional[int] = None) -> str:
-    if rows is None:
-        rows = status.rows_done + status.rows_failed
-    line = f"{status.jobname}: {rows}/{status.rows_total} rows done or failed"
-    if final:
-        line = f"{status.jobname}: {status.state}, {status.rows_done} done, {status.rows_failed} failed, {status.rows_missing} missing of {status.rows_total}"
-    if line != shown:
-        end = "\n" if (final or not sys.stderr.isatty()) else ""
-        sys.stderr.write(("\r" if sys.stderr.isatty() else "") + line + end)
+class _Progress:
+    """One line on stderr: rewritten in place on a terminal; elsewhere (a notebook, a log file)
+    printed when it changes, at most every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.every_s = every_s
+        self.shown = ""
+        self.printed_at = -1e9
+
+    def show(self, status: JobStatus, rows: int) -> None:
+        line = f"{status.jobname}: {rows}/{status.rows_total} rows done or failed"
+        if line == self.shown or (not self.tty and time.monotonic() - self.printed_at < self.every_s):
+            return
+        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
         sys.stderr.flush()
-    return line
+        self.shown, self.printed_at = line, time.monotonic()
+
+    def final(self, status: JobStatus) -> None:
+        line = (f"{status.jobname}: {status.state}, {status.rows_done} done, {status.rows_failed} failed, "
+                f"{status.rows_missing} missing of {status.rows_total}")
+        sys.stderr.write(("\r" if self.tty else "") + line + "\n")
+        sys.stderr.flush()

@@ -349,7 +349,7 @@ def valid_length(path: Path) -> int:
 def open_records_for_append(path: Path) -> BinaryIO:
     """Open a record file to add frames, first cutting off a torn tail left by a killed writer."""
     good = valid_length(path)
-    fh = open(path, "ab")
+    fh = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
     if fh.tell() != good:
         fh.truncate(good)
         fh.seek(good)
