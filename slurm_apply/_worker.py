@@ -230,6 +230,7 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
                 w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
                 flush_at = writer.last + WRITE_INTERVAL_S
         loop_s += time.perf_counter() - t0
+        writer.flush()  # the chunk's rows go to the OS before the next chunk is taken
     writer.close()
     params.close()
     return {"proc": proc, "rows": n_rows, "errors": n_err, "loop_s": loop_s,
