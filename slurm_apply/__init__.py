@@ -4,29 +4,33 @@
     >>> job.wait()                                                  # doctest: +SKIP
     >>> out = job.get_output()                                      # doctest: +SKIP
 
-This module imports nothing heavy: the node side (``python -m slurm_apply._worker``) starts here too.
+Every array task starts with ``python -m slurm_apply._worker``, which imports this package first;
+so the public names are loaded on first use, and a task pays only for the modules it needs.
 """
 
-from ._api import slurm_apply, slurm_call, slurm_map
-from ._errors import (
-    InputError,
-    JobActiveError,
-    JobDirError,
-    JobDirExistsError,
-    JobTimeoutError,
-    PreflightError,
-    RemoteTraceback,
-    ResultsError,
-    RowsFailedError,
-    RowsMissingError,
-    SchedulerError,
-    SlurmApplyError,
-    SubmissionError,
-    UnpicklableError,
-    UnsafeJobDirError,
-)
-from ._job import SlurmJob
-from ._status import JobStatus, TaskStatus
+import typing as _typing
+
+if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load on first use (below)
+    from ._api import slurm_apply, slurm_call, slurm_map
+    from ._errors import (
+        InputError,
+        JobActiveError,
+        JobDirError,
+        JobDirExistsError,
+        JobTimeoutError,
+        PreflightError,
+        RemoteTraceback,
+        ResultsError,
+        RowsFailedError,
+        RowsMissingError,
+        SchedulerError,
+        SlurmApplyError,
+        SubmissionError,
+        UnpicklableError,
+        UnsafeJobDirError,
+    )
+    from ._job import SlurmJob
+    from ._status import JobStatus, TaskStatus
 
 __version__ = "0.1.0"
 
@@ -53,3 +57,21 @@ __all__ = [
     "RowsMissingError",
     "RemoteTraceback",
 ]
+
+_HOME = {name: "._errors" for name in __all__ if name.endswith("Error") or name == "RemoteTraceback"}
+_HOME.update(slurm_apply="._api", slurm_map="._api", slurm_call="._api", SlurmJob="._job",
+             JobStatus="._status", TaskStatus="._status")
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(_HOME[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'slurm_apply' has no attribute {name!r}")
+
+
+def __dir__() -> _typing.List[str]:
+    return sorted(set(globals()) | set(__all__))
