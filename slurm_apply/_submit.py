@@ -51,16 +51,30 @@ def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
     return out
 
 
+_TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
+              ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
+              ("f", 4): "f", ("f", 8): "d"}
+
+
 def _column_arrays(df: "pd.DataFrame") -> List[Any]:
-    """Each column as a NumPy array when it is plain numeric or bool (fast to slice and pickle,
-    turned into Python numbers on the node), else as a list of Python objects."""
+    """Each column in the form that is fastest to slice, pickle and read back on the node.
+
+    Plain numeric columns become the standard library's ``array.array`` (a copy of NumPy's
+    buffer, pickled as raw bytes, turned into Python numbers with ``tolist()`` on the node
+    without importing NumPy there); anything else becomes a list of Python objects.
+    """
+    import array
+
     import numpy as np
 
     out: List[Any] = []
     for i in range(df.shape[1]):
         col = df.iloc[:, i]
-        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biuf":
-            out.append(col.to_numpy())
+        dtype = col.dtype
+        code = _TYPECODES.get((dtype.kind, dtype.itemsize)) if isinstance(dtype, np.dtype) else None
+        if code is not None and array.array(code).itemsize == dtype.itemsize:
+            values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
+            out.append(array.array(code, values.tobytes()))
         else:
             out.append(col.tolist())
     return out
