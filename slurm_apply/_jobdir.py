@@ -107,15 +107,6 @@ def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
 # Atomic writes
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_open(path: Path) -> Iterator[BinaryIO]:
     """Write to a temporary name beside ``path``, fsync, then rename over it.

@@ -261,25 +261,6 @@ def parse_scontrol_config(text: str) -> Dict[str, str]:
     return out
 
 
-def parse_scontrol_record(text: str) -> Dict[str, str]:
-    """``scontrol show job`` output (``Key=Value`` pairs, several per line) -> dict.
-
-    Values may contain spaces only for the keys known to do so at the end of a line (Command, etc.);
-    we split on whitespace before ``Key=``.
-    """
-    out: Dict[str, str] = {}
-    for m in re.finditer(r"(\S+?)=(.*?)(?=\s+\S+?=|\s*$)", text, flags=re.M):
-        out.setdefault(m.group(1), m.group(2).strip())
-    return out
-
-
-def show_job(job_id: str) -> Dict[str, str]:
-    proc = _run(["scontrol", "show", "job", job_id])
-    if proc.returncode != 0:
-        raise SchedulerError(f"scontrol show job {job_id} failed: {proc.stderr.strip()}")
-    return parse_scontrol_record(proc.stdout)
-
-
 _config_cache: Dict[str, Dict[str, str]] = {}
 
 

@@ -12,9 +12,6 @@ from ._slurm import TaskRecord
 # NOT_SUBMITTED (written with submit=False, or sbatch refused it) and UNKNOWN.
 ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED")
 NOT_FINISHED = "queued or running"  # the reason of a missing row while its tasks are still at it
-ENDED_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED",
-                "PREEMPTED", "BOOT_FAIL", "DEADLINE", "LOST")
-
 _SLURM_TO_STATE = {
     "PENDING": "PENDING", "CONFIGURING": "RUNNING", "RUNNING": "RUNNING", "COMPLETING": "RUNNING",
     "RESIZING": "RUNNING", "SIGNALING": "RUNNING", "STAGE_OUT": "RUNNING", "STOPPED": "RUNNING",

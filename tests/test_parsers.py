@@ -77,16 +77,6 @@ def test_parse_scontrol_config():
     assert conf["SchedulerParameters"] == "batch_sched_delay=0,sched_min_interval=0"
 
 
-def test_parse_scontrol_record():
-    text = ("JobId=7 ArrayJobId=7 ArrayTaskId=0 JobName=opts\n"
-            "   JobState=PENDING Reason=JobHeldUser Dependency=(null)\n"
-            "   TimeLimit=00:07:00 TimeMin=N/A\n"
-            "   Comment=from slurm_apply \n")
-    rec = _slurm.parse_scontrol_record(text)
-    assert rec["JobState"] == "PENDING" and rec["TimeLimit"] == "00:07:00"
-    assert rec["Comment"] == "from slurm_apply"
-
-
 def test_find_array_job_matches_the_script_path():
     text = "41|/home/a/_rslurm_x/submit.sh\n42|/home/b/_rslurm_x/submit.sh\n"
     assert _slurm.parse_find_array_job(text, "/home/b/_rslurm_x/submit.sh") == "42"
