@@ -321,7 +321,7 @@ class SlurmJob:
     # -- waiting -------------------------------------------------------------------------------
 
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
-             poll_s: float = 0.05, max_poll_s: float = 2.0, scheduler_every_s: float = 5.0,
+             poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
              max_scheduler_every_s: float = 30.0) -> JobStatus:
         """Block until no task is queued or running; return the final status.
 
@@ -362,8 +362,9 @@ class SlurmJob:
                 raise JobTimeoutError(f"job {self.jobname} still running after {timeout_s:.0f} s:\n"
                                       f"{self.get_job_status()}")
             time.sleep(poll_s)
-            # Poll fast while the job is young (short jobs finish soon), then back off.
-            poll_s = min(max(poll_s, (time.monotonic() - t0) / 20), max_poll_s)
+            # Poll fast while the job is young (short jobs finish soon), then back off; a poll
+            # is one directory listing per submission, so even the slowest is cheap.
+            poll_s = min(max(poll_s, (time.monotonic() - t0) / 50), max_poll_s)
         if shown is not None:
             shown.final(status)
         return status

@@ -89,8 +89,9 @@ def test_resubmission_chunks_carry_their_row_numbers(tmp_path):
 @pytest.mark.parametrize("n_rows, nodes, cpus, max_array, expected", [
     (30, 3, 2, None, (3, 30)),
     (3, 4, 2, None, (2, 3)),          # no more tasks than rows need
-    (100_000, 2, 1, None, (2, 256)),  # at least 256 chunks for balance
+    (100_000, 2, 1, None, (2, 32)),   # 16 chunks per process
     (10_000, 50, 1, 20, (20, 320)),   # never more tasks than MaxArraySize
+    (64, 2, 2, None, (2, 64)),        # one row per chunk for a small table
     (5, 1, 1, None, (1, 5)),
 ])
 def test_plan(n_rows, nodes, cpus, max_array, expected):
