@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Option
 from . import _jobdir as jd
 from . import _slurm, _submit
 from . import _validate as v
-from ._errors import InputError, JobDirExistsError, PreflightError, SubmissionError
+from ._errors import InputError, PreflightError, SubmissionError
 from ._job import SlurmJob
 
 if TYPE_CHECKING:
@@ -122,9 +122,7 @@ def slurm_apply(
         raise InputError(f"job_dir {os.fspath(job_dir)!r} is not an existing directory; create it first")
     path = jd.default_dir(jobname, job_dir)
     if path.exists() and not overwrite:
-        raise JobDirExistsError(
-            f"job directory {path} already exists. Expected a new name; pass overwrite=True to "
-            "replace it, or choose another jobname.")
+        raise jd.exists_error(path)
     from ._script import directive_value
 
     try:  # a path sbatch cannot carry fails here, not after writing

@@ -424,10 +424,8 @@ class SlurmJob:
                     rows=sorted(errs),
                 ) from RemoteTraceback(tb)
             if status.missing_rows:
-                by = {}
-                for r in status.missing_rows:
-                    by.setdefault(status.missing_reasons.get(r, NOT_FINISHED), []).append(r)
-                detail = "; ".join(f"rows {compress_rows(v)}: {k}" for k, v in by.items())
+                detail = "; ".join(f"rows {compress_rows(v)}: {k}"
+                                   for k, v in status.missing_by_reason().items())
                 hint = ("wait() for them" if not status.ended else "resubmit() runs them again")
                 raise RowsMissingError(
                     f"{len(status.missing_rows)} of {self.n_rows} rows have no result ({detail}); {hint}, "
@@ -452,7 +450,7 @@ class SlurmJob:
             for r, (_, (etype, emsg, _)) in errs.items():
                 err_col[r] = f"{etype}: {emsg}"
             for r in status.missing_rows:
-                err_col[r] = f"missing: {status.missing_reasons.get(r, 'no result')}"
+                err_col[r] = f"missing: {status.missing_reasons.get(r, NOT_FINISHED)}"
             out["error"] = err_col
         return out
 

@@ -33,7 +33,7 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ._errors import JobDirError, UnsafeJobDirError
+from ._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 
 FORMAT_VERSION = 1
 DIR_PREFIX = "_rslurm_"
@@ -154,8 +154,6 @@ def create(job_dir: Path, *, overwrite: bool) -> None:
 
     ``os.mkdir`` is atomic, so of two callers racing for the same name exactly one wins.
     """
-    from ._errors import JobDirExistsError
-
     if overwrite and job_dir.exists():
         if not (job_dir / MANIFEST).exists() and any(job_dir.iterdir()):
             raise JobDirExistsError(
@@ -166,12 +164,15 @@ def create(job_dir: Path, *, overwrite: bool) -> None:
     try:
         os.mkdir(job_dir, 0o700)
     except FileExistsError:
-        raise JobDirExistsError(
-            f"job directory {job_dir} already exists. Expected a new name; "
-            "pass overwrite=True to replace it, or choose another jobname."
-        ) from None
+        raise exists_error(job_dir) from None
     os.chmod(job_dir, 0o700)  # mkdir's mode is masked by the umask
     (job_dir / LOGS).mkdir(mode=0o700)
+
+
+def exists_error(job_dir: Path) -> JobDirExistsError:
+    return JobDirExistsError(
+        f"job directory {job_dir} already exists. Expected a new name; "
+        "pass overwrite=True to replace it, or choose another jobname.")
 
 
 def make_submission_dirs(job_dir: Path, sub: int) -> None:

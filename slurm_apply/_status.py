@@ -220,6 +220,13 @@ class JobStatus:
     first_error: str = ""
     elapsed_s: Optional[float] = None
 
+    def missing_by_reason(self) -> Dict[str, List[int]]:
+        """The missing rows grouped by why they are missing, in row order."""
+        out: Dict[str, List[int]] = {}
+        for r in self.missing_rows:
+            out.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
+        return out
+
     def to_dict(self) -> Dict[str, Any]:
         from dataclasses import asdict
 
@@ -243,9 +250,6 @@ class JobStatus:
             first = f" (first: {self.first_error})" if self.first_error else ""
             lines.append(f"  failed rows: {compress_rows(self.failed_rows)}{first}")
         if self.missing_rows:
-            by_reason: Dict[str, List[int]] = {}
-            for r in self.missing_rows:
-                by_reason.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
-            for why, rows in by_reason.items():
+            for why, rows in self.missing_by_reason().items():
                 lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
         return "\n".join(lines)

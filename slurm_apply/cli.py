@@ -28,7 +28,7 @@ from . import _jobdir as jd
 from ._errors import (JobActiveError, RemoteTraceback, RowsFailedError, RowsMissingError,
                       SlurmApplyError)
 from ._job import SlurmJob
-from ._status import NOT_FINISHED, JobStatus, TaskStatus, compress_rows
+from ._status import JobStatus, TaskStatus, compress_rows
 
 EXIT_ROWS_INCOMPLETE = 3
 
@@ -193,10 +193,7 @@ def _status_text(st: JobStatus, *, job_dir: Path, elapsed_s: Optional[float], ve
         first = f" (first: {st.first_error})" if st.first_error else ""
         lines.append(f"  failed rows: {compress_rows(st.failed_rows)}{first}")
     if st.missing_rows and over:
-        by_reason: Dict[str, List[int]] = {}
-        for r in st.missing_rows:
-            by_reason.setdefault(st.missing_reasons.get(r, NOT_FINISHED), []).append(r)
-        for why, rows in by_reason.items():
+        for why, rows in st.missing_by_reason().items():
             lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
     if st.ended and (st.failed_rows or st.missing_rows):
         d = shlex.quote(str(job_dir))
