@@ -1,0 +1,100 @@
+"""What every backend offers, and the answers a scheduler query gives.
+
+A backend turns a written submission (its array script in the job directory) into running
+tasks, and answers, per task, what the scheduler knows of it. Nothing outside ``_backends``
+asks which backend a submission uses: the rest of the package calls these methods.
+
+An answer per task is one of:
+
+* a :class:`TaskRecord`: the scheduler's own record of the task (state, exit code, ...);
+* ``None``: the scheduler was asked and no longer knows the task (it forgot it, or it never
+  existed): the task is not queued or running;
+* an :class:`Unknown`: the scheduler could not be asked (its commands are not on PATH, the
+  controller does not answer, ...). It is never read as "forgotten".
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    from .._store.manifest import Submission
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What the scheduler says about one array task."""
+
+    array_job_id: str
+    task: Optional[int]  # None for a line that stands for several pending tasks
+    state: str  # COMPLETED, FAILED, TIMEOUT, ... (first word: "CANCELLED by 0" -> CANCELLED)
+    exit_code: str = ""
+    elapsed: str = ""
+    max_rss: str = ""  # from the .batch step, e.g. "412M"
+    req_mem: str = ""
+    node_list: str = ""
+    reason: str = ""
+    time_limit: str = ""
+    end_time: Optional[float] = None  # when the task ended (epoch seconds), if the scheduler said
+    pending_tasks: Tuple[int, ...] = ()  # for a collapsed pending line
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """The scheduler could not be asked about a task; ``why`` says what went wrong."""
+
+    why: str
+
+
+Answer = Union[TaskRecord, Unknown, None]
+TaskKey = Tuple[int, int]  # (submission index, task index)
+
+
+@dataclass
+class Query:
+    """The answers of one query: ``answers[(sub, task)]``, plus notes on how they were got
+    (e.g. "sacct failed (...); squeue answered instead"), shown with the status."""
+
+    answers: Dict[TaskKey, Answer] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+    calls: int = 0  # scheduler commands run (the benchmark counts them)
+
+
+class Backend(abc.ABC):
+    """Submits array scripts and answers for their tasks."""
+
+    #: the name recorded in a submission ("slurm", "local")
+    name: str = ""
+
+    @abc.abstractmethod
+    def submit(self, job_dir: Path, sub: "Submission") -> str:
+        """Start the submission's array script; return its job id.
+
+        Raises SubmissionError (with the scheduler's own words) when it is refused or the
+        scheduler does not answer in time.
+        """
+
+    @abc.abstractmethod
+    def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
+        """An answer for every task of every given (submitted) submission; never raises
+        because the scheduler could not be asked: those tasks are :class:`Unknown`."""
+
+    @abc.abstractmethod
+    def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        """Cancel the queued and running tasks of these submissions."""
+
+    def max_array_size(self) -> Optional[int]:
+        """The most tasks one array may have (None: no limit)."""
+        return None
+
+    def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        """The job id of a submission written with submit=False and started by hand, if the
+        scheduler knows it; None otherwise."""
+        return None
+
+    def launch_notice(self, sub: "Submission") -> Optional[str]:
+        """A line to tell the user when the submission starts (None: nothing to say)."""
+        return None
