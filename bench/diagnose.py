@@ -14,6 +14,7 @@ installs a SIGTERM handler.
 from __future__ import annotations
 
 import cProfile
+import dataclasses
 import json
 import os
 import pstats
@@ -70,7 +71,7 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
             for d in (jd.claims_dir(job.job_dir, 0), jd.results_dir(job.job_dir, 0)):
                 shutil.rmtree(d)
                 d.mkdir()
-            m = dict(manifest, seed=seed)
+            m = dataclasses.replace(manifest, seed=seed)
             if prof:
                 prof.enable()
             t = time.perf_counter()
@@ -87,10 +88,10 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
         f_call_us = 1e6 * (time.perf_counter() - t) / n_rows
         seeded, unseeded = [], []
         for _ in range(3):
-            seeded.append(once(manifest["seed"]))
+            seeded.append(once(manifest.seed))
             unseeded.append(once(None))
         prof = cProfile.Profile()
-        once(manifest["seed"], prof)
+        once(manifest.seed, prof)
         loop_s = statistics.median(x[0] for x in seeded)
         loop_u = statistics.median(x[0] for x in unseeded)
         return {
@@ -195,7 +196,7 @@ def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
                    PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "slurm_apply._worker",
-                               str(job.job_dir), "0"], env=env, capture_output=True, text=True)
+                               str(job.job_dir), "0", job.manifest.token], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             return {"unavailable": proc.stderr[-2000:]}
@@ -206,7 +207,7 @@ def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
             d.mkdir()
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "slurm_apply._worker",
-                               str(job.job_dir), "0"], env=env, capture_output=True, text=True)
+                               str(job.job_dir), "0", job.manifest.token], env=env, capture_output=True, text=True)
         wall_plain = time.perf_counter() - t
         top: List[Tuple[str, float]] = []
         for line in proc.stderr.splitlines():

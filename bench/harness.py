@@ -108,12 +108,12 @@ def run_slurm_apply(ctx: Context, tag: str, f: Callable[..., Any], df: Any, *, n
             t2 = time.perf_counter()
             out = job.get_output(errors=errors)
             t3 = time.perf_counter()
-        sub = job.manifest["submissions"][0]
+        sub = job.manifest.submissions[0]
         res: Dict[str, Any] = {
             "submit_s": t1 - t0, "wait_s": t2 - t1, "collect_s": t3 - t2, "end_to_end_s": t3 - t0,
             "scheduler_queries": job.scheduler_queries,
             "slurm_commands": [name for _, name in cmds.calls],
-            "job_id": job.job_ids[0], "n_tasks": sub["n_tasks"], "n_chunks": sub["n_chunks"],
+            "job_id": job.job_ids[0], "n_tasks": sub.n_tasks, "n_chunks": sub.n_chunks,
             "rows_out": len(out),
         }
         if check is not None:

@@ -483,7 +483,7 @@ def seeding_off() -> Optional[Dict[str, Any]]:
                                   submit=False, backend="local", preflight=False, overwrite=True, **kwargs)
             except (InputError, TypeError):
                 continue
-            if SlurmJob(job.job_dir).manifest.get("seed") is None:
+            if SlurmJob(job.job_dir).manifest.seed is None:
                 return kwargs
         return None
     finally:

@@ -11,13 +11,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+from . import _backends as backends
 from . import _jobdir as jd
-from . import _slurm, _submit
+from . import _submit
 from . import _validate as v
-from ._errors import InputError, PreflightError, SubmissionError
+from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
+from ._store.manifest import Manifest, Submission
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +46,7 @@ def slurm_apply(
     seed_arg: Optional[str] = None,
     rows_per_chunk: Optional[int] = None,
     overwrite: bool = False,
+    force: bool = False,
     preflight: bool = True,
     _caller_globals: Optional[Mapping[str, Any]] = None,
 ) -> SlurmJob:
@@ -68,7 +71,8 @@ def slurm_apply(
         Extra ``#SBATCH --key=value`` lines, e.g. ``{"time": "1:00:00", "mem": "4G"}``;
         ``True`` gives a bare flag.
     jobname : str, optional
-        Names the job and its directory ``_rslurm_<jobname>``; by default f's name and the time.
+        Names the job and its directory ``_rslurm_<jobname>``; by default f's name, the time
+        and a short random suffix, so calls in a loop never collide.
     job_dir : path, optional
         The directory that holds the job directory (default: the current directory).
     submit : bool, default True
@@ -87,7 +91,11 @@ def slurm_apply(
     rows_per_chunk : int, optional
         Rows per unit of work handed to a process (default: balanced automatically).
     overwrite : bool, default False
-        Replace an existing job directory of the same name.
+        Replace an existing job directory of the same name. Refused (JobActiveError) while
+        that job has tasks queued, running or unknown: cancel it first.
+    force : bool, default False
+        With ``overwrite``, replace the old job even so: its tasks are cancelled first, and any
+        that still run cannot write into the new job (the job's token no longer matches).
     preflight : bool, default True
         Before submitting, load the pickled function and objects in a fresh interpreter.
 
@@ -103,10 +111,7 @@ def slurm_apply(
     cpus_per_node = v.check_positive_int("cpus_per_node", cpus_per_node)
     max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
     rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", rows_per_chunk)
-    if seed is not None and seed is not False and (
-            seed is True or not isinstance(seed, int) or seed < 0):
-        raise InputError(f"seed must be a non-negative integer, None (draw one) or False (do not "
-                         f"seed rows); got {seed!r}")
+    seed = v.check_seed(seed)
     if seed is False and seed_arg is not None:
         raise InputError("seed_arg needs row seeds, but seed=False turns them off")
     if seed_arg is not None and (not isinstance(seed_arg, str) or not seed_arg.isidentifier()):
@@ -137,45 +142,64 @@ def slurm_apply(
             "them. Consider having f load large data from a file instead.", stacklevel=2)
 
     # Last of the checks, as it may ask Slurm (`scontrol ping`) on a site without slurm.conf.
-    if backend == "auto":
-        backend = "slurm" if _slurm.available() else "local"
-    elif backend == "slurm" and not _slurm.have_sbatch():
-        raise InputError("backend='slurm' but sbatch is not on PATH; use backend='local' or 'auto'")
+    requested = backend
+    backend = backends.choose(backend)
+    backends.get(backend).check_usable(requested)
+    if path.exists():  # overwrite=True: the old job must be over (or force)
+        _replace_old_job(path, force)
 
-    manifest: Dict[str, Any] = {
-        "format": jd.FORMAT_VERSION,
-        "jobname": jobname,
-        "job_dir": str(path),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "n_rows": int(len(params_df)),
-        "columns": [str(c) for c in params_df.columns],
-        "function": f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}",
-        "objects": sorted(objects),
-        "pkgs": pkgs,
-        "nodes": nodes,
-        "seed": None if seed is False else (seed if seed is not None else secrets.randbits(32)),
-        "seed_arg": seed_arg,
-        "rows_per_chunk": rows_per_chunk,
-        "payload_bytes": len(payload),
-        "python": {"executable": sys.executable, "version": platform.python_version()},
-        "packages": dict(_package_versions(tuple(pkgs))),
-        "workdir": os.getcwd(),
-        "pythonpath": _submit.caller_pythonpath(),
-        "submissions": [],
-    }
+    manifest = Manifest(
+        jobname=jobname, job_dir=str(path), token=secrets.token_hex(8),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_rows=int(len(params_df)),
+        columns=[str(c) for c in params_df.columns],
+        function=f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}",
+        python=sys.executable, python_version=platform.python_version(), workdir=os.getcwd(),
+        pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
+        seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
+        seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=len(payload),
+        packages=dict(_package_versions(tuple(pkgs))))
+    first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
+                       n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
+                       nodes=nodes, backend=backend, slurm_options=options,
+                       max_concurrent=max_concurrent)
+    _write_job(path, manifest, first, payload, params_df, overwrite=overwrite,
+               preflight=preflight, started=started)
+    if submit:
+        _submit_first(path, manifest)
+    return SlurmJob(path)
+
+
+def _replace_old_job(path: Path, force: bool) -> None:
+    """overwrite=True: refuse while the old job has tasks queued, running or unknown, unless
+    ``force``, which cancels them first (its tasks then cannot write here: the token changes)."""
+    if not (path / jd.MANIFEST).exists():
+        return  # not a job directory: jd.create says what to do
+    try:
+        old = SlurmJob.from_dir(path)
+    except JobDirError:
+        return  # unreadable (e.g. another format): nothing can be running from it that we know
+    status = old.get_job_status()
+    if status.ended or status.state == "NOT_SUBMITTED":
+        return
+    if not force:
+        old.refuse_if_active("replace (overwrite=True)", status)
+    old.stop()
+
+
+def _write_job(path: Path, manifest: Manifest, first: Submission, payload: bytes,
+               params_df: "pd.DataFrame", *, overwrite: bool, preflight: bool, started: float) -> None:
+    """Write the whole job directory, or nothing: on any error the directory is removed."""
     jd.create(path, overwrite=overwrite)
     check: Optional[_Preflight] = None
     try:
+        jd.write_token(path, manifest.token)
         jd.write_bytes(path / jd.PAYLOAD, payload)
         if preflight:
-            check = _Preflight(path / jd.PAYLOAD, pkgs)
+            check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
-        _submit.write_submission(path, manifest, params_df, rows=None, nodes=nodes,
-                                 cpus_per_task=cpus_per_node, options=options,
-                                 max_concurrent=max_concurrent, backend=backend,
-                                 rows_per_chunk=rows_per_chunk)
-        jd.write_json(path / jd.MANIFEST, manifest)
+        _submit.write_submission(path, manifest, params_df, first)
+        jd.save_manifest(path, manifest)
         if check is not None:
             check.result()
     except BaseException:
@@ -184,26 +208,22 @@ def slurm_apply(
             check.cancel()
         jd.remove_tree(path)
         raise
-    manifest["prepare_s"] = round(time.perf_counter() - started, 4)
-    jd.write_json(path / jd.MANIFEST, manifest)
-    if submit:
-        if backend == "local":
-            n = manifest["submissions"][0]["n_tasks"]
-            from ._local import parallel_tasks
+    manifest.prepare_s = round(time.perf_counter() - started, 4)
+    jd.save_manifest(path, manifest)
 
-            why = "no Slurm cluster here (no sbatch, or no configuration)" if not _slurm.available() \
-                else "backend='local'"
-            print(f"slurm_apply: {why}; running the {n} array task(s) "
-                  f"on this machine, {min(n, parallel_tasks(cpus_per_node))} at a time", file=sys.stderr)
-        try:
-            _submit.launch(path, manifest, 0)
-        except SubmissionError as exc:
-            # The directory stays (its manifest says the submission failed): say where it is.
-            raise SubmissionError(
-                f"{exc}\nThe job directory {path} is kept, marked as not submitted; "
-                "SlurmJob.from_dir() on it shows that status. Fix the cause and call slurm_apply "
-                "again with overwrite=True.", stderr=exc.stderr) from None
-    return SlurmJob(path)
+
+def _submit_first(path: Path, manifest: Manifest) -> None:
+    notice = backends.get(manifest.latest.backend).launch_notice(manifest.latest)
+    if notice:
+        print(f"slurm_apply: {notice}", file=sys.stderr)
+    try:
+        _submit.launch(path, manifest, 0)
+    except SubmissionError as exc:
+        # The directory stays (its manifest says the submission failed): say where it is.
+        raise SubmissionError(
+            f"{exc}\nThe job directory {path} is kept, marked as not submitted; "
+            "SlurmJob.from_dir() on it shows that status. Fix the cause and call slurm_apply "
+            "again with overwrite=True.", stderr=exc.stderr) from None
 
 
 class _Preflight:
@@ -259,38 +279,55 @@ def _package_versions(pkgs: Tuple[str, ...]) -> Dict[str, str]:
     return out
 
 
+def _options() -> FrozenSet[str]:
+    """The keyword options of slurm_apply: slurm_map and slurm_call take every one of them."""
+    import inspect
+
+    return frozenset(n for n, p in inspect.signature(slurm_apply).parameters.items()
+                     if p.kind is p.KEYWORD_ONLY and not n.startswith("_"))
+
+
 def slurm_map(f: Callable[[Any], Any], iterable: Iterable[Any], **kwargs: Any) -> SlurmJob:
     """Run ``f(x)`` for every ``x`` of ``iterable`` as one array job (rslurm's ``slurm_map``).
 
-    Takes the keyword arguments of :func:`slurm_apply`. ``get_output(outtype="raw")`` gives the
+    Takes every keyword option of :func:`slurm_apply`. ``get_output(outtype="raw")`` gives the
     values in order.
     """
     import pandas as pd
 
     v.check_function(f)
+    unknown = sorted(set(kwargs) - _options())
+    if unknown:
+        raise InputError(f"slurm_map got unknown option(s) {unknown}; it takes the options of "
+                         f"slurm_apply: {sorted(_options())}")
+    if kwargs.get("seed_arg"):
+        v.check_accepts(f, kwargs["seed_arg"], "seed_arg")
     items = list(iterable)
     name = _first_arg_name(f)
     kwargs.setdefault("_caller_globals", sys._getframe(1).f_globals)
     return slurm_apply(_MapAdapter(f, name), pd.DataFrame({name: pd.Series(items, dtype=object)}), **kwargs)
 
 
-def slurm_call(f: Callable[..., Any], *, jobname: Optional[str] = None, **kwargs: Any) -> SlurmJob:
+def slurm_call(f: Callable[..., Any], **kwargs: Any) -> SlurmJob:
     """Run ``f(**kwargs)`` once as a single Slurm job (rslurm's ``slurm_call``).
 
-    Options of :func:`slurm_apply` (``slurm_options``, ``add_objects``, ...) are taken from
-    ``kwargs`` by name; every other keyword is an argument of ``f``.
+    Every keyword option of :func:`slurm_apply` (``slurm_options``, ``cpus_per_node``,
+    ``add_objects``, ...) is taken from ``kwargs`` by name; every other keyword is an argument
+    of ``f``.
     """
     import pandas as pd
 
     v.check_function(f)
-    own = {"add_objects", "pkgs", "slurm_options", "job_dir", "submit", "backend", "seed",
-           "seed_arg", "overwrite", "preflight"}
-    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+    opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _options()}
     opts.setdefault("_caller_globals", sys._getframe(1).f_globals)
+    opts.setdefault("nodes", 1)
+    opts.setdefault("cpus_per_node", 1)
+    if opts.get("seed_arg"):
+        v.check_accepts(f, opts["seed_arg"], "seed_arg")
     df = pd.DataFrame({k: pd.Series([val], dtype=object) for k, val in kwargs.items()}) if kwargs \
         else pd.DataFrame({"_": [0]})
     target = f if kwargs else _NoArgs(f)
-    return slurm_apply(target, df, nodes=1, cpus_per_node=1, jobname=jobname, **opts)
+    return slurm_apply(target, df, **opts)
 
 
 def _first_arg_name(f: Callable[..., Any]) -> str:
@@ -321,7 +358,8 @@ class _MapAdapter:
         return inspect.Signature([inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY)])
 
     def __call__(self, **kwargs: Any) -> Any:
-        return self.f(kwargs[self.name])
+        x = kwargs.pop(self.name)
+        return self.f(x, **kwargs)  # kwargs: the row's seed, when seed_arg asks for it
 
     @property
     def __globals__(self) -> Dict[str, Any]:
@@ -343,8 +381,8 @@ class _NoArgs:
 
         return inspect.Signature([inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)])
 
-    def __call__(self, _: Any = None) -> Any:
-        return self.f()
+    def __call__(self, _: Any = None, **kwargs: Any) -> Any:
+        return self.f(**kwargs)  # kwargs: the row's seed, when seed_arg asks for it
 
     @property
     def __globals__(self) -> Dict[str, Any]:

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
+from ._store.manifest import FORMAT_VERSION, Manifest  # noqa: F401 (FORMAT_VERSION re-exported)
 
-FORMAT_VERSION = 1
 DIR_PREFIX = "_rslurm_"
 
 MANIFEST = "manifest.json"
@@ -214,19 +214,33 @@ def check_safe(job_dir: Path) -> None:
                 )
 
 
-def load_manifest(job_dir: Path) -> Dict[str, Any]:
+def load_manifest(job_dir: Path) -> Manifest:
     path = job_dir / MANIFEST
     try:
-        manifest = read_json(path)
+        data = read_json(path)
     except FileNotFoundError:
         raise JobDirError(f"{job_dir} is not a slurm_apply job directory: {MANIFEST} is missing") from None
     except ValueError as exc:
         raise JobDirError(f"{path} is corrupt: {exc}") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise JobDirError(
-            f"{path} has format {manifest.get('format')!r}; this slurm_apply reads format {FORMAT_VERSION}"
-        )
-    return manifest
+    return Manifest.from_json(data, where=str(path))
+
+
+def save_manifest(job_dir: Path, manifest: Manifest) -> None:
+    write_json(job_dir / MANIFEST, manifest.to_json())
+
+
+def token_path(job_dir: Path, token: str) -> Path:
+    """A file that exists as long as the job with this token owns the directory."""
+    return job_dir / f".job-{token}"
+
+
+def write_token(job_dir: Path, token: str) -> None:
+    write_bytes(token_path(job_dir, token), b"")
+
+
+def job_replaced(job_dir: Path, token: str) -> bool:
+    """True when the directory no longer holds the job with this token (it was replaced)."""
+    return not token_path(job_dir, token).exists()
 
 
 @contextlib.contextmanager

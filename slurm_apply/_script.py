@@ -96,7 +96,7 @@ def _sbatch_path(path: Path) -> str:
 
 
 def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
-           options: Mapping[str, OptionValue], python: str, job_dir: Path, sub: int,
+           options: Mapping[str, OptionValue], python: str, job_dir: Path, sub: int, token: str,
            workdir: Path, pythonpath: Optional[str], max_concurrent: Optional[int]) -> str:
     array = f"0-{n_tasks - 1}" + (f"%{max_concurrent}" if max_concurrent else "")
     lines: List[str] = [
@@ -120,7 +120,9 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
     if pythonpath:
         lines.append(f"export PYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(
-        f"exec {shlex.quote(python)} -m slurm_apply._worker {shlex.quote(str(job_dir))} {int(sub)}"
+        # The job's token: a task of a job that was replaced in this directory does nothing.
+        f"exec {shlex.quote(python)} -m slurm_apply._worker {shlex.quote(str(job_dir))} {int(sub)} "
+        f"{shlex.quote(token)}"
     )
     return "\n".join(lines) + "\n"
 

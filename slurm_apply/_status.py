@@ -1,78 +1,25 @@
-"""What happened to each task and row: pure functions over markers, scheduler records and logs."""
+"""The one status model: built here, from one snapshot of the job directory and the scheduler.
+
+Reads never write: building a status changes nothing on disk. Rendering is ``_render``'s.
+"""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._slurm import TaskRecord
+from ._backends import Answer, TaskKey, TaskRecord
+from ._classify import ACTIVE_STATES, UNKNOWN, classify
 
-# Task states a user sees. Slurm's own names, plus LOST (gone from the scheduler with no result),
-# NOT_SUBMITTED (written with submit=False, or sbatch refused it) and UNKNOWN.
-ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED")
-NOT_FINISHED = "queued or running"  # the reason of a missing row while its tasks are still at it
-_SLURM_TO_STATE = {
-    "PENDING": "PENDING", "CONFIGURING": "RUNNING", "RUNNING": "RUNNING", "COMPLETING": "RUNNING",
-    "RESIZING": "RUNNING", "SIGNALING": "RUNNING", "STAGE_OUT": "RUNNING", "STOPPED": "RUNNING",
-    "SUSPENDED": "SUSPENDED", "REQUEUED": "REQUEUED", "REQUEUE_FED": "REQUEUED",
-    "REQUEUE_HOLD": "REQUEUED", "RESV_DEL_HOLD": "PENDING", "SPECIAL_EXIT": "FAILED",
-    "COMPLETED": "COMPLETED", "FAILED": "FAILED", "TIMEOUT": "TIMEOUT",
-    "OUT_OF_MEMORY": "OUT_OF_MEMORY", "NODE_FAIL": "NODE_FAIL", "CANCELLED": "CANCELLED",
-    "PREEMPTED": "PREEMPTED", "BOOT_FAIL": "BOOT_FAIL", "DEADLINE": "DEADLINE",
-    "REVOKED": "CANCELLED",
-}
+if TYPE_CHECKING:
+    import numpy as np
 
-# Lines slurmstepd writes into a task's output when it kills it.
-_TIME_LIMIT = re.compile(r"\*\*\* JOB \S+ ON (\S+) CANCELLED AT (\S+) DUE TO TIME LIMIT")
-_MEMORY = re.compile(r"exceeded memory limit \((\d+) > (\d+)\)")
-_OOM_CGROUP = re.compile(r"oom[-_ ]kill", re.I)
-_NODE_FAIL = re.compile(r"\*\*\* JOB \S+ ON (\S+) CANCELLED AT (\S+) DUE TO NODE FAILURE")
-_PREEMPT = re.compile(r"\*\*\* JOB \S+ ON (\S+) CANCELLED AT (\S+) DUE TO PREEMPTION")
-_CANCELLED = re.compile(r"\*\*\* JOB \S+ ON (\S+) CANCELLED AT (\S+)(?: \*\*\*)?\s*$", re.M)
-_PY_ERROR = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception|Exit)\b.*)$", re.M)
+    from ._results import Results
+    from ._store.manifest import Manifest, Submission
 
-
-def mib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:.0f}M"
-
-
-def scan_log(text: str) -> Optional[Tuple[str, str]]:
-    """The death a task's log tells of, as (state, detail), or None.
-
-    The last kill line wins: a requeued task appends a new attempt after the old one's lines.
-    """
-    found: List[Tuple[int, str, str]] = []
-    for m in _TIME_LIMIT.finditer(text):
-        found.append((m.start(), "TIMEOUT", f"killed at its time limit on {m.group(1)}"))
-    for m in _MEMORY.finditer(text):
-        used, limit = int(m.group(1)), int(m.group(2))
-        found.append((m.start(), "OUT_OF_MEMORY", f"used {mib(used)} of {mib(limit)} allowed"))
-    for m in _OOM_CGROUP.finditer(text):
-        found.append((m.start(), "OUT_OF_MEMORY", "killed by the out-of-memory handler"))
-    for m in _NODE_FAIL.finditer(text):
-        found.append((m.start(), "NODE_FAIL", f"node {m.group(1)} failed"))
-    for m in _PREEMPT.finditer(text):
-        found.append((m.start(), "PREEMPTED", f"preempted on {m.group(1)}"))
-    for m in _CANCELLED.finditer(text):
-        if "DUE TO" not in m.group(0):
-            found.append((m.start(), "CANCELLED", f"cancelled on {m.group(1)}"))
-    if not found:
-        return None
-    found.sort()
-    last_pos = found[-1][0]
-    # A memory kill is followed by a plain CANCELLED line for the same kill: report the cause.
-    for pos, state, detail in reversed(found):
-        if state == "OUT_OF_MEMORY" and last_pos - pos < 2000:
-            return state, detail
-    return found[-1][1], found[-1][2]
-
-
-def last_error_line(text: str) -> str:
-    """The last Python exception line of a log (what killed the worker, if it was Python)."""
-    lines = [m.group(1).strip() for m in _PY_ERROR.finditer(text)
-             if not m.group(1).startswith("slurm_apply:")]
-    return lines[-1][:300] if lines else ""
+NOT_FINISHED = "queued or running"  # why a row has no result while its tasks are at it
+Markers = Dict[Tuple[int, str], Dict[str, Any]]  # (task, "start" | "done") -> marker contents
 
 
 @dataclass
@@ -93,112 +40,35 @@ class TaskStatus:
         return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
-def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
-             record: Optional[TaskRecord], log_text: str, submitted: bool) -> Tuple[str, str]:
-    """(state, reason) of a task from its markers, the scheduler's record and its log.
-
-    Order of trust: our own end marker first (the rows are on disk), then the scheduler, then
-    the log's kill lines when the scheduler no longer knows the task.
-    """
-    if not submitted:
-        return "NOT_SUBMITTED", ""
-    if done is not None and done.get("ok"):
-        return "COMPLETED", ""
-    sched = _SLURM_TO_STATE.get(record.state, record.state) if record is not None else None
-    if sched in ACTIVE_STATES:
-        if sched == "PENDING" and record is not None and record.reason and record.reason != "None":
-            return "PENDING", record.reason
-        return sched, ""
-    from_log = scan_log(log_text)
-    if done is not None:  # the worker finished but some process of it died
-        return "FAILED", "; ".join(done.get("failures", [])) or "a worker process died"
-    if sched is not None:
-        if sched in ("FAILED", "CANCELLED") and from_log and from_log[0] == "OUT_OF_MEMORY":
-            return "OUT_OF_MEMORY", _memory_reason(record, from_log[1])
-        if sched == "OUT_OF_MEMORY":
-            return sched, _memory_reason(record, from_log[1] if from_log else "")
-        if sched == "TIMEOUT":
-            limit = f" of its {record.time_limit} limit" if record and record.time_limit else ""
-            return sched, _join(f"ran {record.elapsed}{limit}" if record and record.elapsed else "",
-                                from_log[1] if from_log and from_log[0] == "TIMEOUT" else "")
-        if sched == "NODE_FAIL":
-            return sched, f"node {record.node_list} stopped answering" if record and record.node_list else ""
-        if sched == "FAILED":
-            return sched, _join(f"exit code {record.exit_code}" if record and record.exit_code else "",
-                                last_error_line(log_text))
-        if sched == "COMPLETED":
-            # Exit 0 without our end marker: the script ended before the worker finished.
-            return "FAILED", _join("the task ended without finishing its rows",
-                                   last_error_line(log_text))
-        return sched, from_log[1] if from_log and from_log[0] == sched else ""
-    if from_log is not None:
-        state, detail = from_log
-        return state, detail
-    if start is None:
-        return "LOST", "never started and no longer queued"
-    err = last_error_line(log_text)
-    return "LOST", _join("gone from the scheduler without a result", err)
-
-
-def mem_text(value: str) -> str:
-    """Slurm's memory figures ("420968K", "0.39G", "200M") in MiB, as "411M"."""
-    m = re.match(r"^([\d.]+)([KMGT]?)", value or "")
-    if not m:
-        return value
-    factor = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2)]
-    return f"{float(m.group(1)) * factor:.0f}M"
-
-
-def _memory_reason(record: Optional[TaskRecord], detail: str) -> str:
-    if record is not None and record.max_rss:
-        req = f" of {record.req_mem} requested" if record.req_mem else ""
-        return _join(f"MaxRSS {mem_text(record.max_rss)}{req}", detail)
-    return detail
-
-
-def _join(*parts: str) -> str:
-    return "; ".join(p for p in parts if p)
-
-
-def compress_rows(rows: List[int], limit: int = 12) -> str:
-    """[1, 2, 3, 7, 9, 10] -> '1-3, 7, 9-10' (shortened with '...' past ``limit`` ranges)."""
-    ranges: List[List[int]] = []
-    for r in sorted(rows):
-        if ranges and ranges[-1][1] == r - 1:
-            ranges[-1][1] = r
-        else:
-            ranges.append([r, r])
-    text = [f"{a}-{b}" if a != b else f"{a}" for a, b in ranges[:limit]]
-    if len(ranges) > limit:
-        text.append(f"... ({len(rows)} rows)")
-    return ", ".join(text)
-
-
 @dataclass
 class JobStatus:
     """A snapshot of a job: rows by outcome, tasks by state, and why anything is missing.
 
     Attributes
     ----------
-    completed : bool
-        Every row has a result or an error, and no task is queued or running.
+    state : str
+        PENDING, RUNNING, UNKNOWN (unfinished tasks the scheduler could not be asked about),
+        COMPLETED, FAILED (rows raised), INCOMPLETE (rows missing) or NOT_SUBMITTED.
     ended : bool
-        No task is queued or running (rows may still be missing).
-    rows_total, rows_done, rows_failed, rows_missing : int
-    tasks : dict
-        Task index -> state name, for the latest submission.
-    reasons : dict
-        Task index -> why it is in that state (empty when there is nothing to say).
+        No task is queued, running or unknown (rows may still be missing).
+    completed : bool
+        Ended, and every row has a result or an error.
+    rows_total, rows_done, rows_failed, rows_pending, rows_missing : int
+        Pending rows are in a submission that has not ended and have no record from it yet
+        (a row being run again counts here, not as done or failed); missing rows have no
+        record at all and no task left to run them.
+    tasks, reasons : dict
+        Task index -> state, and -> why (when there is something to say), latest submission.
     task_details : list of TaskStatus
         Every task of every submission.
     failed_rows, missing_rows : list of int
         Row positions (0-based, in ``params_df`` order).
     missing_reasons : dict
-        Missing row -> why (the state of the task that had it, or why it never started); empty
-        while every task is queued, running or completed (the rows are simply not done yet).
+        Missing row -> why (the state of the task that had it, or why it never started).
+    notes : list of str
+        How the status was got, when that matters (e.g. sacct failed and squeue answered).
     elapsed_s : float or None
-        Wall time of the latest submission: from sbatch to now, or to its last task's end
-        (a task's end marker, or its log's last write for a task that was killed).
+        Wall time of the latest submission: from its submission to now, or to its last end.
     """
 
     jobname: str
@@ -212,12 +82,14 @@ class JobStatus:
     rows_missing: int
     tasks: Dict[int, str]
     reasons: Dict[int, str]
+    rows_pending: int = 0
     task_details: List[TaskStatus] = field(default_factory=list)
     failed_rows: List[int] = field(default_factory=list)
     missing_rows: List[int] = field(default_factory=list)
     missing_reasons: Dict[int, str] = field(default_factory=dict)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
+    notes: List[str] = field(default_factory=list)
     elapsed_s: Optional[float] = None
 
     def missing_by_reason(self) -> Dict[str, List[int]]:
@@ -227,29 +99,200 @@ class JobStatus:
             out.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
         return out
 
-    def to_dict(self) -> Dict[str, Any]:
-        from dataclasses import asdict
+    def tasks_in(self, *states: str) -> List[TaskStatus]:
+        return [t for t in self.task_details if t.state in states]
 
+    def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
-        ids = ", ".join(i for i in self.job_ids if i) or "not submitted"
-        lines = [f"job {self.jobname} [{ids}]: {self.state}",
-                 f"  rows: {self.rows_done} done, {self.rows_failed} failed, {self.rows_missing} missing "
-                 f"of {self.rows_total}"]
-        counts: Dict[str, int] = {}
-        for t in self.task_details:
-            counts[t.state] = counts.get(t.state, 0) + 1
-        lines.append("  tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        for t in self.task_details:
-            if t.state not in ("COMPLETED", "PENDING", "RUNNING", "NOT_SUBMITTED") or t.reason:
-                where = f" on {t.node}" if t.node else ""
-                prefix = f"submission {t.submission} " if len(self.job_ids) > 1 else ""
-                lines.append(f"  {prefix}task {t.task}: {t.describe()}{where}")
-        if self.failed_rows:
-            first = f" (first: {self.first_error})" if self.first_error else ""
-            lines.append(f"  failed rows: {compress_rows(self.failed_rows)}{first}")
-        if self.missing_rows:
-            for why, rows in self.missing_by_reason().items():
-                lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
-        return "\n".join(lines)
+        from ._render import status_text
+
+        return status_text(self)
+
+
+@dataclass
+class Snapshot:
+    """Everything one status is built from, read once."""
+
+    manifest: "Manifest"
+    markers: Dict[int, Markers]
+    answers: Dict[TaskKey, Answer]
+    results: "Results"
+    read_log: Callable[[int, int], str]  # (submission, task) -> the tail of its log
+    log_path: Callable[[int, int], str]
+    log_mtime: Callable[[int, int], Optional[float]]
+    claims: Callable[[int], Dict[int, Tuple[int, int]]]  # submission -> {chunk: (task, proc)}
+    chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
+    notes: List[str] = field(default_factory=list)
+    now: float = field(default_factory=time.time)
+
+
+def valid_done(markers: Markers, task: int) -> Optional[Dict[str, Any]]:
+    """The task's end marker, if it belongs to its latest start (a requeued task's old one
+    does not count)."""
+    done = markers.get((task, "done"))
+    start = markers.get((task, "start"))
+    if done is None:
+        return None
+    starts = (start or {}).get("starts") or []
+    if starts and done.get("started", 0) + 1e-6 < starts[-1].get("time", 0):
+        return None
+    return done
+
+
+def build(snap: Snapshot) -> JobStatus:
+    """The status of a job from one snapshot."""
+    m = snap.manifest
+    details = [_task_status(snap, s, t) for s in m.submissions for t in range(s.n_tasks)]
+    open_subs = {d.submission for d in details if d.state in ACTIVE_STATES or d.state == UNKNOWN}
+    rows = _row_outcomes(snap, [s for s in m.submissions if s.index in open_subs])
+    launched = bool(m.launched())
+    active = [d for d in details if d.state in ACTIVE_STATES]
+    unknown = [d for d in details if d.state == UNKNOWN]
+    ended = launched and not active and not unknown
+    missing = rows["missing"].tolist()
+    abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
+                   for d in details)
+    latest = m.latest.index
+    return JobStatus(
+        jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
+        completed=ended and not missing, ended=ended, rows_total=m.n_rows,
+        rows_done=int(rows["n_done"]), rows_failed=len(rows["failed"]), rows_missing=len(missing),
+        rows_pending=int(rows["n_pending"]),
+        tasks={d.task: d.state for d in details if d.submission == latest},
+        reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
+        task_details=details, failed_rows=rows["failed"].tolist(), missing_rows=missing,
+        missing_reasons=_why_missing(snap, missing, details) if missing and (abnormal or ended) else {},
+        job_ids=[s.job_id for s in m.submissions if s.job_id],
+        first_error=_first_error(snap, rows["failed"]), notes=list(snap.notes),
+        elapsed_s=_elapsed_s(snap, ended))
+
+
+def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
+               rows: Dict[str, Any]) -> str:
+    if not launched:
+        return "NOT_SUBMITTED"
+    if active:
+        return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
+    if unknown:
+        return UNKNOWN
+    if len(rows["missing"]):
+        return "INCOMPLETE"
+    return "FAILED" if len(rows["failed"]) else "COMPLETED"
+
+
+def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
+    markers = snap.markers.get(s.index, {})
+    start, done = markers.get((t, "start")), valid_done(markers, t)
+    answer = snap.answers.get((s.index, t))
+    record = answer if isinstance(answer, TaskRecord) else None
+    ok = bool(done and done.get("ok"))
+    wants_log = s.launched and not ok and not (record is not None and record.state in ACTIVE_STATES)
+    log_text = snap.read_log(s.index, t) if wants_log else ""
+    since_end = None
+    if s.launched and not ok:
+        ended_at = record.end_time if record is not None and record.end_time else snap.log_mtime(s.index, t)
+        since_end = snap.now - ended_at if ended_at else None
+    state, reason = classify(start=start, done=done, answer=answer, log_text=log_text,
+                             submitted=s.launched, since_end_s=since_end)
+    if state == "NOT_SUBMITTED" and s.state == "failed":
+        reason = s.error
+    node = (done or {}).get("node") or ((start or {}).get("starts") or [{}])[-1].get("node", "")
+    return TaskStatus(
+        submission=s.index, task=t, state=state, reason=reason,
+        node=node or (record.node_list if record else ""),
+        elapsed=(record.elapsed if record else "") or _elapsed(done),
+        max_rss=record.max_rss if record else "", job_id=str(s.job_id or ""),
+        log=snap.log_path(s.index, t))
+
+
+def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str, Any]:
+    """Rows by outcome. A row in a submission that has not ended, with no record from it yet,
+    is pending whatever older submissions recorded for it."""
+    import numpy as np
+
+    res = snap.results
+    pending = np.zeros(snap.manifest.n_rows, dtype=bool)
+    for s in open_subs:
+        pending |= _in_rows(s, snap.manifest.n_rows) & ~res.recorded_in(s.index)
+    kind = res.kinds()
+    return {
+        "n_done": int(np.count_nonzero((kind == 2) & ~pending)),
+        "failed": np.flatnonzero((kind == 1) & ~pending),
+        "missing": np.flatnonzero((kind == 0) & ~pending),
+        "n_pending": int(np.count_nonzero(pending)),
+    }
+
+
+def _in_rows(s: "Submission", n_rows: int) -> "np.ndarray":
+    import numpy as np
+
+    mask = np.zeros(n_rows, dtype=bool)
+    for a, b in s.rows:
+        mask[a:b] = True
+    return mask
+
+
+def _first_error(snap: Snapshot, failed: "np.ndarray") -> str:
+    if not len(failed):
+        return ""
+    r0 = int(failed[0])
+    etype, emsg, _ = snap.results.errors([r0])[r0]
+    return f"row {r0}: {etype}: {emsg}"[:300]
+
+
+def _elapsed(done: Optional[Dict[str, Any]]) -> str:
+    if not done:
+        return ""
+    secs = int(done.get("ended", 0) - done.get("started", 0))
+    return f"{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
+
+
+def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
+    launched = [s for s in snap.manifest.submissions if s.submitted_at]
+    if not launched:
+        return None
+    sub = launched[-1]
+    if not ended:
+        return snap.now - sub.submitted_at
+    ends = [float(m["ended"]) for (_, kind), m in snap.markers.get(sub.index, {}).items()
+            if kind == "done" and m.get("ended")]
+    ends += [t for t in (snap.log_mtime(sub.index, task) for task in range(sub.n_tasks)) if t]
+    return max(ends) - sub.submitted_at if ends else None
+
+
+def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) -> Dict[int, str]:
+    """Blame each missing row on the task that had taken its chunk in the latest submission
+    that included it, or say it was never started."""
+    by_task = {(d.submission, d.task): d for d in details}
+    left = set(missing)
+    out: Dict[int, str] = {}
+    for s in reversed(snap.manifest.submissions):
+        if not left:
+            break
+        rows = s.row_positions()
+        claims = snap.claims(s.index)
+        states = [d.state for d in details if d.submission == s.index]
+        for c, (a, b) in enumerate(snap.chunk_bounds(len(rows), s.n_chunks)):
+            for r in rows[a:b]:
+                if r in left:
+                    left.discard(r)
+                    out[r] = _blame(s, claims.get(c), states, by_task)
+    for r in left:
+        out[r] = "not in any submission"
+    return out
+
+
+def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
+           by_task: Dict[Tuple[int, int], TaskStatus]) -> str:
+    if who is None:
+        if not s.launched:
+            return "not submitted"
+        if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
+            return "not started yet"
+        counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
+        return f"never started: its tasks ended first ({counts})"
+    d = by_task.get((s.index, who[0]))
+    name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
+    return f"{name}: {d.describe()}" if d else "taken by a task that is gone"

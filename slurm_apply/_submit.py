@@ -5,15 +5,18 @@ Shared by the first run and by every resubmission.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from . import _backends as backends
 from . import _jobdir as jd
-from . import _script, _slurm
+from . import _script
 from ._errors import SubmissionError
+from ._store.manifest import FAILED, SUBMITTED, Manifest, Submission
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,17 +98,6 @@ def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: i
     return blobs
 
 
-def row_ranges(rows: Sequence[int]) -> List[List[int]]:
-    """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]]: a compact record of which rows a submission runs."""
-    out: List[List[int]] = []
-    for r in rows:
-        if out and out[-1][1] == r:
-            out[-1][1] = r + 1
-        else:
-            out.append([r, r + 1])
-    return out
-
-
 def caller_pythonpath() -> Optional[str]:
     """The directory of the running script, which Python put first on sys.path; a node started
     with ``-m`` would not have it, and f may come from a module beside the script."""
@@ -115,69 +107,46 @@ def caller_pythonpath() -> Optional[str]:
     return None
 
 
-def write_submission(job_dir: Path, manifest: Dict[str, Any], df: "pd.DataFrame", *,
-                     rows: Optional[Sequence[int]], nodes: int, cpus_per_task: int,
-                     options: Mapping[str, Any], max_concurrent: Optional[int],
-                     backend: str, rows_per_chunk: Optional[int] = None) -> Dict[str, Any]:
-    """Write the rows and script of a new submission and add it to ``manifest`` (not yet saved)."""
-    sub = len(manifest["submissions"])
-    n_rows = len(df) if rows is None else len(rows)
-    max_array = _slurm.max_array_size() if backend == "slurm" else None
-    n_tasks, n_chunks = plan(n_rows, nodes, cpus_per_task, max_array, rows_per_chunk)
-    jd.make_submission_dirs(job_dir, sub)
-    jd.write_params_bin(jd.params_bin(job_dir, sub), encode_chunks(df, rows, n_chunks))
+def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub: Submission) -> Submission:
+    """Write a new submission's rows and script and add it to ``manifest`` (not yet saved).
+
+    ``sub`` says what to run (rows, nodes, cpus, options, backend); the number of tasks and
+    chunks are planned here, within the backend's limit on array size.
+    """
+    max_array = backends.get(sub.backend).max_array_size()
+    n_tasks, n_chunks = plan(sub.n_rows, sub.nodes, sub.cpus_per_task, max_array,
+                             manifest.rows_per_chunk)
+    sub = dataclasses.replace(sub, n_tasks=n_tasks, n_chunks=n_chunks, script=jd.script_name(sub.index),
+                              written_at=time.time())
+    rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
+    jd.make_submission_dirs(job_dir, sub.index)
+    jd.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
     script = _script.render(
-        jobname=manifest["jobname"], n_tasks=n_tasks, cpus_per_task=cpus_per_task,
-        log_pattern=jd.log_pattern(job_dir, sub), options=options,
-        python=manifest["python"]["executable"], job_dir=job_dir, sub=sub,
-        workdir=Path(manifest["workdir"]), pythonpath=manifest.get("pythonpath"),
-        max_concurrent=max_concurrent,
+        jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,
+        log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,
+        python=manifest.python, job_dir=job_dir, sub=sub.index, token=manifest.token,
+        workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
+        max_concurrent=sub.max_concurrent,
     )
-    jd.write_text(job_dir / jd.script_name(sub), script, mode=0o700)
-    slots = n_tasks * cpus_per_task
-    bounds = chunk_bounds(n_rows, n_chunks)
-    # The chunks each task is dealt first (round-robin over its processes); idle processes then
-    # take chunks nobody has started, so the claims files say who really ran what.
-    tasks = []
-    for t in range(n_tasks):
-        chunks = [c for c in range(n_chunks) if (c % slots) // cpus_per_task == t]
-        tasks.append({"task": t, "chunks": chunks,
-                      "rows": sum(bounds[c][1] - bounds[c][0] for c in chunks)})
-    info = {
-        "index": sub,
-        "script": jd.script_name(sub),
-        "n_rows": n_rows,
-        "rows": [[0, len(df)]] if rows is None else row_ranges([int(r) for r in rows]),
-        "n_tasks": n_tasks,
-        "cpus_per_task": cpus_per_task,
-        "n_chunks": n_chunks,
-        "tasks": tasks,
-        "slurm_options": dict(options),
-        "max_concurrent": max_concurrent,
-        "backend": backend,
-        "state": "written",
-        "job_id": None,
-        "written_at": time.time(),
-    }
-    manifest["submissions"].append(info)
-    return info
+    jd.write_text(job_dir / sub.script, script, mode=0o700)
+    manifest.submissions.append(sub)
+    return sub
 
 
-def launch(job_dir: Path, manifest: Dict[str, Any], sub: int) -> None:
-    """Hand a written submission to Slurm or to the local runner; record the outcome."""
-    info = manifest["submissions"][sub]
+def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
+    """Hand a written submission to its backend and record the outcome in the manifest (saved).
+
+    A refusal, or a scheduler that did not answer, is recorded as a failed submission before
+    SubmissionError goes up.
+    """
+    sub = manifest.submissions[index]
     try:
-        if info["backend"] == "slurm":
-            info["job_id"] = _slurm.sbatch(job_dir / info["script"], cwd=job_dir)
-        else:
-            from . import _local
-
-            info["job_id"] = _local.start(job_dir, sub, info["n_tasks"], info["cpus_per_task"])
+        job_id = backends.get(sub.backend).submit(job_dir, sub)
     except SubmissionError as exc:
-        info["state"] = "failed"
-        info["error"] = str(exc)
-        jd.write_json(job_dir / jd.MANIFEST, manifest)
+        manifest.replace_submission(dataclasses.replace(sub, state=FAILED, error=str(exc)))
+        jd.save_manifest(job_dir, manifest)
         raise
-    info["state"] = "submitted"
-    info["submitted_at"] = time.time()
-    jd.write_json(job_dir / jd.MANIFEST, manifest)
+    sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+    manifest.replace_submission(sub)
+    jd.save_manifest(job_dir, manifest)
+    return sub

@@ -41,6 +41,30 @@ def check_optional_positive_int(name: str, value: Optional[Any]) -> Optional[int
     return None if value is None else check_positive_int(name, value)
 
 
+def check_seed(seed: Any) -> Any:
+    """None (draw one), False (no seeding) or a non-negative integer, NumPy's included."""
+    if seed is None or seed is False:
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, None (draw one) or False (do not "
+                         f"seed rows); got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
+def check_accepts(f: Callable[..., Any], name: str, what: str) -> None:
+    """f must take the keyword argument ``name`` (or **kwargs)."""
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    if not any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
+        raise InputError(f"{what}={name!r} passes each row's seed to {_name(f)} as the keyword "
+                         f"argument {name!r}, which {_name(f)} does not take; add it to f's "
+                         "arguments or leave seed_arg out")
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise InputError(f"{name} must be one of {list(choices)}; got {value!r}")
@@ -242,8 +266,11 @@ def check_jobname(jobname: Any) -> str:
 def default_jobname(f: Any) -> str:
     import time
 
+    import secrets
+
+    # The time says when; the random suffix keeps calls within one second apart.
     base = re.sub(r"[^A-Za-z0-9_]", "", getattr(f, "__name__", "") or "") or "job"
-    return f"{base[:40]}_{time.strftime('%Y%m%d_%H%M%S')}"
+    return f"{base[:40]}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(2)}"
 
 
 def pickle_payload(f: Any, objects: Dict[str, Any]) -> bytes:

@@ -48,8 +48,8 @@ def row_seed(job_seed: int, row: int) -> int:
 
 
 def load_payload(job_dir: Path, manifest: Dict[str, Any]) -> Callable[..., Any]:
-    f = _load(job_dir / jd.PAYLOAD, manifest.get("pkgs", []))
-    if manifest.get("seed") is not None:
+    f = _load(job_dir / jd.PAYLOAD, manifest.pkgs)
+    if manifest.seed is not None:
         # Rows are seeded: NumPy's global generator too, from the first row on, even when f
         # imports NumPy only inside its body. (With seed=False a task never loads NumPy itself.)
         try:
@@ -160,12 +160,12 @@ class _Writer:
 def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, proc: int,
                  f: Callable[..., Any]) -> Dict[str, Any]:
     """The row loop of one process. Returns its own timing and counts."""
-    info = manifest["submissions"][sub]
-    n_chunks: int = info["n_chunks"]
-    slots = info["n_tasks"] * info["cpus_per_task"]
-    slot = task * info["cpus_per_task"] + proc
-    seed: Optional[int] = manifest.get("seed")
-    seed_arg: Optional[str] = manifest.get("seed_arg")
+    info = manifest.submissions[sub]
+    n_chunks = info.n_chunks
+    slots = info.n_tasks * info.cpus_per_task
+    slot = task * info.cpus_per_task + proc
+    seed: Optional[int] = manifest.seed
+    seed_arg: Optional[str] = manifest.seed_arg
     rec = jd.results_path(job_dir, sub, task, proc)
 
     # After a requeue: finish the chunks this process had taken, skipping the rows already saved.
@@ -199,6 +199,8 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
     for c in order:
         if c in claimed_again:
             claimed_again.discard(c)
+        elif jd.job_replaced(job_dir, manifest.token):
+            break  # the directory holds another job now: claim nothing of it
         elif not jd.try_claim(job_dir, sub, c, task, proc):
             continue
         rows, names, cols = decode_chunk(params.chunk(c))
@@ -267,11 +269,19 @@ def _describe_exit(code: Optional[int]) -> str:
     return f"exited with code {code}"
 
 
-def run_task(job_dir: Path, sub: int, task: int) -> int:
+def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     started = time.time()
     manifest = jd.load_manifest(job_dir)
-    info = manifest["submissions"][sub]
-    ncpu: int = info["cpus_per_task"]
+    if manifest.token != token or jd.job_replaced(job_dir, token):
+        print(f"slurm_apply: {job_dir} now holds another job (this task's job was replaced, "
+              "e.g. by overwrite=True); this task does nothing", flush=True)
+        return 1
+    # A requeued task starts again: its previous end marker no longer says anything.
+    try:
+        os.unlink(jd.task_marker(job_dir, sub, task, "done"))
+    except FileNotFoundError:
+        pass
+    ncpu = manifest.submissions[sub].cpus_per_task
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     start_marker = jd.task_marker(job_dir, sub, task, "start")
     starts: List[Dict[str, Any]] = []
@@ -335,6 +345,9 @@ def run_task(job_dir: Path, sub: int, task: int) -> int:
         "loop_s": sum(p["loop_s"] for p in procs),
         "procs": procs,
     }
+    if jd.job_replaced(job_dir, manifest.token):
+        print("slurm_apply: the job directory now holds another job; no end marker written", flush=True)
+        return 1
     jd.write_json(jd.task_marker(job_dir, sub, task, "done"), summary)
     print(f"slurm_apply: task {task} finished {summary['rows']} row(s), {summary['errors']} raised, "
           f"in {ended - started:.2f} s" + ("" if not failures else "; " + "; ".join(failures)),
@@ -355,15 +368,15 @@ def preflight(payload: Path, pkgs: Sequence[str]) -> int:
 def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
-    if len(argv) != 2:
-        print("usage: python -m slurm_apply._worker JOB_DIR SUBMISSION", file=sys.stderr)
+    if len(argv) != 3:
+        print("usage: python -m slurm_apply._worker JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
         return 2
     task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
     if task_id is None:
         print("slurm_apply: SLURM_ARRAY_TASK_ID is not set; this command is run by the array job "
               "script (submit.sh), not by hand", file=sys.stderr)
         return 2
-    return run_task(Path(argv[0]), int(argv[1]), int(task_id))
+    return run_task(Path(argv[0]), int(argv[1]), int(task_id), argv[2])
 
 
 if __name__ == "__main__":

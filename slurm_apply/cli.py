@@ -25,15 +25,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import click
 
 from . import _jobdir as jd
-from ._errors import (JobActiveError, RemoteTraceback, RowsFailedError, RowsMissingError,
-                      SlurmApplyError)
+from ._errors import (InputError, JobActiveError, RemoteTraceback, RowsFailedError,
+                      RowsMissingError, SlurmApplyError)
 from ._job import SlurmJob
-from ._status import JobStatus, TaskStatus, compress_rows
+from ._render import HEALTHY_STATES, one_line, table
+from ._status import JobStatus
+from ._wait import wait
 
 EXIT_ROWS_INCOMPLETE = 3
 
-# Task states that `logs --failed` leaves out: the task ran (or will run) without dying.
-_HEALTHY_STATES = ("COMPLETED", "PENDING", "RUNNING")
 # The line the worker prints to a task's log for every row that raised.
 _ROW_RAISED = re.compile(rb"^slurm_apply: row \d+ raised ")
 
@@ -144,117 +144,44 @@ def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: 
     while tasks are still queued or running it is 0, so use it with --watch to wait first.
     """
     job = _open(job_dir)
-    redraw = watch and not as_json and click.get_text_stream("stdout").isatty()
-    shown: Optional[str] = None
-    while True:
+    show = _Snapshots(as_json=as_json, verbose=verbose, redraw=watch and not as_json
+                      and click.get_text_stream("stdout").isatty())
+    if watch:
+        try:
+            st = wait(job, on_update=show, scheduler_every_s=interval_s,
+                      max_scheduler_every_s=max(interval_s, 30.0))
+        except InputError:  # not submitted: nothing to watch, show what there is
+            st = job.get_job_status()
+            show(st)
+    else:
         st = job.get_job_status()
-        if as_json:
-            text = key = json.dumps(st.to_dict(), default=str)
-        else:
-            text = _status_text(st, job_dir=job_dir, elapsed_s=st.elapsed_s, verbose=verbose)
-            # What counts as a change leaves out the elapsed time, which always changes.
-            key = _status_text(st, job_dir=job_dir, elapsed_s=None, verbose=verbose) if watch else text
-        if redraw:
-            click.clear()
-            click.echo(text)
-        elif key != shown:  # a log file or a pipe gets a new snapshot only when something changed
-            if shown is not None and not as_json:
-                click.echo()
-            click.echo(text)
-        shown = key
-        if not watch or st.ended or st.state == "NOT_SUBMITTED":
-            break
-        time.sleep(interval_s)
+        show(st)
     if check and st.ended and (st.rows_failed or st.rows_missing):
         click.get_current_context().exit(EXIT_ROWS_INCOMPLETE)
 
 
-def _status_text(st: JobStatus, *, job_dir: Path, elapsed_s: Optional[float], verbose: bool) -> str:
-    ids = ", ".join(st.job_ids) or "not submitted"
-    handled = st.rows_done + st.rows_failed
-    pct = int(100 * handled / st.rows_total) if st.rows_total else 100
-    took = f", elapsed {_duration(elapsed_s)}" if elapsed_s is not None else ""
-    over = st.ended or st.state == "NOT_SUBMITTED"  # rows without a result are missing, not to come
-    left = "missing" if over else "to go"
-    lines = [
-        f"job {st.jobname} [{ids}]: {st.state}",
-        f"  {_bar(st.rows_done, st.rows_failed, st.rows_total)} {handled}/{st.rows_total} rows "
-        f"({pct}%){took}",
-        f"  rows: {st.rows_done} done, {st.rows_failed} failed, {st.rows_missing} {left}",
-        "",
-    ]
-    many_subs = len({t.submission for t in st.task_details}) > 1
-    table = _task_rows_verbose(st.task_details, many_subs) if verbose \
-        else _task_rows_grouped(st.task_details, many_subs)
-    lines.extend("  " + line for line in table)
-    if st.failed_rows or (st.missing_rows and over):
-        lines.append("")
-    if st.failed_rows:
-        first = f" (first: {st.first_error})" if st.first_error else ""
-        lines.append(f"  failed rows: {compress_rows(st.failed_rows)}{first}")
-    if st.missing_rows and over:
-        for why, rows in st.missing_by_reason().items():
-            lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
-    if st.ended and (st.failed_rows or st.missing_rows):
-        d = shlex.quote(str(job_dir))
-        lines.append("")
-        if st.failed_rows or any(t.state not in _HEALTHY_STATES for t in st.task_details):
-            lines.append(f"  logs of what went wrong: slurm-apply logs {d} --failed")
-        lines.append(f"  run them again:           slurm-apply resubmit {d}"
-                     + (" --failed" if st.failed_rows else ""))
-    return "\n".join(lines)
+class _Snapshots:
+    """Prints a status: redrawn in place on a terminal, and elsewhere (a log file, a pipe) a
+    new snapshot only when something other than the elapsed time changed."""
 
+    def __init__(self, *, as_json: bool, verbose: bool, redraw: bool) -> None:
+        self.as_json, self.verbose, self.redraw = as_json, verbose, redraw
+        self.shown: Optional[str] = None
 
-def _task_rows_grouped(tasks: Sequence[TaskStatus], many_subs: bool) -> List[str]:
-    """Tasks grouped by (submission, state, reason): a thousand-task array fits in a few lines."""
-    groups: Dict[Tuple[int, str, str], List[int]] = {}
-    for t in tasks:
-        groups.setdefault((t.submission, t.state, _one_line(t.reason)), []).append(t.task)
-    head = (["SUB"] if many_subs else []) + ["STATE", "N", "TASKS", "REASON"]
-    rows = [([str(sub)] if many_subs else []) + [state, str(len(ids)), compress_rows(ids), reason]
-            for (sub, state, reason), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], min(kv[1])))]
-    return _table(head, rows)
-
-
-def _task_rows_verbose(tasks: Sequence[TaskStatus], many_subs: bool) -> List[str]:
-    head = (["SUB"] if many_subs else []) + ["TASK", "STATE", "NODE", "ELAPSED", "MAX_RSS", "REASON"]
-    rows = [([str(t.submission)] if many_subs else [])
-            + [str(t.task), t.state, t.node or "-", t.elapsed or "-", t.max_rss or "-", _one_line(t.reason)]
-            for t in tasks]
-    return _table(head, rows)
-
-
-def _table(head: List[str], rows: List[List[str]]) -> List[str]:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head, *rows]]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _bar(done: int, failed: int, total: int, width: int = 30) -> str:
-    """``[####x.....]``: # rows done, x rows failed, . rows without an outcome yet."""
-    if total <= 0:
-        return "[" + "#" * width + "]"
-    end_done = round(width * done / total)
-    end_all = round(width * (done + failed) / total)
-    if failed and end_all == end_done:  # a failure is never invisible
-        if end_all < width:
-            end_all += 1
+    def __call__(self, st: JobStatus) -> None:
+        if self.as_json:
+            text = key = json.dumps(st.to_dict(), default=str)
         else:
-            end_done -= 1
-    if done + failed < total and end_all == width:  # nor is the last row still to come
-        end_all -= 1
-        end_done = min(end_done, end_all)
-    return "[" + "#" * end_done + "x" * (end_all - end_done) + "." * (width - end_all) + "]"
-
-
-def _duration(seconds: float) -> str:
-    s = max(0, int(seconds))
-    days, s = divmod(s, 86400)
-    text = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{days}d {text}" if days else text
+            text = status_text(st, verbose=self.verbose, cli=True)
+            key = status_text(st, verbose=self.verbose, cli=True, show_elapsed=False)
+        if self.redraw:
+            click.clear()
+            click.echo(text)
+        elif key != self.shown:
+            if self.shown is not None and not self.as_json:
+                click.echo()
+            click.echo(text)
+        self.shown = key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +217,7 @@ def output(job_dir: Path, out_path: Optional[Path], errors: str) -> None:
     if out_path is None or str(out_path) == "-":
         click.echo(table.to_csv(index=_keeps_index(table)), nl=False)
         return
-    _write_table(table, out_path, fmt)
+    _writetable(table, out_path, fmt)
     click.echo(f"wrote {len(table)} rows x {table.shape[1]} columns to {out_path}", err=True)
 
 
@@ -322,7 +249,7 @@ def _keeps_index(table: Any) -> bool:
     return not default
 
 
-def _write_table(table: Any, path: Path, fmt: str) -> None:
+def _writetable(table: Any, path: Path, fmt: str) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     try:
         # The temporary name ends with the real one, so pandas infers the same compression.
@@ -420,23 +347,23 @@ def logs(job_dir: Path, tasks: Tuple[int, ...], submissions: Tuple[int, ...], fa
 def _select_logs(job: SlurmJob, tasks: Sequence[int],
                  submissions: Sequence[int]) -> List[Tuple[int, int, Path]]:
     """(submission, task, log path) for the chosen submissions and tasks, in order."""
-    subs = job.manifest["submissions"]
+    subs = job.manifest.submissions
     for k in submissions:
         if k >= len(subs):
             raise click.BadParameter(
                 f"the job has {len(subs)} submission(s), numbered 0 to {len(subs) - 1}; got {k}",
                 param_hint="'--submission'")
-    picked = [s for s in subs if not submissions or s["index"] in submissions]
+    picked = [s for s in subs if not submissions or s.index in submissions]
     for n in tasks:
-        if not any(n < s["n_tasks"] for s in picked):
-            most = max(s["n_tasks"] for s in picked)
+        if not any(n < s.n_tasks for s in picked):
+            most = max(s.n_tasks for s in picked)
             raise click.BadParameter(
                 f"the job's array tasks are numbered 0 to {most - 1}; got {n}", param_hint="'--task'")
     out = []
     for s in picked:
-        for t in range(s["n_tasks"]):
+        for t in range(s.n_tasks):
             if not tasks or t in tasks:
-                out.append((s["index"], t, jd.log_path(job.job_dir, s["index"], t)))
+                out.append((s.index, t, job.log_path(s.index, t)))
     return out
 
 
@@ -451,12 +378,12 @@ def _failed_logs(job: SlurmJob, chosen: List[Tuple[int, int, Path]]
         if t is None or t.state == "NOT_SUBMITTED":
             continue
         raised = _count_raised(path)
-        if t.state in _HEALTHY_STATES and not raised:
+        if t.state in HEALTHY_STATES and not raised:
             continue
-        note = f"task {task}: {_one_line(t.describe())}"
+        note = f"task {task}: {one_line(t.describe())}"
         if raised:
             note += f", {raised} row(s) raised"
-        if len(job.manifest["submissions"]) > 1:
+        if len(job.manifest.submissions) > 1:
             note = f"submission {sub} " + note
         keep.append((sub, task, path))
         notes[(sub, task)] = note
@@ -517,12 +444,16 @@ def _tail(path: Path, n: int, block: int = 65536) -> List[str]:
 @click.option("--max-concurrent", type=click.IntRange(min=1), metavar="N", help="At most this many tasks at once.")
 @click.option("--option", "-O", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other sbatch option, e.g. -O partition=long (KEY alone for a flag).")
+@click.option("--force", is_flag=True,
+              help="Resubmit even while tasks are queued, running or unknown.")
 def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Optional[str],
              nodes: Optional[int], cpus_per_node: Optional[int], max_concurrent: Optional[int],
-             extra: Tuple[str, ...]) -> None:
+             extra: Tuple[str, ...], force: bool) -> None:
     """Run again, as a new array job in the same directory, the rows without a result.
 
-    Options not given keep the previous submission's values.
+    Options not given keep the previous submission's values (nodes, CPUs, time, memory and
+    every other sbatch option, at-once limit, backend). Refuses while tasks are queued,
+    running or unknown, unless --force.
 
     \b
     Examples:
@@ -542,10 +473,10 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
         options["mem"] = mem
     job = _open(job_dir)
     job.resubmit(failed=failed, nodes=nodes, cpus_per_node=cpus_per_node,
-                 slurm_options=options or None, max_concurrent=max_concurrent)
-    sub = job.manifest["submissions"][-1]
-    click.echo(f"resubmitted {sub['n_rows']} row(s) of {job.jobname} as submission {sub['index']}: "
-               f"job {sub.get('job_id') or '?'}, {sub['n_tasks']} task(s)")
+                 slurm_options=options or None, max_concurrent=max_concurrent, force=force)
+    sub = job.manifest.latest
+    click.echo(f"resubmitted {sub.n_rows} row(s) of {job.jobname} as submission {sub.index}: "
+               f"job {sub.job_id or '?'}, {sub.n_tasks} task(s)")
     click.echo(f"follow it with: slurm-apply status {shlex.quote(str(job_dir))} --watch")
 
 
@@ -574,7 +505,7 @@ def cancel(job_dir: Path) -> None:
 def cleanup(job_dir: Path, force: bool) -> None:
     """Delete the job directory, results included: save the output first.
 
-    Refuses while tasks are queued or running, unless --force (which cancels them).
+    Refuses while tasks are queued, running or unknown, unless --force (which cancels them).
 
     \b
     Examples:
@@ -595,8 +526,8 @@ def cleanup(job_dir: Path, force: bool) -> None:
 @click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True, metavar="N",
               help="How many directory levels below PATH to search.")
 @click.option("--no-scheduler", is_flag=True,
-              help="Do not ask Slurm: read the job directories only (fast; unfinished tasks show "
-                   "as RUNNING or PENDING).")
+              help="Do not ask Slurm: read the job directories only (fast; tasks without an end "
+                   "marker show as UNKNOWN).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job directory and line.")
 def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None:
     """List the job directories under PATH (default: here), one line of status each.
@@ -618,7 +549,7 @@ def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None
         try:
             st = SlurmJob.from_dir(d).get_job_status(ask_scheduler=not no_scheduler)
         except Exception as exc:  # one broken directory must not hide the others
-            err = f"{type(exc).__name__}: {_one_line(str(exc))}"
+            err = f"{type(exc).__name__}: {one_line(str(exc))}"
             if as_json:
                 click.echo(json.dumps({"job_dir": str(d.absolute()), "error": err}))
             rows.append([d.name[len(jd.DIR_PREFIX):], "ERROR", "-", str(d), err])
@@ -627,7 +558,7 @@ def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None
             click.echo(json.dumps({"job_dir": str(d.absolute()), "status": st.to_dict()}, default=str))
         rows.append([st.jobname, st.state, _rows_summary(st), str(d), ""])
     if not as_json:
-        for line in _table(["JOB", "STATE", "ROWS", "DIRECTORY", "NOTE"], rows):
+        for line in table(["JOB", "STATE", "ROWS", "DIRECTORY", "NOTE"], rows):
             click.echo(line)
 
 

@@ -84,7 +84,7 @@ def test_sbatch_refusal_keeps_the_directory_and_resubmit_fixes_it(cluster, job_p
     job = SlurmJob.from_dir(job_parent / "_rslurm_refused")
     status = job.get_job_status()
     assert status.state == "NOT_SUBMITTED" and "Invalid partition" in status.reasons[0]
-    assert job.manifest["submissions"][0]["state"] == "failed"
+    assert job.manifest.submissions[0].state == "failed"
     job.resubmit(slurm_options={"partition": "debug"})
     assert job.wait(timeout_s=120, progress=False).completed
     assert list(job.get_output().result) == [0, 2, 4]

@@ -65,7 +65,7 @@ def heal_and_resubmit(job: SlurmJob, n: int, **kw) -> None:
     out = job.get_output()
     assert list(out.y) == plain_loop(n)
     assert list(out.x) == list(range(n))  # each row exactly once, in order
-    assert len(job.manifest["submissions"]) == 2
+    assert len(job.manifest.submissions) == 2
 
 
 def wait_rows(job: SlurmJob, at_least: int, timeout_s: float = 120) -> None:

@@ -89,7 +89,7 @@ def test_seeds_do_not_depend_on_how_rows_are_split(tmp_path):
     c, _ = run(draw, df, tmp_path, "seed_c", seed=8)
     assert a.get_output(outtype="raw") == b.get_output(outtype="raw")
     assert a.get_output(outtype="raw") != c.get_output(outtype="raw")
-    assert a.manifest["seed"] == 7
+    assert a.manifest.seed == 7
 
 
 def test_seed_false_leaves_rows_unseeded(tmp_path):
@@ -101,7 +101,7 @@ def test_seed_false_leaves_rows_unseeded(tmp_path):
     job, _ = run(draw, pd.DataFrame({"x": range(6)}), tmp_path, "noseed", seed=False, nodes=1,
                  cpus_per_node=1)
     values = job.get_output(outtype="raw")
-    assert len(set(values)) == 6 and job.manifest["seed"] is None
+    assert len(set(values)) == 6 and job.manifest.seed is None
     with pytest.raises(slurm_apply.InputError, match="seed=False"):
         apply(draw, pd.DataFrame({"x": [1]}), seed=False, seed_arg="s", backend="local", job_dir=tmp_path)
 
@@ -136,8 +136,8 @@ def test_resubmit_runs_only_missing_or_failed_rows(tmp_path):
     status = job.wait(timeout_s=60, progress=False)
     assert status.completed and status.rows_failed == 0
     assert list(job.get_output().result) == [x + 100 for x in range(12)]
-    subs = job.manifest["submissions"]
-    assert len(subs) == 2 and subs[1]["rows"] == [[1, 2], [5, 6], [9, 10]] and subs[1]["n_tasks"] == 1
+    subs = job.manifest.submissions
+    assert len(subs) == 2 and subs[1].rows == ((1, 2), (5, 6), (9, 10)) and subs[1].n_tasks == 1
     assert (job.job_dir / "submit_s1.sh").exists()
 
 
@@ -163,7 +163,7 @@ def test_a_killed_task_keeps_its_finished_rows(tmp_path):
     job.resubmit()
     job.wait(timeout_s=60, progress=False)
     assert job.get_output(outtype="raw") == list(range(40))
-    assert job.manifest["submissions"][1]["n_rows"] == 40 - done
+    assert job.manifest.submissions[1].n_rows == 40 - done
 
 
 def test_cancel_and_cleanup_locally(tmp_path):

@@ -7,7 +7,9 @@ import pytest
 from slurm_apply import _slurm
 from slurm_apply._errors import SchedulerError
 from slurm_apply._slurm import TaskRecord
-from slurm_apply._status import classify, compress_rows, last_error_line, mem_text, scan_log
+from slurm_apply._backends import Unknown
+from slurm_apply._classify import MARKER_GRACE_S, classify, last_error_line, mem_text, scan_log
+from slurm_apply._render import compress_rows
 
 SACCT = """\
 5_0|COMPLETED|0:0|00:00:03||200M|n1|00:01:00
@@ -129,22 +131,44 @@ def rec(state, **kw):
     (None, OOM_LOG, ("OUT_OF_MEMORY", "used 401M of 200M allowed")),
 ])
 def test_classify_started_task(record, log, expected):
-    assert classify(start={"starts": [{}]}, done=None, record=record, log_text=log, submitted=True) == expected
+    assert classify(start={"starts": [{}]}, done=None, answer=record, log_text=log, submitted=True) == expected
 
 
 def test_classify_trusts_the_end_marker_first():
-    assert classify(start={}, done={"ok": True}, record=rec("RUNNING"), log_text="", submitted=True) == (
+    assert classify(start={}, done={"ok": True}, answer=rec("RUNNING"), log_text="", submitted=True) == (
         "COMPLETED", "")
-    state, reason = classify(start={}, done={"ok": False, "failures": ["process 1 killed by SIGKILL"]},
-                             record=rec("FAILED"), log_text="", submitted=True)
-    assert (state, reason) == ("FAILED", "process 1 killed by SIGKILL")
+    # A dead worker process is a failure whatever the scheduler still lists.
+    for answer in (rec("FAILED"), rec("RUNNING"), Unknown("squeue is not on PATH")):
+        state, reason = classify(start={}, done={"ok": False, "failures": ["process 1 killed by SIGKILL"]},
+                                 answer=answer, log_text="", submitted=True)
+        assert (state, reason) == ("FAILED", "process 1 killed by SIGKILL")
 
 
 def test_classify_lost_and_unsubmitted():
-    assert classify(start=None, done=None, record=None, log_text="", submitted=False)[0] == "NOT_SUBMITTED"
-    assert classify(start=None, done=None, record=None, log_text="", submitted=True) == (
+    assert classify(start=None, done=None, answer=None, log_text="", submitted=False)[0] == "NOT_SUBMITTED"
+    assert classify(start=None, done=None, answer=None, log_text="", submitted=True) == (
         "LOST", "never started and no longer queued")
-    assert classify(start={}, done=None, record=None, log_text="", submitted=True)[0] == "LOST"
+    assert classify(start={}, done=None, answer=None, log_text="", submitted=True)[0] == "LOST"
+
+
+def test_a_scheduler_that_could_not_be_asked_is_unknown_never_lost():
+    why = "squeue is not on PATH; is Slurm loaded in this shell?"
+    for start in (None, {"starts": [{}]}):
+        assert classify(start=start, done=None, answer=Unknown(why), log_text=CANCEL_LOG,
+                        submitted=True) == ("UNKNOWN", why)
+
+
+@pytest.mark.parametrize("answer", [rec("COMPLETED"), None])
+def test_a_finished_task_without_its_end_marker_gets_a_grace_period(answer):
+    state, reason = classify(start={"starts": [{}]}, done=None, answer=answer, log_text="",
+                             submitted=True, since_end_s=2.0)
+    assert state == "COMPLETING" and "end marker" in reason
+    late = classify(start={"starts": [{}]}, done=None, answer=answer, log_text="", submitted=True,
+                    since_end_s=MARKER_GRACE_S + 1)
+    assert late[0] in ("FAILED", "LOST")
+    # A kill the scheduler reports is not waited for.
+    assert classify(start={}, done=None, answer=rec("TIMEOUT"), log_text="", submitted=True,
+                    since_end_s=1.0)[0] == "TIMEOUT"
 
 
 def test_compress_rows_and_mem_text():

@@ -220,8 +220,8 @@ def _assert_complete_job_of(path: Path, winner: int) -> None:
 
     manifest = jd.load_manifest(path)
     n = 3 + winner
-    assert manifest["n_rows"] == n and manifest["submissions"][0]["n_rows"] == n
-    assert manifest["submissions"][0]["state"] == "written"
+    assert manifest.n_rows == n and manifest.submissions[0].n_rows == n
+    assert manifest.submissions[0].state == "written"
     assert pd.read_pickle(path / jd.PARAMS)["x"].tolist() == list(range(n))
     with open(path / jd.PAYLOAD, "rb") as fh:
         f, objects = cloudpickle.load(fh)

@@ -88,7 +88,7 @@ def _render(**over: object) -> str:
     kwargs: Dict[str, object] = dict(
         jobname="fit", n_tasks=3, cpus_per_task=2,
         log_pattern=Path("/jobs/_rslurm_fit/logs/s0_t%a.out"), options={}, python="/usr/bin/python3",
-        job_dir=Path("/jobs/_rslurm_fit"), sub=0, workdir=Path("/home/u/proj"),
+        job_dir=Path("/jobs/_rslurm_fit"), sub=0, token="3f9a", workdir=Path("/home/u/proj"),
         pythonpath="/home/u/proj", max_concurrent=None)
     kwargs.update(over)
     return render(**kwargs)  # type: ignore[arg-type]
@@ -114,7 +114,7 @@ def test_render_gives_the_expected_script() -> None:
         "set -e\n"
         "cd /home/u/proj\n"
         "export PYTHONPATH=/home/u/proj${PYTHONPATH:+:$PYTHONPATH}\n"
-        "exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 0\n"
+        "exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 0 3f9a\n"
     )
 
 
@@ -122,7 +122,7 @@ def test_a_later_submission_has_its_own_number_and_no_pythonpath_line_when_none(
     text = _render(sub=2, pythonpath=None, log_pattern=Path("/jobs/_rslurm_fit/logs/s2_t%a.out"))
     assert "#SBATCH --output=/jobs/_rslurm_fit/logs/s2_t%a.out\n" in text
     assert "PYTHONPATH" not in text
-    assert text.endswith("exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 2\n")
+    assert text.endswith("exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 2 3f9a\n")
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -188,7 +188,7 @@ def _hostile_render(tmp_path: Path) -> Dict[str, object]:
     return dict(
         jobname="fit", n_tasks=2, cpus_per_task=1, log_pattern=job_dir / "logs" / "s0_t%a.out",
         options={"comment": nasty, "p": "a b", "mail-user": "o'brien@example.org", "exclusive": True},
-        python=str(tmp_path / f"bin {nasty}" / "python"), job_dir=job_dir, sub=0,
+        python=str(tmp_path / f"bin {nasty}" / "python"), job_dir=job_dir, sub=0, token="t0k",
         workdir=tmp_path / f"work {nasty}", pythonpath=f"{tmp_path}/pp {nasty}", max_concurrent=None)
 
 
@@ -233,7 +233,7 @@ def test_bash_runs_the_hostile_script_with_every_value_intact(tmp_path: Path) ->
     proc = subprocess.run(["bash", str(script)], cwd=run_dir, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(report.read_text())
-    assert got == {"argv": ["-m", "slurm_apply._worker", str(args["job_dir"]), "0"],
+    assert got == {"argv": ["-m", "slurm_apply._worker", str(args["job_dir"]), "0", "t0k"],
                    "cwd": str(workdir), "pythonpath": args["pythonpath"]}
     assert not list(tmp_path.rglob("pwned"))
 

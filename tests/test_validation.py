@@ -212,8 +212,8 @@ def test_numpy_integers_are_accepted_as_counts(jobs: Path) -> None:
     job = run(f, pd.DataFrame({"x": [1, 2, 3]}), nodes=np.int64(2), cpus_per_node=np.int32(1),
               slurm_options={"mem": np.int64(100)}, jobname="npint", job_dir=jobs, backend="local",
               submit=False, preflight=False)
-    sub = job.manifest["submissions"][0]
-    assert (sub["n_tasks"], sub["cpus_per_task"], sub["slurm_options"]) == (2, 1, {"mem": 100})
+    sub = job.manifest.submissions[0]
+    assert (sub.n_tasks, sub.cpus_per_task, sub.slurm_options) == (2, 1, {"mem": 100})
 
 
 def test_an_existing_job_directory_is_refused_and_left_alone(jobs: Path, fake_slurm: Path) -> None:
@@ -278,7 +278,7 @@ def test_preflight_false_turns_the_check_off(module_only_this_process_can_import
     job = run(module_only_this_process_can_import.add_one, pd.DataFrame({"x": [1, 2]}),
               jobname="nopreflight", job_dir=jobs, backend="local", submit=False, preflight=False)
     assert (job.job_dir / jd.PAYLOAD).exists()
-    assert job.manifest["submissions"][0]["state"] == "written"
+    assert job.manifest.submissions[0].state == "written"
 
 
 def test_preflight_catches_a_script_whose_function_uses_a_module_the_nodes_cannot_import(tmp_path: Path) -> None:
@@ -324,7 +324,7 @@ def test_payload_size_is_recorded_and_a_large_one_warned_about(
 
     job = run(f, pd.DataFrame({"x": [1]}), jobname="small", job_dir=jobs, backend="local", submit=False)
     size = (job.job_dir / jd.PAYLOAD).stat().st_size
-    assert job.manifest["payload_bytes"] == size > 200_000
+    assert job.manifest.payload_bytes == size > 200_000
 
     monkeypatch.setattr(_api, "PAYLOAD_WARN_MB", 0.1)  # the real threshold is 100 MB
     with pytest.warns(UserWarning, match=r"the pickled function and objects take \d+ MB; every task reads them"):
@@ -367,7 +367,7 @@ def test_submit_false_writes_the_script_without_calling_sbatch(jobs: Path, fake_
 
     job = run(f, pd.DataFrame({"x": [1, 2, 3]}), jobname="written", job_dir=jobs, backend="slurm", submit=False)
     assert _calls(fake_slurm).splitlines() == ["scontrol show config"]
-    assert job.manifest["submissions"][0]["state"] == "written"
+    assert job.manifest.submissions[0].state == "written"
     assert job.get_job_status().state == "NOT_SUBMITTED"
 
 

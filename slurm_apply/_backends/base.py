@@ -68,6 +68,8 @@ class Backend(abc.ABC):
 
     #: the name recorded in a submission ("slurm", "local")
     name: str = ""
+    #: a query costs no more than reading a file, so a status may make it whenever it is built
+    query_is_cheap: bool = False
 
     @abc.abstractmethod
     def submit(self, job_dir: Path, sub: "Submission") -> str:
@@ -85,6 +87,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         """Cancel the queued and running tasks of these submissions."""
+
+    def check_usable(self, requested: str) -> None:
+        """Raise InputError when this backend cannot run jobs here (``requested`` is what the
+        caller asked for, e.g. "auto" or "slurm", for the message)."""
 
     def max_array_size(self) -> Optional[int]:
         """The most tasks one array may have (None: no limit)."""
