@@ -216,3 +216,77 @@ def test_kill_node_kills_that_nodes_slurmd_and_jobs_only(tmp_path_factory):
         cluster.restart_node("n1")
         assert "slurmd-n1" in cluster.pids()
     assert not _running(jobs["n2"])
+
+
+def _timed(cluster: testbed.SlurmCluster, *command: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = _run(cluster, *command)
+    return result, time.monotonic() - started
+
+
+def _wait_for_sacct(cluster: testbed.SlurmCluster, job_id: str, wanted: str) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (result := _sacct_state(cluster, job_id)).stdout.strip() != f"{job_id}|{wanted}":
+        assert time.monotonic() < deadline, f"sacct still says {result.stdout!r} {result.stderr!r}"
+        time.sleep(0.3)
+
+
+def test_jobs_survive_a_controller_restart(accounting_cluster, tmp_path):
+    cluster = accounting_cluster
+    running = _sbatch(cluster, tmp_path, "--wrap", "sleep 10; echo ran")
+    _wait_for_state(cluster, running, "RUNNING")
+    queued = _sbatch(cluster, tmp_path, f"--dependency=afterok:{running}", "--wrap", "echo queued")
+    assert _job_state(cluster, queued) == "PENDING"
+    daemons = cluster.pids()
+
+    cluster.stop_controller()
+    try:
+        assert not _running(daemons["slurmctld"])
+        assert set(cluster.pids()) == set(daemons) - {"slurmctld"}
+        result, took = _timed(cluster, "squeue", "-h", "-j", running)
+        assert result.returncode == 1
+        assert "Unable to contact slurm controller (connect failure)" in result.stderr
+        assert took < 8, f"squeue took {took:.1f} s to fail (MessageTimeout)"
+        assert "DOWN" in _run(cluster, "scontrol", "ping").stdout
+        assert _sacct_state(cluster, running).returncode == 0  # slurmdbd answers without it
+        with pytest.raises(testbed.TestbedError, match="not running"):
+            cluster.stop_controller()
+    finally:
+        cluster.start_controller()
+
+    assert _job_state(cluster, running) in ("RUNNING", "COMPLETING", "COMPLETED")
+    _wait_for_state(cluster, queued, "COMPLETED")
+    _wait_for_state(cluster, running, "COMPLETED")
+    assert (tmp_path / f"slurm-{running}.out").read_text() == "ran\n"
+    assert (tmp_path / f"slurm-{queued}.out").read_text() == "queued\n"
+    with pytest.raises(testbed.TestbedError, match="still running"):
+        cluster.start_controller()
+
+
+def test_sacct_fails_while_dbd_is_stopped(accounting_cluster, tmp_path):
+    cluster = accounting_cluster
+    before = _sbatch(cluster, tmp_path, "--wrap", "echo before")
+    _wait_for_sacct(cluster, before, "COMPLETED|0:0")
+
+    cluster.stop_dbd()
+    try:
+        assert "slurmdbd" not in cluster.pids()
+        result, took = _timed(cluster, "sacct", "-X", "-n", "-P", "-j", before)
+        assert result.returncode == 1 and result.stdout == ""
+        assert "sacct: error: Problem talking to the database: Connection refused" in result.stderr
+        assert took < 5
+        # slurmctld goes on without slurmdbd: squeue answers and jobs run.
+        during = _sbatch(cluster, tmp_path, "--wrap", "echo during")
+        _wait_for_state(cluster, during, "COMPLETED")
+    finally:
+        cluster.start_dbd()
+
+    assert "slurmdbd" in cluster.pids()
+    _wait_for_sacct(cluster, before, "COMPLETED|0:0")
+    _wait_for_sacct(cluster, during, "COMPLETED|0:0")  # slurmctld sent what it kept
+
+
+def test_dbd_controls_need_accounting(plain_cluster):
+    for method in (plain_cluster.stop_dbd, plain_cluster.start_dbd):
+        with pytest.raises(testbed.TestbedError, match="without accounting"):
+            method()

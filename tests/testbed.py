@@ -240,6 +240,14 @@ def _fd_targets(pid: int) -> set[str]:
     return targets
 
 
+def _responding(node_state: str) -> bool:
+    """Whether an sinfo ``%T`` node state shows a node that has registered and answers."""
+    # "unknown" until its slurmd registers; a trailing "*" means not responding.
+    if not node_state or node_state.endswith("*"):
+        return False
+    return not node_state.startswith(("unknown", "down"))
+
+
 def _logged_fatal(log: Path, offset: int) -> bool:
     # Slurm daemons log "fatal: ..." just before they exit (munged reports its start-up errors
     # through the exit code of the command that launched it).
@@ -413,18 +421,7 @@ class SlurmCluster:
             [(self._munge_dir / "munged.pid", "munged")],
         ]
         for group in groups:
-            pids = {}
-            for pid_path, comm in group:
-                pid = self._daemon_pid(pid_path, comm)
-                if pid is not None:
-                    pids[pid] = pid_path
-                    _signal(pid, signal.SIGTERM)
-            still = _wait_gone(set(pids), _DAEMON_STOP_TIMEOUT_S)
-            for pid in still:
-                _signal(pid, signal.SIGKILL)
-            _wait_gone(still, 5.0)
-            for pid_path in pids.values():
-                pid_path.unlink(missing_ok=True)
+            self._terminate(group)
         if self._mysql_process is not None:
             if self._mysql_process.poll() is None:
                 self._mysql_process.kill()
@@ -473,6 +470,88 @@ class SlurmCluster:
             registered, deadline, f"node {node} registered after restart",
             self.log_dir / "slurmctld.log",
         )
+
+    def stop_controller(self) -> None:
+        """Stop slurmctld with SIGTERM and wait until it has exited.
+
+        slurmctld saves its state (queued and running jobs) to StateSaveLocation as it exits;
+        :meth:`start_controller` recovers it.  Meanwhile running array tasks go on on the
+        slurmds, and a task that ends reports to slurmctld once it is back (slurmstepd retries).
+        The other daemons keep running.
+
+        While it is stopped, commands that need the controller fail (exit code 1, and 8 for
+        ``scancel``) with ``... Unable to contact slurm controller (connect failure)``, e.g.
+        ``slurm_load_jobs error: ...`` from ``squeue`` and ``scontrol show job``: within about
+        4 s (2 s for ``sinfo``, ``sbatch``, ``scancel``), see MessageTimeout in slurm.conf.
+        ``scontrol ping`` says ``Slurmctld(primary) at <host> is DOWN`` at once.  ``sacct``
+        still answers: it asks slurmdbd.
+
+        Raises
+        ------
+        TestbedError
+            When slurmctld is not running.
+        """
+        self._stop_one(self._run_dir / "slurmctld.pid", "slurmctld")
+
+    def start_controller(self, timeout_s: float = 30) -> None:
+        """Start slurmctld again after :meth:`stop_controller`, keeping the saved jobs.
+
+        Waits until slurmctld listens and every node whose slurmd runs has registered again
+        (until then ``sinfo`` shows it ``unknown`` and nothing is scheduled on it).
+
+        Raises
+        ------
+        TestbedError
+            When slurmctld is already running, or does not come back in time.
+        """
+        if self._daemon_pid(self._run_dir / "slurmctld.pid", "slurmctld") is not None:
+            raise TestbedError("slurmctld is still running")
+        deadline = time.monotonic() + timeout_s
+        # Started as at first, without -c: slurmctld recovers its jobs from StateSaveLocation.
+        self._start_slurmctld(deadline)
+        live = [node for node in self.node_names
+                if self._daemon_pid(self._slurmd_pid_path(node), "slurmd") is not None]
+        self._wait_until(
+            lambda: all(_responding(self._node_states().get(node, "")) for node in live),
+            deadline, "nodes registered after the slurmctld restart",
+            self.log_dir / "slurmctld.log",
+        )
+
+    def stop_dbd(self) -> None:
+        """Stop slurmdbd (accounting clusters only) with SIGTERM and wait until it has exited.
+
+        ``sacct`` then fails at once with exit code 1, printing to stderr::
+
+            sacct: error: slurm_persist_conn_open_without_init: failed to open persistent
+            connection to host:localhost:<DbdPort>: Connection refused
+            sacct: error: Sending PersistInit msg: Connection refused
+            sacct: error: Problem talking to the database: Connection refused
+
+        (the first message is one line).  ``squeue`` and everything else that asks slurmctld
+        still work; slurmctld keeps the accounting records of jobs that end meanwhile and sends
+        them once slurmdbd is back.
+
+        Raises
+        ------
+        TestbedError
+            When the cluster has no accounting, or slurmdbd is not running.
+        """
+        self._check_accounting()
+        self._stop_one(self._run_dir / "slurmdbd.pid", "slurmdbd")
+
+    def start_dbd(self, timeout_s: float = 30) -> None:
+        """Start slurmdbd again after :meth:`stop_dbd` and wait until ``sacctmgr`` gets answers.
+
+        Raises
+        ------
+        TestbedError
+            When the cluster has no accounting, slurmdbd is already running, or it does not
+            come back in time.
+        """
+        self._check_accounting()
+        if self._daemon_pid(self._run_dir / "slurmdbd.pid", "slurmdbd") is not None:
+            raise TestbedError("slurmdbd is still running")
+        self._start_slurmdbd(time.monotonic() + timeout_s)
 
     def pids(self) -> dict[str, int]:
         """Return the pids of this cluster's running daemons, keyed ``slurmd-n1``, ``munged``..."""
@@ -571,6 +650,11 @@ class SlurmCluster:
             "JobCompType=jobcomp/none",
             "ReturnToService=2",
             "SlurmdTimeout=10",
+            # Clients retry connecting to a stopped slurmctld about once a second for
+            # MessageTimeout - 1 seconds, and squeue and scontrol connect twice: with the
+            # default 10 s, squeue fails only after 18 s (sinfo, sbatch, scancel after 9 s).
+            # With 3 s a query of a stopped controller fails within about 4 s.
+            "MessageTimeout=3",
             "InactiveLimit=0",
             "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
             "MinJobAge=600",
@@ -837,6 +921,31 @@ class SlurmCluster:
         if root in _proc_read(pid, "cmdline") or marker in _proc_read(pid, "environ"):
             return pid
         return None
+
+    def _terminate(self, daemons: list[tuple[Path, str]]) -> list[int]:
+        """SIGTERM the running daemons among (pid file, comm) pairs, SIGKILL any that outlive
+        the stop timeout, remove their pid files; return the pids that were running."""
+        pids = {}
+        for pid_path, comm in daemons:
+            pid = self._daemon_pid(pid_path, comm)
+            if pid is not None:
+                pids[pid] = pid_path
+                _signal(pid, signal.SIGTERM)
+        still = _wait_gone(set(pids), _DAEMON_STOP_TIMEOUT_S)
+        for pid in still:
+            _signal(pid, signal.SIGKILL)
+        _wait_gone(still, 5.0)
+        for pid_path in pids.values():
+            pid_path.unlink(missing_ok=True)
+        return list(pids)
+
+    def _stop_one(self, pid_path: Path, comm: str) -> None:
+        if not self._terminate([(pid_path, comm)]):
+            raise TestbedError(f"{comm} of {self.cluster_name} is not running")
+
+    def _check_accounting(self) -> None:
+        if not self.accounting:
+            raise TestbedError(f"{self.cluster_name} was started without accounting: no slurmdbd")
 
     def _slurmd_pid_path(self, node: str) -> Path:
         return self._run_dir / f"slurmd-{node}.pid"
