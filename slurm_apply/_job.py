@@ -13,6 +13,7 @@ from . import _jobdir as jd
 from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
+from ._results import Results, list_record_files
 from ._status import JobStatus, Snapshot, build, valid_done
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ class SlurmJob:
     """
 
     def __init__(self, job_dir: Union[str, os.PathLike]) -> None:
-        from ._results import Results
 
         self.job_dir = Path(job_dir).absolute()
         self._manifest = jd.load_manifest(self.job_dir)
@@ -100,7 +100,7 @@ class SlurmJob:
     def _snapshot(self, ask: bool) -> Snapshot:
         self._reload()
         m = self._manifest
-        self._results.refresh()
+        self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
         markers = {s.index: jd.read_markers(self.job_dir, s.index) for s in m.submissions}
         for s in m.submissions:
             if not s.launched and s.state == "written":
@@ -284,6 +284,7 @@ class SlurmJob:
         resubmit(self, failed=failed, nodes=nodes, cpus_per_node=cpus_per_node,
                  slurm_options=slurm_options, max_concurrent=max_concurrent, submit=submit,
                  force=force)
+        self._reload()
         return self
 
 

@@ -63,6 +63,9 @@ def table(params_path: Path, values: List[Any], results: "Results", status: "Job
 
 def _error_column(status: "JobStatus", results: "Results") -> List[Optional[str]]:
     col: List[Optional[str]] = [None] * status.rows_total
+    if status.rows_pending:  # rows without a result that a running submission will still run
+        for r in (~results.done_mask()).nonzero()[0].tolist():
+            col[r] = f"pending: {NOT_FINISHED}"
     for r, (etype, emsg, _) in results.errors(status.failed_rows).items():
         col[r] = f"{etype}: {emsg}"
     for r in status.missing_rows:

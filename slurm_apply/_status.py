@@ -216,11 +216,11 @@ def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str
     pending = np.zeros(snap.manifest.n_rows, dtype=bool)
     for s in open_subs:
         pending |= _in_rows(s, snap.manifest.n_rows) & ~res.recorded_in(s.index)
-    kind = res.kinds()
+    done, failed = res.done_mask(), res.failed_mask()
     return {
-        "n_done": int(np.count_nonzero((kind == 2) & ~pending)),
-        "failed": np.flatnonzero((kind == 1) & ~pending),
-        "missing": np.flatnonzero((kind == 0) & ~pending),
+        "n_done": int(np.count_nonzero(done & ~pending)),
+        "failed": np.flatnonzero(failed & ~pending),
+        "missing": np.flatnonzero(~(done | failed | pending)),
         "n_pending": int(np.count_nonzero(pending)),
     }
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _jobdir as jd
+from ._store import records
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
@@ -97,7 +98,7 @@ class _Writer:
     """
 
     def __init__(self, path: Path) -> None:
-        self.fh = jd.open_records_for_append(path)
+        self.fh = records.open_for_append(path)
         self.rows: List[int] = []
         self.values: List[Any] = []
         self.errors: Dict[int, Tuple[str, str, str]] = {}
@@ -118,12 +119,11 @@ class _Writer:
         """Write the rows held in memory as one frame; fsync if asked or if a second has passed."""
         self.writing = True
         if self.rows or self.errors:
-            batch = (self.rows, self.values, self.errors)
             try:
-                payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                frame = records.encode_frame(self.rows, self.values, self.errors)
             except Exception:
-                payload = self._dumps_row_by_row()
-            self.fh.write(jd.encode_frame(payload))
+                frame = self._encode_row_by_row()
+            self.fh.write(frame)
             self.fh.flush()
             self.rows, self.values, self.errors = [], [], {}
         now = self.last = time.monotonic()
@@ -134,13 +134,13 @@ class _Writer:
         if self.terminate:
             os._exit(128 + signal.SIGTERM)
 
-    def _dumps_row_by_row(self) -> bytes:
+    def _encode_row_by_row(self) -> bytes:
         """Some value will not pickle: keep the rows that do, turn the others into errors."""
         rows: List[int] = []
         values: List[Any] = []
         for r, v in zip(self.rows, self.values):
             try:
-                jd.dumps(v)
+                records.dumps(v)
             except Exception as exc:
                 self.errors[r] = (
                     "UnpicklableResult",
@@ -150,7 +150,7 @@ class _Writer:
                 continue
             rows.append(r)
             values.append(v)
-        return jd.dumps((rows, values, self.errors))
+        return records.encode_frame(rows, values, self.errors)
 
     def close(self) -> None:
         self.flush(sync=True)
@@ -172,10 +172,10 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
     done: set = set()
     mine_before: List[int] = []
     if rec.exists():
-        _, batches = jd.read_batches(rec)
-        for rows, _, errs in batches:
-            done.update(rows)
-            done.update(errs)
+        # Only row ids are read (heads and metas): nothing saved is unpickled again.
+        saved = records.RecordReader(rec).read_new_batch()
+        done.update(records.array_ids(saved.done))
+        done.update(records.array_ids(saved.err))
         me = (task, proc)
         mine_before = sorted(c for c, who in jd.read_claims(job_dir, sub).items() if who == me)
 

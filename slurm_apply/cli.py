@@ -28,7 +28,7 @@ from . import _jobdir as jd
 from ._errors import (InputError, JobActiveError, RemoteTraceback, RowsFailedError,
                       RowsMissingError, SlurmApplyError)
 from ._job import SlurmJob
-from ._render import HEALTHY_STATES, one_line, table
+from ._render import HEALTHY_STATES, one_line, status_text, table
 from ._status import JobStatus
 from ._wait import wait
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from slurm_apply import JobStatus, SlurmJob, cli, slurm_apply
+from slurm_apply import JobStatus, SlurmJob, _render, cli, slurm_apply
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -227,11 +227,11 @@ def test_status_watch_stops_on_a_job_never_submitted(tmp_path):
 
 
 def test_progress_bar_shows_failures_and_unfinished_rows():
-    assert cli._bar(0, 0, 10, width=10) == "[..........]"
-    assert cli._bar(10, 0, 10, width=10) == "[##########]"
-    assert cli._bar(999, 1, 1000, width=10) == "[#########x]"  # one failure is never invisible
-    assert cli._bar(999, 0, 1000, width=10) == "[#########.]"  # nor is one row still to come
-    assert cli._bar(0, 0, 0, width=4) == "[####]"
+    assert _render.bar(0, 0, 10, width=10) == "[..........]"
+    assert _render.bar(10, 0, 10, width=10) == "[##########]"
+    assert _render.bar(999, 1, 1000, width=10) == "[#########x]"  # one failure is never invisible
+    assert _render.bar(999, 0, 1000, width=10) == "[#########.]"  # nor is one row still to come
+    assert _render.bar(0, 0, 0, width=4) == "[####]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_cleanup_refuses_while_running_then_cancel_and_cleanup(tmp_path):
         wait_running(job)
         code, out = run_cli("cleanup", job.job_dir)
         assert code == 1
-        assert f"Error: refusing to delete {job.job_dir}: 1 task(s) still queued or running" in out
+        assert f"Error: refusing to delete {job.job_dir}: 1 task(s) still queued, running or unknown" in out
         assert "slurm-apply cancel" in out
         assert (job.job_dir / "manifest.json").exists()
         code, out = run_cli("cancel", job.job_dir)

@@ -71,11 +71,17 @@ class FakeResults:
     def __init__(self, n, records):
         self.n, self.records = n, records  # records: {row: (kind, sub)}
 
-    def kinds(self):
-        k = np.zeros(self.n, dtype=np.int8)
-        for r, (kind, _) in self.records.items():
-            k[r] = kind
-        return k
+    def _mask(self, kind):
+        m = np.zeros(self.n, dtype=bool)
+        for r, (k, _) in self.records.items():
+            m[r] = k == kind
+        return m
+
+    def done_mask(self):
+        return self._mask(2)
+
+    def failed_mask(self):
+        return self._mask(1)
 
     def recorded_in(self, sub):
         m = np.zeros(self.n, dtype=bool)

@@ -1,12 +1,12 @@
-"""The pure parsers of _slurm and _status, on literal output seen from Slurm 22.05."""
+"""The pure parsers of the Slurm backend and _status, on literal output seen from Slurm 22.05."""
 
 from __future__ import annotations
 
 import pytest
 
-from slurm_apply import _slurm
+from slurm_apply._backends import slurm_parse as sp
+from slurm_apply._backends.base import TaskRecord
 from slurm_apply._errors import SchedulerError
-from slurm_apply._slurm import TaskRecord
 from slurm_apply._backends import Unknown
 from slurm_apply._classify import MARKER_GRACE_S, classify, last_error_line, mem_text, scan_log
 from slurm_apply._render import compress_rows
@@ -23,19 +23,19 @@ SACCT = """\
 
 
 def test_parse_sacct_allocation_and_batch_step():
-    recs = {(r.array_job_id, r.task): r for r in _slurm.parse_sacct(SACCT)}
+    recs = {(r.array_job_id, r.task): r for r in sp.parse_sacct(SACCT)}
     assert recs["5", 0].state == "COMPLETED" and recs["5", 0].max_rss == "3096K"
     failed = recs["5", 1]
     assert (failed.state, failed.exit_code, failed.max_rss, failed.req_mem, failed.node_list) == (
         "FAILED", "0:9", "420968K", "200M", "n2")
     assert failed.time_limit == "00:01:00"
     pending = recs["5", None]
-    assert pending.state == "PENDING" and pending.pending_tasks == [2, 3, 4, 7]
+    assert pending.state == "PENDING" and pending.pending_tasks == (2, 3, 4, 7)
     assert recs["9", 3].state == "CANCELLED"  # "CANCELLED by 0" -> first word
 
 
 def test_parse_sacct_ignores_junk():
-    assert _slurm.parse_sacct("garbage\n\n12|COMPLETED|0:0|x|y|z|w|v\n") == []
+    assert sp.parse_sacct("garbage\n\n12|COMPLETED|0:0|x|y|z|w|v\n") == []
 
 
 SQUEUE = """\
@@ -47,11 +47,92 @@ SQUEUE = """\
 
 
 def test_parse_squeue():
-    recs = _slurm.parse_squeue(SQUEUE)
+    recs = sp.parse_squeue(SQUEUE)
     by = {r.task: r for r in recs}
     assert by[0].state == "RUNNING" and by[0].node_list == "n1"
-    assert by[None].pending_tasks == [2, 3] and by[None].reason == "Resources"
+    assert by[None].pending_tasks == (2, 3) and by[None].reason == "Resources"
     assert by[4].state == "NODE_FAIL" and by[4].time_limit == "1:00:00"
+
+
+# The same array seen with the End / %e field, as Slurm 22.05 printed it on the testbed: with
+# SLURM_TIME_FORMAT=%s (what the runner sets) and in the default form (local time, here UTC).
+SACCT_END = """\
+1_0|COMPLETED|0:0|00:00:03||500M|n1|00:05:00|1795255140
+1_0.batch|COMPLETED|0:0|00:00:03|3180K||n1||1795255140
+1_1|RUNNING|0:0|00:00:04||500M|n1|00:05:00|Unknown
+1_1.batch|RUNNING|0:0|00:00:04|||n1||Unknown
+1_2|CANCELLED by 0|0:0|00:00:03||500M|n2|00:05:00|2026-11-21T09:59:26
+1_3|FAILED|1:0|00:00:01||500M|n2|00:05:00|None
+2_[0-3]|PENDING|0:0|00:00:00||500M|None assigned|Partition_Limit|Unknown
+"""
+
+SQUEUE_END = """\
+1|0|COMPLETED|None|n1|0:03|5:00|500M|1795255140
+1|1|RUNNING|None|n1|0:04|5:00|500M|1795255424
+1|2|CANCELLED|None|n2|0:03|5:00|500M|2026-11-21T09:59:26
+1|3|FAILED|None|n2|0:01|5:00|500M|None
+1|4|TIMEOUT|None|n2|5:01|5:00|500M|Unknown
+2|[0-3]|PENDING|JobHeldUser||0:00|UNLIMITED|500M|N/A
+"""
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Slurm's default time stamps are local time: read them as UTC here."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_parse_sacct_end_time(utc):
+    recs = {(r.array_job_id, r.task): r for r in sp.parse_sacct(SACCT_END)}
+    assert recs["1", 0].end_time == 1795255140.0 and recs["1", 0].max_rss == "3180K"
+    assert recs["1", 1].end_time is None  # Unknown: still running
+    assert recs["1", 2].end_time == 1795255166.0 and recs["1", 2].state == "CANCELLED"
+    assert recs["1", 3].end_time is None  # None
+    assert recs["2", None].end_time is None and recs["2", None].time_limit == "Partition_Limit"
+
+
+def test_parse_squeue_end_time(utc):
+    by = {(r.array_job_id, r.task): r for r in sp.parse_squeue(SQUEUE_END)}
+    assert by["1", 0].end_time == 1795255140.0
+    assert by["1", 1].end_time is None  # a running task's %e is start + time limit: a forecast
+    assert by["1", 2].end_time == 1795255166.0
+    assert by["1", 3].end_time is None and by["1", 4].end_time is None  # None, Unknown
+    assert by["2", None].end_time is None and by["2", None].pending_tasks == (0, 1, 2, 3)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1795255140", 1795255140.0), ("2026-11-21T09:59:00", 1795255140.0), ("Unknown", None),
+    ("None", None), ("N/A", None), ("", None), ("2026-11-21", None),
+])
+def test_parse_time(utc, value, expected):
+    assert sp.parse_time(value) == expected
+
+
+def test_parsers_skip_ranges_they_cannot_read():
+    assert sp.parse_sacct("7_[1-]|PENDING|0:0|00:00:00||1G|None assigned|1:00|Unknown\n") == []
+    assert sp.parse_squeue("7|[x]|PENDING|None||0:00|1:00|1G|N/A\n") == []
+
+
+@pytest.mark.parametrize("line, name", [
+    ("#SBATCH --job-name=tune", "tune"),
+    ('#SBATCH --job-name="my job \\"x\\""', 'my job "x"'),
+])
+def test_parse_job_name(line, name):
+    assert sp.parse_job_name(f"#!/bin/bash\n#SBATCH --array=0-3\n{line}\n#SBATCH -p debug\n") == name
+    assert sp.parse_job_name("#!/bin/bash\necho hi\n") is None
+
+
+@pytest.mark.parametrize("name", ["tune", "a b", 'q"uo\\te', "ünï"])
+def test_parse_job_name_reads_what_the_script_writer_quoted(name):
+    from slurm_apply._script import directive_value
+
+    assert sp.parse_job_name(f"#SBATCH --job-name={directive_value(name)}\n") == name
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -59,14 +140,14 @@ def test_parse_squeue():
     ("[0-6:3]", [0, 3, 6]), ("4", [4]),
 ])
 def test_expand_task_ranges(spec, expected):
-    assert _slurm.expand_task_ranges(spec) == expected
+    assert sp.expand_task_ranges(spec) == expected
 
 
 def test_parse_sbatch():
-    assert _slurm.parse_sbatch("1234\n") == "1234"
-    assert _slurm.parse_sbatch("1234;cluster\n") == "1234"
+    assert sp.parse_sbatch("1234\n") == "1234"
+    assert sp.parse_sbatch("1234;cluster\n") == "1234"
     with pytest.raises(SchedulerError, match="could not read a job id"):
-        _slurm.parse_sbatch("sbatch: error: nope")
+        sp.parse_sbatch("sbatch: error: nope")
 
 
 def test_parse_scontrol_config():
@@ -74,15 +155,15 @@ def test_parse_scontrol_config():
             "AccountingStorageType   = accounting_storage/slurmdbd\n"
             "MaxArraySize            = 1001\n"
             "SchedulerParameters     = batch_sched_delay=0,sched_min_interval=0\n")
-    conf = _slurm.parse_scontrol_config(text)
+    conf = sp.parse_scontrol_config(text)
     assert conf["MaxArraySize"] == "1001"
     assert conf["SchedulerParameters"] == "batch_sched_delay=0,sched_min_interval=0"
 
 
 def test_find_array_job_matches_the_script_path():
     text = "41|/home/a/_rslurm_x/submit.sh\n42|/home/b/_rslurm_x/submit.sh\n"
-    assert _slurm.parse_find_array_job(text, "/home/b/_rslurm_x/submit.sh") == "42"
-    assert _slurm.parse_find_array_job(text, "/elsewhere/submit.sh") is None
+    assert sp.parse_find_array_job(text, "/home/b/_rslurm_x/submit.sh") == "42"
+    assert sp.parse_find_array_job(text, "/elsewhere/submit.sh") is None
 
 
 # --- logs and classification -----------------------------------------------------------------
