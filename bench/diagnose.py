@@ -56,7 +56,7 @@ def _library_time(stats: pstats.Stats, min_s: float = 0.002,
 def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
     """Per-row time of the node's row loop (W1's or W3's table) with the job's seed as written
     (the default: every row seeds ``random``) and with no seed, and a profile of the default."""
-    from slurm_apply import _jobdir as jd
+    from slurm_apply._store import layout as jd
     from slurm_apply import _worker, slurm_apply
 
     f = {"tiny": workloads.add, "wide": workloads.wide}[workload]

@@ -266,6 +266,6 @@ class SlurmCommandLog:
 
 def task_markers(job_dir: Path, sub: int = 0) -> Dict[int, Dict[str, Any]]:
     """{task: done marker} of a submission, read through slurm_apply's own job-directory module."""
-    from slurm_apply import _jobdir as jd
+    from slurm_apply._store import layout as jd
 
     return {task: m for (task, kind), m in jd.read_markers(job_dir, sub).items() if kind == "done"}

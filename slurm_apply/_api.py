@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _backends as backends
-from . import _jobdir as jd
+from ._store import layout as jd
 from . import _submit
 from . import _validate as v
 from ._errors import InputError, JobDirError, PreflightError, SubmissionError

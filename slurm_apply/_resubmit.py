@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from . import _jobdir as jd
+from ._store import layout as jd
 from . import _submit
 from . import _validate as v
 from ._errors import InputError, JobActiveError

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from . import _jobdir as jd
+from ._store import layout as jd
 from ._errors import JobDirError
 from ._store.records import ErrorInfo, Frame, RecordFile, RecordReader, array_ids, parse_name
 

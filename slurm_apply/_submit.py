@@ -10,10 +10,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from . import _backends as backends
-from . import _jobdir as jd
+from ._store import layout as jd
 from . import _script
 from ._errors import SubmissionError
 from ._store.manifest import FAILED, SUBMITTED, Manifest, Submission

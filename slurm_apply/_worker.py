@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import _jobdir as jd
+from ._store import layout as jd
 from ._store import records
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the

@@ -17,14 +17,13 @@ import os
 import re
 import shlex
 import tempfile
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 
-from . import _jobdir as jd
+from ._store import layout as jd
 from ._errors import (InputError, JobActiveError, RemoteTraceback, RowsFailedError,
                       RowsMissingError, SlurmApplyError)
 from ._job import SlurmJob

@@ -122,7 +122,7 @@ def test_cleanup_files(cluster, job_parent):
                       slurm_options={"hold": True}, jobname="clean", job_dir=job_parent)
     from slurm_apply import JobActiveError
 
-    with pytest.raises(JobActiveError, match="still queued or running"):
+    with pytest.raises(JobActiveError, match="still queued, running or unknown"):
         job.cleanup_files()
     assert job.job_dir.exists()
     subprocess.run(["scontrol", "release", job.job_ids[0]], check=True)

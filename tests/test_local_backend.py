@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import SchedulerError, slurm_apply as apply
-from slurm_apply import _jobdir as jd
+from slurm_apply._store import layout as jd
 from slurm_apply._backends import TaskRecord, Unknown
 from slurm_apply._backends import local
 from slurm_apply._store.manifest import Submission

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import JobDirError, ResultsError, slurm_apply
-from slurm_apply import _jobdir as jd
+from slurm_apply._store import layout as jd
 from slurm_apply import _submit
 from slurm_apply._store.manifest import ranges
 from slurm_apply._results import (ERROR, NO_RECORD, SUCCESS, Results, list_record_files, make_key,

@@ -19,7 +19,7 @@ import pytest
 import slurm_apply
 from slurm_apply import (InputError, JobDirExistsError, SlurmJob, UnsafeJobDirError,
                          slurm_apply as run)
-from slurm_apply import _jobdir as jd
+from slurm_apply._store import layout as jd
 
 PACKAGE = Path(slurm_apply.__file__).parent
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .. import _jobdir as jd
+from .._store import layout as jd
 from .._errors import SchedulerError, SubmissionError
 from .base import Answer, Backend, Query, TaskRecord, Unknown
 
