@@ -40,27 +40,9 @@ from .base import Answer, Backend, Query, TaskRecord, Unknown
 if TYPE_CHECKING:
     from .._store.manifest import Submission
 
-# -- paths: every file this backend keeps in a job directory, all under local/ (the tasks' output
-#    goes where Slurm would put it, jd.log_path) --------------------------------------------------
-LOCAL_DIR = "local"
-
-
-def local_dir(job_dir: Path) -> Path:
-    return job_dir / LOCAL_DIR
-
-
-def state_path(job_dir: Path, sub: int) -> Path:
-    return local_dir(job_dir) / f"s{sub}.json"
-
-
-def runner_path(job_dir: Path, sub: int) -> Path:
-    return local_dir(job_dir) / f"s{sub}.runner.json"
-
-
-def supervisor_log(job_dir: Path, sub: int) -> Path:
-    return local_dir(job_dir) / f"s{sub}.supervisor.log"
-
-# ----------------------------------------------------------------------------------------------
+# Its files' paths are the job directory's: see layout (local_dir, local_state_path, ...).
+local_dir, state_path = jd.local_dir, jd.local_state_path
+runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
 
 STATE_FORMAT = 1
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (

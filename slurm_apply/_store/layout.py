@@ -94,6 +94,23 @@ def log_path(job_dir: Path, sub: int, task: int) -> Path:
     return job_dir / LOGS / f"s{sub}_t{task}.out"
 
 
+def local_dir(job_dir: Path) -> Path:
+    """Where the local backend keeps its state (without Slurm)."""
+    return job_dir / LOCAL
+
+
+def local_state_path(job_dir: Path, sub: int) -> Path:
+    return local_dir(job_dir) / f"s{sub}.json"
+
+
+def local_runner_path(job_dir: Path, sub: int) -> Path:
+    return local_dir(job_dir) / f"s{sub}.runner.json"
+
+
+def local_supervisor_log(job_dir: Path, sub: int) -> Path:
+    return local_dir(job_dir) / f"s{sub}.supervisor.log"
+
+
 def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
     """``t0003.done`` -> (3, "done"); anything else -> None."""
     stem, _, kind = name.partition(".")
