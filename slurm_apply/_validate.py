@@ -13,6 +13,7 @@ import re
 import types
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ._backends import sbatch_options
 from ._errors import InputError, UnpicklableError
 from ._script import OWNED_OPTIONS, directive_value, is_option_key, normalize_key
 
@@ -209,6 +210,9 @@ def check_options(options: Any) -> Dict[str, Any]:
             )
         if key in out:
             raise InputError(f"slurm_options gives {key!r} twice (as {raw_key!r} and an earlier spelling)")
+        problem = sbatch_options.unknown_name(key)
+        if problem:
+            raise InputError(f"slurm_options[{raw_key!r}]: {problem}")
         if type(value).__module__ == "numpy" and hasattr(value, "item"):
             value = value.item()  # a NumPy scalar, e.g. from a DataFrame cell
         if value is None or isinstance(value, bool) or isinstance(value, numbers.Real):
@@ -228,6 +232,9 @@ def check_options(options: Any) -> Dict[str, Any]:
                 f"slurm_options[{raw_key!r}] must be a string, a number, True (a bare flag) or "
                 f"None/False (left out); got {type(value).__name__} {value!r:.60}"
             )
+        problem = sbatch_options.bad_value(key, value)
+        if problem:
+            raise InputError(f"slurm_options[{raw_key!r}]: {problem}")
         out[key] = value
     return out
 
