@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _backends as backends
+from . import _config
 from ._store import layout as jd
 from . import _submit
 from . import _validate as v
@@ -34,9 +35,10 @@ def slurm_apply(
     *,
     add_objects: Union[Mapping[str, Any], Sequence[str], None] = None,
     pkgs: Optional[Sequence[str]] = None,
-    nodes: int = 2,
-    cpus_per_node: int = 2,
+    nodes: Optional[int] = None,
+    cpus_per_node: Optional[int] = None,
     slurm_options: Optional[Mapping[str, Any]] = None,
+    setup: Optional[Sequence[str]] = None,
     jobname: Optional[str] = None,
     job_dir: Union[str, "os.PathLike[str]", None] = None,
     submit: bool = True,
@@ -63,13 +65,20 @@ def slurm_apply(
         caller, as in rslurm.
     pkgs : list of str, optional
         Modules imported on the node before ``f`` runs.
-    nodes : int, default 2
-        The most array tasks to use (fewer if there are few rows).
-    cpus_per_node : int, default 2
-        Processes per task, and the task's ``--cpus-per-task``.
+    nodes : int, optional
+        The most array tasks to use (fewer if there are few rows). Default: the site defaults
+        file's, else 2.
+    cpus_per_node : int, optional
+        Processes per task, and the task's ``--cpus-per-task``. Default: the site defaults
+        file's, else 2.
     slurm_options : dict, optional
         Extra ``#SBATCH --key=value`` lines, e.g. ``{"time": "1:00:00", "mem": "4G"}``;
-        ``True`` gives a bare flag.
+        ``True`` gives a bare flag. Merged over the site defaults file's. Unknown option names
+        and malformed common values (time, mem, nodes, gres, gpus) are refused.
+    setup : list of str, optional
+        Shell lines run in the task before the worker starts, verbatim, e.g.
+        ``["module load cuda/12.1", "source ~/venv/bin/activate"]``; kept for resubmissions.
+        Default: the site defaults file's.
     jobname : str, optional
         Names the job and its directory ``_rslurm_<jobname>``; by default f's name, the time
         and a short random suffix, so calls in a loop never collide.
@@ -105,6 +114,10 @@ def slurm_apply(
     """
     started = time.perf_counter()
     caller = _caller_globals if _caller_globals is not None else sys._getframe(1).f_globals
+    site, defaults = _config.resolve(nodes=nodes, cpus_per_node=cpus_per_node,
+                                     slurm_options=slurm_options, setup=setup)
+    nodes, cpus_per_node, slurm_options = site["nodes"], site["cpus_per_node"], site["slurm_options"]
+    setup = v.check_setup(site["setup"])
     v.check_function(f)
     v.check_choice("backend", backend, _BACKENDS)
     nodes = v.check_positive_int("nodes", nodes)
@@ -157,11 +170,11 @@ def slurm_apply(
         pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
         seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
         seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=len(payload),
-        packages=dict(_package_versions(tuple(pkgs))))
+        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults)
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
                        nodes=nodes, backend=backend, slurm_options=options,
-                       max_concurrent=max_concurrent)
+                       max_concurrent=max_concurrent, setup=tuple(setup))
     _write_job(path, manifest, first, payload, params_df, overwrite=overwrite,
                preflight=preflight, started=started)
     if submit:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ._errors import InputError
 
@@ -97,7 +97,8 @@ def _sbatch_path(path: Path) -> str:
 
 def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
            options: Mapping[str, OptionValue], python: str, job_dir: Path, sub: int, token: str,
-           workdir: Path, pythonpath: Optional[str], max_concurrent: Optional[int]) -> str:
+           workdir: Path, pythonpath: Optional[str], max_concurrent: Optional[int],
+           setup: Sequence[str] = ()) -> str:
     array = f"0-{n_tasks - 1}" + (f"%{max_concurrent}" if max_concurrent else "")
     lines: List[str] = [
         "#!/bin/bash",
@@ -119,6 +120,9 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
     lines.append(f"cd {shlex.quote(str(workdir))}")
     if pythonpath:
         lines.append(f"export PYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    if setup:
+        lines.append("# setup lines, as given")
+        lines.extend(setup)  # the user's own shell, verbatim (checked: one line each)
     lines.append(
         # The job's token: a task of a job that was replaced in this directory does nothing.
         f"exec {shlex.quote(python)} -m slurm_apply._worker {shlex.quote(str(job_dir))} {int(sub)} "

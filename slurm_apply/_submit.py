@@ -126,7 +126,7 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,
         python=manifest.python, job_dir=job_dir, sub=sub.index, token=manifest.token,
         workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
-        max_concurrent=sub.max_concurrent,
+        max_concurrent=sub.max_concurrent, setup=sub.setup,
     )
     jd.write_text(job_dir / sub.script, script, mode=0o700)
     manifest.submissions.append(sub)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backends import sbatch_options
 from ._errors import InputError, UnpicklableError
-from ._script import OWNED_OPTIONS, directive_value, is_option_key, normalize_key
+from ._script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
 
 _JOBNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _JOBNAME_CHARS = re.compile(r"[A-Za-z0-9_.-]")
@@ -64,6 +64,21 @@ def check_accepts(f: Callable[..., Any], name: str, what: str) -> None:
         raise InputError(f"{what}={name!r} passes each row's seed to {_name(f)} as the keyword "
                          f"argument {name!r}, which {_name(f)} does not take; add it to f's "
                          "arguments or leave seed_arg out")
+
+
+def check_setup(setup: Any) -> List[str]:
+    """Shell lines for the script: a list of one-line strings."""
+    if setup is None:
+        return []
+    if isinstance(setup, str) or not isinstance(setup, (list, tuple)) or not all(isinstance(x, str) for x in setup):
+        raise InputError(f"setup must be a list of shell lines, e.g. ['module load cuda/12.1']; "
+                         f"got {setup!r:.80}")
+    for line in setup:
+        bad = control_characters(line.replace("\t", " "))
+        if bad:
+            raise InputError(f"setup line {line!r} contains {', '.join(bad)}; give one line per "
+                             "list item (a newline would split it into lines slurm_apply did not check)")
+    return list(setup)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:

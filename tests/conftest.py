@@ -118,3 +118,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
         if {"cluster", "cluster_noacct", "any_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
+
+
+@pytest.fixture(autouse=True)
+def _no_site_defaults(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own ~/.config/slurm_apply/config.toml must not change what tests submit."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-config"))
+    monkeypatch.delenv("SLURM_APPLY_CONFIG", raising=False)

@@ -40,6 +40,7 @@ class Submission:
     submitted_at: Optional[float] = None
     error: str = ""
     submitted_by: str = ""  # "hand" for a script written with submit=False and run with sbatch
+    setup: Tuple[str, ...] = ()  # shell lines run before the worker
 
     @property
     def launched(self) -> bool:
@@ -58,6 +59,7 @@ class Submission:
     def to_json(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)
         out["rows"] = [list(r) for r in self.rows]
+        out["setup"] = list(self.setup)
         return out
 
     @classmethod
@@ -65,6 +67,7 @@ class Submission:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["rows"] = tuple((int(a), int(b)) for a, b in data["rows"])
+        kwargs["setup"] = tuple(data.get("setup", ()))
         return cls(**kwargs)
 
 
@@ -91,6 +94,7 @@ class Manifest:
     payload_bytes: int = 0
     packages: Dict[str, str] = field(default_factory=dict)
     prepare_s: Optional[float] = None
+    defaults: Dict[str, Any] = field(default_factory=dict)  # what the site defaults file gave
     submissions: List[Submission] = field(default_factory=list)
     format: int = FORMAT_VERSION
 
