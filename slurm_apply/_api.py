@@ -226,9 +226,6 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: bytes
 
 
 def _submit_first(path: Path, manifest: Manifest) -> None:
-    notice = backends.get(manifest.latest.backend).launch_notice(manifest.latest)
-    if notice:
-        print(f"slurm_apply: {notice}", file=sys.stderr)
     try:
         _submit.launch(path, manifest, 0)
     except SubmissionError as exc:

@@ -268,22 +268,40 @@ class SlurmJob:
         except JobTimeoutError:
             pass
 
-    def resubmit(self, *, failed: bool = False, nodes: Optional[int] = None,
+    def resubmit(self, *, failed: bool = False, rows: Any = None, nodes: Optional[int] = None,
                  cpus_per_node: Optional[int] = None, slurm_options: Optional[Dict[str, Any]] = None,
-                 max_concurrent: Optional[int] = None, submit: bool = True,
-                 force: bool = False) -> "SlurmJob":
-        """Run again, as a new array job in the same directory, only the rows without a result
-        (and with ``failed=True`` the rows that raised).
+                 max_concurrent: Optional[int] = None, backend: Optional[str] = None,
+                 submit: bool = True, force: bool = False) -> "SlurmJob":
+        """Run rows again, as a new array job in the same directory.
 
-        Settings not given (nodes, cpus_per_node, max_concurrent, the backend) are the previous
-        submission's; ``slurm_options`` are merged over its options. Refuses while tasks are
-        queued, running or unknown, unless ``force``.
+        Parameters
+        ----------
+        failed : bool, default False
+            Also run the rows that raised (by default only rows without a result run again).
+        rows : optional
+            Exactly these rows instead: row positions (ints), a boolean mask (one per row) or
+            a pandas Index of params_df's labels, e.g. ``out.index[out.accuracy < 0.5]``.
+        nodes, cpus_per_node, max_concurrent, backend : optional
+            New settings; those not given are the previous submission's.
+        slurm_options : dict, optional
+            Merged over the previous submission's options.
+        force : bool, default False
+            Resubmit even while tasks are queued, running or unknown.
         """
         from ._resubmit import resubmit
 
-        resubmit(self, failed=failed, nodes=nodes, cpus_per_node=cpus_per_node,
-                 slurm_options=slurm_options, max_concurrent=max_concurrent, submit=submit,
-                 force=force)
+        resubmit(self, failed=failed, rows=rows, nodes=nodes, cpus_per_node=cpus_per_node,
+                 slurm_options=slurm_options, max_concurrent=max_concurrent, backend=backend,
+                 submit=submit, force=force)
+        self._reload()
+        return self
+
+    def submit(self, backend: Optional[str] = None) -> "SlurmJob":
+        """Submit a job written with ``submit=False``: to the backend it was written for, or
+        ``backend="local"`` to run its tasks on this machine."""
+        from ._resubmit import submit
+
+        submit(self, backend)
         self._reload()
         return self
 

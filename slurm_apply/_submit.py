@@ -140,8 +140,12 @@ def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
     SubmissionError goes up.
     """
     sub = manifest.submissions[index]
+    backend = backends.get(sub.backend)
+    notice = backend.launch_notice(sub)
+    if notice:
+        print(f"slurm_apply: {notice}", file=sys.stderr)
     try:
-        job_id = backends.get(sub.backend).submit(job_dir, sub)
+        job_id = backend.submit(job_dir, sub)
     except SubmissionError as exc:
         manifest.replace_submission(dataclasses.replace(sub, state=FAILED, error=str(exc)))
         jd.save_manifest(job_dir, manifest)

@@ -481,6 +481,24 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
 
 @cli.command()
 @_JOB_DIR
+@click.option("--local", "local", is_flag=True, help="Run the tasks on this machine instead of Slurm.")
+def submit(job_dir: Path, local: bool) -> None:
+    """Submit a job written with submit=False (to Slurm, or with --local on this machine).
+
+    \b
+    Example:
+      slurm-apply submit _rslurm_fit
+      slurm-apply submit _rslurm_fit --local
+    """
+    job = _open(job_dir)
+    job.submit(backend="local" if local else None)
+    sub = job.manifest.latest
+    click.echo(f"submitted {sub.n_rows} row(s) of {job.jobname}: job {sub.job_id}, {sub.n_tasks} task(s)")
+    click.echo(f"follow it with: slurm-apply status {shlex.quote(str(job_dir))} --watch")
+
+
+@cli.command()
+@_JOB_DIR
 def cancel(job_dir: Path) -> None:
     """Cancel every queued or running task of the job (every submission).
 

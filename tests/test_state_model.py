@@ -167,3 +167,50 @@ def test_status_list_and_cleanup_work_when_values_cannot_be_unpickled_here(tmp_p
     assert result.exit_code == 1 and "nodeonly_mod" in result.output  # a clear error, not a crash
     result = CliRunner().invoke(cli, ["cleanup", d])
     assert result.exit_code == 0 and not Path(d).exists()
+
+
+def flaky_score(x):
+    return {"score": x / 10}
+
+
+def test_resubmit_chosen_rows_by_position_mask_or_label(tmp_path):
+    df = pd.DataFrame({"x": range(6)}, index=[f"r{i}" for i in range(6)])
+    job = run(flaky_score, df, tmp_path, jobname="pick")
+    out = job.wait(timeout_s=60, progress=False) and job.get_output()
+    job.resubmit(rows=out.index[out.score < 0.2])  # labels r0, r1
+    assert job.manifest.latest.rows == ((0, 2),)
+    job.wait(timeout_s=60, progress=False)
+    job.resubmit(rows=(out.score > 0.35).to_numpy(), backend="local")  # a mask: r4, r5
+    assert job.manifest.latest.rows == ((4, 6),)
+    job.wait(timeout_s=60, progress=False)
+    job.resubmit(rows=[3])
+    assert job.manifest.latest.rows == ((3, 4),)
+    assert job.wait(timeout_s=60, progress=False).completed
+    assert job.get_output().score.tolist() == [x / 10 for x in range(6)]
+    with pytest.raises(ValueError, match="does not have"):
+        job.resubmit(rows=pd.Index(["nope"]))
+    with pytest.raises(ValueError, match="one value per row"):
+        job.resubmit(rows=[True, False])
+    with pytest.raises(ValueError, match="positions must be 0 to 5"):
+        job.resubmit(rows=[9])
+
+
+def test_a_job_written_with_submit_false_is_submitted_later_here(tmp_path, capsys):
+    job = run(flaky_score, pd.DataFrame({"x": range(4)}), tmp_path, jobname="later",
+              submit=False)
+    assert job.get_job_status().state == "NOT_SUBMITTED"
+    job.submit(backend="local")
+    assert "on this machine" in capsys.readouterr().err
+    assert job.wait(timeout_s=60, progress=False).completed
+    with pytest.raises(ValueError, match="no submission waiting"):
+        job.submit()
+
+
+def test_cli_submit_runs_a_written_job_locally(tmp_path):
+    from click.testing import CliRunner
+
+    job = run(flaky_score, pd.DataFrame({"x": range(2)}), tmp_path, jobname="clisub", submit=False)
+    result = CliRunner().invoke(cli, ["submit", str(job.job_dir), "--local"])
+    assert result.exit_code == 0, result.output
+    assert "submitted" in result.output
+    assert SlurmJob.from_dir(job.job_dir).wait(timeout_s=60, progress=False).completed
