@@ -19,6 +19,7 @@ from . import _submit
 from . import _validate as v
 from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
+from ._log import logger
 from ._store.manifest import Manifest, Submission
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: bytes
 def _submit_first(path: Path, manifest: Manifest) -> None:
     notice = backends.get(manifest.latest.backend).launch_notice(manifest.latest)
     if notice:
-        print(f"slurm_apply: {notice}", file=sys.stderr)
+        logger.info(notice)
     try:
         _submit.launch(path, manifest, 0)
     except SubmissionError as exc:
