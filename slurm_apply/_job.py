@@ -77,7 +77,20 @@ class SlurmJob:
         return [s.job_id for s in self._manifest.submissions if s.job_id]
 
     def __repr__(self) -> str:
-        return f"SlurmJob({str(self.job_dir)!r})"
+        from ._render import job_repr
+
+        # From the manifest as last read: a repr never asks the scheduler.
+        return job_repr(self.jobname, self.job_ids, self.n_rows, str(self.job_dir))
+
+    def _repr_html_(self) -> str:
+        """The job's status as HTML, for a notebook (asks the scheduler, as get_job_status does)."""
+        from ._render import error_html, status_html
+
+        title = f"SlurmJob {self.job_dir}"
+        try:
+            return status_html(self.get_job_status(), title=title)
+        except Exception as exc:  # a display must show something, and say what went wrong
+            return error_html(title, exc)
 
     def log_path(self, sub: int, task: int) -> Path:
         return jd.log_path(self.job_dir, sub, task)
