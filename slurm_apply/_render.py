@@ -314,18 +314,3 @@ def compress_rows(rows: Sequence[int], limit: int = 12) -> str:
     if len(ranges) > limit:
         text.append(f"... ({len(rows)} rows)")
     return ", ".join(text)
-
-
-def progress_line(st: "JobStatus") -> str:
-    """One line for a wait: rows with an outcome so far, and what the tasks are doing."""
-    handled = st.rows_done + st.rows_failed
-    counts: Dict[str, int] = {}
-    for t in st.task_details:
-        counts[t.state] = counts.get(t.state, 0) + 1
-    tasks = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return f"{st.jobname}: {handled}/{st.rows_total} rows done or failed ({tasks})"
-
-
-def final_line(st: "JobStatus") -> str:
-    return (f"{st.jobname}: {st.state}, {st.rows_done} done, {st.rows_failed} failed, "
-            f"{st.rows_missing} missing of {st.rows_total}")
