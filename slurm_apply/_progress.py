@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Tuple
 
-from ._render import progress_postfix
+from ._render import ENDED_BADLY_COLOUR, progress_postfix
 
 if TYPE_CHECKING:
     from ._status import JobStatus
@@ -73,6 +73,8 @@ class Progress:
             self.bar = tqdm(total=st.rows_total, initial=n, desc=st.jobname, unit="row",
                             file=self.file, dynamic_ncols=True, smoothing=0, leave=True)
         self.bar.set_postfix_str(progress_postfix(st), refresh=False)
+        if st.ended and st.state != "COMPLETED":
+            self.bar.colour = ENDED_BADLY_COLOUR  # a full bar must not look like success
         self.bar.update(n - self.bar.n)
         # Our calls are already paced by the wait loop; tqdm's own throttle would leave out
         # the last change before a pause (and `status --watch` clears the screen between).

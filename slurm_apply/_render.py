@@ -140,6 +140,10 @@ def _tasks_verbose(tasks: Sequence["TaskStatus"], many_subs: bool) -> Tuple[List
 _STATE_COLOURS = {"COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#616161",
                   "NOT_SUBMITTED": "#616161", "UNKNOWN": "#e65100"}
 _RED = "#c62828"  # any other state says something went wrong
+FAILED_COLOUR = "#e53935"  # failed rows, in a bar
+# A progress bar is one colour: when the job ended with rows failed or missing it is amber,
+# not green (all went well) nor red (which would say every row failed).
+ENDED_BADLY_COLOUR = "#fb8c00"
 _MUTED = "color:#888"
 
 
@@ -192,7 +196,7 @@ def _html_bar(st: "JobStatus", width_px: int = 240) -> str:
     min_failed = "min-width:2px;" if st.rows_failed else ""  # a failure is never invisible
     return (f'<div style="display:flex;width:{width_px}px;height:10px;background:#ddd;'
             f'border-radius:3px;overflow:hidden"><div style="width:{done:.2f}%;background:#43a047">'
-            f'</div><div style="width:{failed:.2f}%;{min_failed}background:#e53935"></div></div>')
+            f'</div><div style="width:{failed:.2f}%;{min_failed}background:{FAILED_COLOUR}"></div></div>')
 
 
 def _html_table(head: List[str], rows: List[List[str]], *, caption: str) -> str:

@@ -133,6 +133,7 @@ def test_progress_on_a_terminal_is_a_tqdm_bar():
     meter.close()
     text = out.getvalue()
     assert "\r" in text and "10/10" in text and "FAILED, 1 failed" in text and "row/s" in text
+    assert "\x1b[38;2;251;140;0m" in text  # a full bar of a job that failed is amber, not success
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------
