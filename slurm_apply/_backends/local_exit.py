@@ -12,7 +12,6 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Tuple
 
-from .. import _jobdir as jd
 from .._log import logger
 from .base import TaskRecord
 
@@ -30,14 +29,19 @@ def remember(job_dir: Path, sub: "Submission") -> None:
 
 
 def _still_running(job_dir: Path, sub: "Submission") -> bool:
-    """A task is queued or running and has not written its end marker. (Once every task has,
-    the runner may live a few ms more to record them: that is no work going on.)"""
+    """The runner says a task is queued or running, and it has not written its end marker
+    (once every task has, the runner may live a few ms more to record them: no work goes on)."""
+    from .._job import SlurmJob
     from .local import PENDING, RUNNING, LocalBackend
 
     answers = LocalBackend().query(job_dir, [sub]).answers  # a deleted directory: all Unknown
-    return any(isinstance(a, TaskRecord) and a.state in (PENDING, RUNNING)
-               and not jd.task_marker(job_dir, k, t, "done").exists()
-               for (k, t), a in answers.items())
+    busy = {key for key, a in answers.items() if isinstance(a, TaskRecord) and a.state in (PENDING, RUNNING)}
+    if not busy:
+        return False
+    try:
+        return bool(busy & set(SlurmJob(job_dir).unfinished_tasks()))
+    except Exception:  # the directory went away meanwhile: nothing to say about it
+        return False
 
 
 def _tell_still_running() -> None:
