@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load o
         SubmissionError,
         UnpicklableError,
         UnsafeJobDirError,
+        WaitInterrupted,
     )
     from ._job import SlurmJob
     from ._status import JobStatus, TaskStatus
@@ -56,9 +57,11 @@ __all__ = [
     "RowsFailedError",
     "RowsMissingError",
     "RemoteTraceback",
+    "WaitInterrupted",
 ]
 
-_HOME = {name: "._errors" for name in __all__ if name.endswith("Error") or name == "RemoteTraceback"}
+_HOME = {name: "._errors" for name in __all__
+         if name.endswith("Error") or name in ("RemoteTraceback", "WaitInterrupted")}
 _HOME.update(slurm_apply="._api", slurm_map="._api", slurm_call="._api", SlurmJob="._job",
              JobStatus="._status", TaskStatus="._status")
 

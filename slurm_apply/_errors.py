@@ -14,11 +14,20 @@
      └── ResultsError                        get_output() found rows without a result
           ├── RowsFailedError                some rows raised; the first remote traceback is the __cause__
           └── RowsMissingError               some rows never produced a result (and why)
+
+    KeyboardInterrupt
+     └── WaitInterrupted                     Ctrl-C stopped wait(); the job itself goes on
+
+WaitInterrupted is a KeyboardInterrupt, not a SlurmApplyError, so ``except Exception`` never
+swallows a Ctrl-C and ``except KeyboardInterrupt`` still catches it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+if TYPE_CHECKING:
+    from ._status import JobStatus
 
 __all__ = [
     "SlurmApplyError",
@@ -36,6 +45,7 @@ __all__ = [
     "RowsFailedError",
     "RowsMissingError",
     "RemoteTraceback",
+    "WaitInterrupted",
 ]
 
 
@@ -112,3 +122,20 @@ class RowsFailedError(ResultsError):
 
 class RowsMissingError(ResultsError):
     """Some rows produced neither a result nor an error; the message says why."""
+
+
+class WaitInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a ``wait()``; the job's tasks keep running.
+
+    Its message is one line saying so, and how to wait again or cancel. IPython and Jupyter
+    show just that line instead of a traceback (through ``_render_traceback_``), and a run of
+    cells stops there as on any interrupt. ``status`` is the last status the wait saw (None
+    if it was stopped before it read one).
+    """
+
+    def __init__(self, message: str, status: "Optional[JobStatus]") -> None:
+        super().__init__(message)
+        self.status = status
+
+    def _render_traceback_(self) -> List[str]:
+        return [f"{type(self).__name__}: {self}"]

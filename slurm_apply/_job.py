@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
@@ -77,7 +75,20 @@ class SlurmJob:
         return [s.job_id for s in self._manifest.submissions if s.job_id]
 
     def __repr__(self) -> str:
-        return f"SlurmJob({str(self.job_dir)!r})"
+        from ._render import job_repr
+
+        # From the manifest as last read: a repr never asks the scheduler.
+        return job_repr(self.jobname, self.job_ids, self.n_rows, str(self.job_dir))
+
+    def _repr_html_(self) -> str:
+        """The job's status as HTML, for a notebook (asks the scheduler, as get_job_status does)."""
+        from ._render import error_html, status_html
+
+        title = f"SlurmJob {self.job_dir}"
+        try:
+            return status_html(self.get_job_status(), title=title)
+        except Exception as exc:  # a display must show something, and say what went wrong
+            return error_html(title, exc)
 
     def log_path(self, sub: int, task: int) -> Path:
         return jd.log_path(self.job_dir, sub, task)
@@ -169,18 +180,42 @@ class SlurmJob:
              max_scheduler_every_s: float = 30.0) -> JobStatus:
         """Block until no task is queued, running or unknown; return the final status.
 
+        Parameters
+        ----------
+        timeout_s : float, optional
+            Raise JobTimeoutError when the job has not ended after this many seconds.
+        progress : bool
+            Show progress on stderr: rows done and failed, rows/s, time left and what the
+            tasks are doing ("2 pending: Priority"). A widget in Jupyter (with ipywidgets), a
+            bar on a terminal, a line every 30 s in a log file. False: nothing.
+        poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s : float
+            How often the result files are looked at and the scheduler is asked (see _wait).
+
+        Returns
+        -------
+        JobStatus
+            The final status (``ended`` is True).
+
+        Raises
+        ------
+        WaitInterrupted
+            On Ctrl-C (a KeyboardInterrupt): the job keeps running; its message, one line,
+            says how to wait again or cancel, and Jupyter shows it without a traceback.
+
         A scheduler that cannot be asked does not end the wait: it is asked again with
-        back-off, and the wait says so once. ``timeout_s`` raises JobTimeoutError.
+        back-off, and the wait says so once (a warning of the ``slurm_apply`` logger).
         """
+        from ._progress import Progress
         from ._wait import wait
 
-        shown = _Progress() if progress else None
-        status = wait(self, timeout_s=timeout_s, on_update=shown.show if shown else None,
-                      poll_s=poll_s, max_poll_s=max_poll_s, scheduler_every_s=scheduler_every_s,
-                      max_scheduler_every_s=max_scheduler_every_s)
-        if shown is not None:
-            shown.final(status)
-        return status
+        shown = Progress() if progress else None
+        try:
+            return wait(self, timeout_s=timeout_s, on_update=shown, poll_s=poll_s,
+                        max_poll_s=max_poll_s, scheduler_every_s=scheduler_every_s,
+                        max_scheduler_every_s=max_scheduler_every_s)
+        finally:
+            if shown is not None:
+                shown.close()
 
     # -- results -------------------------------------------------------------------------------
 
@@ -328,30 +363,3 @@ def _read_tail(path: Path, n_bytes: int = 65536) -> str:
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
-
-
-class _Progress:
-    """One line on stderr: rewritten in place on a terminal; elsewhere (a notebook, a log file)
-    printed when it changes, at most every ``every_s`` seconds."""
-
-    def __init__(self, every_s: float = 10.0) -> None:
-        self.tty = sys.stderr.isatty()
-        self.every_s = every_s
-        self.shown = ""
-        self.printed_at = -1e9
-
-    def show(self, status: JobStatus) -> None:
-        from ._render import progress_line
-
-        line = progress_line(status)
-        if line == self.shown or (not self.tty and time.monotonic() - self.printed_at < self.every_s):
-            return
-        sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
-        sys.stderr.flush()
-        self.shown, self.printed_at = line, time.monotonic()
-
-    def final(self, status: JobStatus) -> None:
-        from ._render import final_line
-
-        sys.stderr.write(("\r" if self.tty else "") + final_line(status) + "\n")
-        sys.stderr.flush()

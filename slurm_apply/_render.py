@@ -1,12 +1,16 @@
-"""The one renderer of a job's status: the text that ``str(status)`` and the CLI show.
+"""The one renderer of a job's status: text for ``str(status)`` and the CLI, HTML for a notebook,
+and the words of a progress display.
 
-Every sentence shown to a user about a status is written here. Hints name what to do next in
-the caller's language: Python calls for ``str()``, commands for the CLI.
+Every sentence shown to a user about a status is written here, from one set of facts
+(:func:`_facts`) that both faces format. Hints name what to do next in the caller's language:
+Python calls for ``str()`` and the notebook, commands for the CLI.
 """
 
 from __future__ import annotations
 
+import html
 import shlex
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
@@ -14,6 +18,37 @@ if TYPE_CHECKING:
 
 # Task states that need no explanation in a status, and that `logs --failed` leaves out.
 HEALTHY_STATES = ("COMPLETED", "PENDING", "RUNNING")
+# How the text face leads into each hint (aligned as the README shows them).
+_HINT_LEADS = {"logs": "logs of what went wrong: ", "again": "run them again:           "}
+_HINT_LABELS = {"logs": "logs of what went wrong", "again": "run them again"}
+HTML_TASK_GROUPS = 20  # task groups an HTML status lists before it says "and N more"
+
+
+@dataclass
+class _Facts:
+    """What a status shows, before it is given a face."""
+
+    ids: str
+    handled: int
+    pct: int
+    over: bool
+    rows_line: str
+    task_head: List[str]
+    task_rows: List[List[str]]
+    problems: List[Tuple[str, str]] = field(default_factory=list)  # (label, text)
+    hints: List[Tuple[str, str]] = field(default_factory=list)  # (key of _HINT_LEADS, text)
+
+
+def _facts(st: "JobStatus", *, cli: bool, verbose: bool = False) -> _Facts:
+    handled = st.rows_done + st.rows_failed
+    over = st.ended or st.state == "NOT_SUBMITTED"
+    many_subs = len({t.submission for t in st.task_details}) > 1
+    head, rows = (_tasks_verbose if verbose else _tasks_grouped)(st.task_details, many_subs)
+    return _Facts(
+        ids=", ".join(st.job_ids) or "not submitted", handled=handled,
+        pct=int(100 * handled / st.rows_total) if st.rows_total else 100, over=over,
+        rows_line=_rows_line(st, over), task_head=head, task_rows=rows,
+        problems=_problems(st, over), hints=_hints(st, cli))
 
 
 def status_text(st: "JobStatus", *, verbose: bool = False, cli: bool = False,
@@ -23,24 +58,23 @@ def status_text(st: "JobStatus", *, verbose: bool = False, cli: bool = False,
     ``cli`` words the hints as commands (``slurm-apply resubmit DIR``) rather than calls;
     ``show_elapsed=False`` leaves out the one line that changes every second.
     """
-    ids = ", ".join(st.job_ids) or "not submitted"
-    handled = st.rows_done + st.rows_failed
-    pct = int(100 * handled / st.rows_total) if st.rows_total else 100
+    fx = _facts(st, cli=cli, verbose=verbose)
     took = f", elapsed {duration(st.elapsed_s)}" if show_elapsed and st.elapsed_s is not None else ""
-    over = st.ended or st.state == "NOT_SUBMITTED"
     lines = [
-        f"job {st.jobname} [{ids}]: {st.state}",
-        f"  {bar(st.rows_done, st.rows_failed, st.rows_total)} {handled}/{st.rows_total} rows "
-        f"({pct}%){took}",
-        "  rows: " + _rows_line(st, over),
+        f"job {st.jobname} [{fx.ids}]: {st.state}",
+        f"  {bar(st.rows_done, st.rows_failed, st.rows_total)} {fx.handled}/{st.rows_total} rows "
+        f"({fx.pct}%){took}",
+        "  rows: " + fx.rows_line,
         "",
     ]
-    many_subs = len({t.submission for t in st.task_details}) > 1
-    table = _tasks_verbose(st.task_details, many_subs) if verbose else _tasks_grouped(st.task_details, many_subs)
-    lines.extend("  " + line for line in table)
-    lines.extend(_problems(st, over))
+    lines.extend("  " + line for line in table(fx.task_head, fx.task_rows))
+    if fx.problems:
+        lines.append("")
+        lines.extend(f"  {label}: {text}" for label, text in fx.problems)
     lines.extend(f"  note: {n}" for n in st.notes)
-    lines.extend(_hints(st, cli))
+    if fx.hints:
+        lines.append("")
+        lines.extend(f"  {_HINT_LEADS[key]}{text}" for key, text in fx.hints)
     return "\n".join(lines)
 
 
@@ -52,18 +86,18 @@ def _rows_line(st: "JobStatus", over: bool) -> str:
     return text + (f", {st.rows_missing} missing" if st.rows_missing else "")
 
 
-def _problems(st: "JobStatus", over: bool) -> List[str]:
-    lines: List[str] = []
+def _problems(st: "JobStatus", over: bool) -> List[Tuple[str, str]]:
+    out: List[Tuple[str, str]] = []
     if st.failed_rows:
         first = f" (first: {st.first_error})" if st.first_error else ""
-        lines.append(f"  failed rows: {compress_rows(st.failed_rows)}{first}")
+        out.append(("failed rows", f"{compress_rows(st.failed_rows)}{first}"))
     if st.missing_rows and (over or st.missing_reasons):
         for why, rows in st.missing_by_reason().items():
-            lines.append(f"  missing rows: {compress_rows(rows)} ({why})")
-    return [""] + lines if lines else []
+            out.append(("missing rows", f"{compress_rows(rows)} ({why})"))
+    return out
 
 
-def _hints(st: "JobStatus", cli: bool) -> List[str]:
+def _hints(st: "JobStatus", cli: bool) -> List[Tuple[str, str]]:
     if not st.ended or not (st.failed_rows or st.missing_rows):
         return []
     d = shlex.quote(st.job_dir)
@@ -73,16 +107,16 @@ def _hints(st: "JobStatus", cli: bool) -> List[str]:
         logs = f"slurm-apply logs {d} --failed"
         again = f"slurm-apply resubmit {d}" + (" --failed" if failed else "")
     else:
-        logs = "job.get_errors(), and the logs in " + shlex.quote(st.job_dir + "/logs")
+        logs = "job.get_errors(), and the logs in " + shlex.quote(logs_dir(st))
         again = "job.resubmit(" + ("failed=True" if failed else "") + ")"
-    lines = [""]
-    if bad_tasks:
-        lines.append(f"  logs of what went wrong: {logs}")
-    lines.append(f"  run them again:           {again}")
-    return lines
+    return ([("logs", logs)] if bad_tasks else []) + [("again", again)]
 
 
-def _tasks_grouped(tasks: Sequence["TaskStatus"], many_subs: bool) -> List[str]:
+def logs_dir(st: "JobStatus") -> str:
+    return st.job_dir.rstrip("/") + "/logs"
+
+
+def _tasks_grouped(tasks: Sequence["TaskStatus"], many_subs: bool) -> Tuple[List[str], List[List[str]]]:
     """Tasks grouped by (submission, state, reason): a thousand-task array fits in a few lines."""
     groups: Dict[Tuple[int, str, str], List[int]] = {}
     for t in tasks:
@@ -90,16 +124,154 @@ def _tasks_grouped(tasks: Sequence["TaskStatus"], many_subs: bool) -> List[str]:
     head = (["SUB"] if many_subs else []) + ["STATE", "N", "TASKS", "REASON"]
     rows = [([str(sub)] if many_subs else []) + [state, str(len(ids)), compress_rows(ids), reason]
             for (sub, state, reason), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], min(kv[1])))]
-    return table(head, rows)
+    return head, rows
 
 
-def _tasks_verbose(tasks: Sequence["TaskStatus"], many_subs: bool) -> List[str]:
+def _tasks_verbose(tasks: Sequence["TaskStatus"], many_subs: bool) -> Tuple[List[str], List[List[str]]]:
     head = (["SUB"] if many_subs else []) + ["TASK", "STATE", "NODE", "ELAPSED", "MAX_RSS", "REASON"]
     rows = [([str(t.submission)] if many_subs else [])
             + [str(t.task), t.state, t.node or "-", t.elapsed or "-", t.max_rss or "-", one_line(t.reason)]
             for t in tasks]
-    return table(head, rows)
+    return head, rows
 
+
+# -- HTML: the notebook's face of the same facts ---------------------------------------------------
+
+_STATE_COLOURS = {"COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#616161",
+                  "NOT_SUBMITTED": "#616161", "UNKNOWN": "#e65100"}
+_RED = "#c62828"  # any other state says something went wrong
+FAILED_COLOUR = "#e53935"  # failed rows, in a bar
+# A progress bar is one colour: when the job ended with rows failed or missing it is amber,
+# not green (all went well) nor red (which would say every row failed).
+ENDED_BADLY_COLOUR = "#fb8c00"
+_MUTED = "color:#888"
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _badge(state: str) -> str:
+    colour = _STATE_COLOURS.get(state, _RED)
+    return (f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
+            f'font-weight:bold">{_esc(state)}</span>')
+
+
+def status_html(st: "JobStatus", *, title: str = "") -> str:
+    """The status as HTML (``JobStatus._repr_html_``): the facts of :func:`status_text`, every
+    value escaped. ``title`` is a first line of plain text (escaped too)."""
+    fx = _facts(st, cli=False)
+    took = f" · elapsed {duration(st.elapsed_s)}" if st.elapsed_s is not None else ""
+    out = ['<div class="slurm-apply-status" style="line-height:1.5">']
+    if title:
+        out.append(f'<div style="{_MUTED}">{_esc(title)}</div>')
+    out.append(f'<div><b>job {_esc(st.jobname)}</b> <span style="{_MUTED}">[{_esc(fx.ids)}]</span> '
+               f'{_badge(st.state)}</div>')
+    out.append(f'<div style="display:flex;align-items:center;gap:8px">{_html_bar(st)}'
+               f'<span>{fx.handled}/{st.rows_total} rows ({fx.pct}%){_esc(took)}</span></div>')
+    out.append(_html_table(["done", "failed", "pending", "missing", "total"],
+                           [[str(st.rows_done), str(st.rows_failed), str(st.rows_pending),
+                             str(st.rows_missing), str(st.rows_total)]], caption="rows"))
+    rows = fx.task_rows[:HTML_TASK_GROUPS]
+    if len(fx.task_rows) > len(rows):
+        more = len(fx.task_rows) - len(rows)
+        rows.append(["…"] * (len(fx.task_head) - 1) + [f"and {more} more groups: status.tasks_frame()"])
+    out.append(_html_table(fx.task_head, rows, caption="tasks"))
+    out.extend(f"<div><b>{_esc(label)}</b>: {_esc(text)}</div>" for label, text in fx.problems)
+    out.extend(f'<div style="{_MUTED}">note: {_esc(n)}</div>' for n in st.notes)
+    out.extend(f"<div>{_esc(_HINT_LABELS[key])}: <code>{_esc(text)}</code></div>" for key, text in fx.hints)
+    out.append(f'<div style="{_MUTED}">logs: <code>{_esc(logs_dir(st))}</code></div></div>')
+    return "\n".join(out)
+
+
+def error_html(title: str, exc: BaseException) -> str:
+    """What a display shows when the status could not be read."""
+    return (f'<div class="slurm-apply-status"><div style="{_MUTED}">{_esc(title)}</div>'
+            f'<div>status unavailable: <code>{_esc(type(exc).__name__)}: {_esc(exc)}</code></div></div>')
+
+
+def _html_bar(st: "JobStatus", width_px: int = 240) -> str:
+    total = max(st.rows_total, 1)
+    done, failed = 100 * st.rows_done / total, 100 * st.rows_failed / total
+    min_failed = "min-width:2px;" if st.rows_failed else ""  # a failure is never invisible
+    return (f'<div style="display:flex;width:{width_px}px;height:10px;background:#ddd;'
+            f'border-radius:3px;overflow:hidden"><div style="width:{done:.2f}%;background:#43a047">'
+            f'</div><div style="width:{failed:.2f}%;{min_failed}background:{FAILED_COLOUR}"></div></div>')
+
+
+def _html_table(head: List[str], rows: List[List[str]], *, caption: str) -> str:
+    cell = "padding:1px 10px 1px 0;text-align:left"
+    th = "".join(f'<th style="{cell}">{_esc(h)}</th>' for h in head)
+    body = "".join("<tr>" + "".join(f'<td style="{cell}">{_esc(c)}</td>' for c in r) + "</tr>"
+                   for r in rows)
+    return (f'<table style="border-collapse:collapse;margin:4px 0"><caption style="text-align:left;'
+            f'{_MUTED}">{_esc(caption)}</caption><tr>{th}</tr>{body}</table>')
+
+
+# -- short forms: reprs, progress and the interrupted wait -------------------------------------
+
+def status_repr(st: "JobStatus") -> str:
+    """One line whose length does not grow with the rows or tasks of the job."""
+    counts: Dict[str, int] = {}
+    for t in st.task_details:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    tasks = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+    return (f"<JobStatus {st.jobname} [{_short_ids(st.job_ids)}]: {st.state}; rows: "
+            f"{st.rows_done} done, {st.rows_failed} failed, {st.rows_pending} pending, "
+            f"{st.rows_missing} missing of {st.rows_total}; tasks: {tasks}>")
+
+
+def job_repr(jobname: str, job_ids: Sequence[str], n_rows: int, job_dir: str) -> str:
+    return f"<SlurmJob {jobname} [{_short_ids(job_ids)}]: {n_rows} rows, job_dir={job_dir!r}>"
+
+
+def _short_ids(ids: Sequence[str], keep: int = 3) -> str:
+    if not ids:
+        return "not submitted"
+    more = f", +{len(ids) - keep} more" if len(ids) > keep else ""
+    return ", ".join(ids[:keep]) + more
+
+
+_POSTFIX_ORDER = ("RUNNING", "PENDING")  # then any other state, by name
+
+
+def progress_postfix(st: "JobStatus", max_groups: int = 4) -> str:
+    """What a progress bar says beside its counts: rows gone wrong and what the latest
+    submission's unfinished tasks are doing, e.g. "1 failed, 3 running, 2 pending: Priority";
+    once the job has ended, its state first."""
+    parts = [st.state] if st.ended or st.state == "NOT_SUBMITTED" else []
+    if st.rows_failed:
+        parts.append(f"{st.rows_failed} failed")
+    if st.rows_missing:
+        parts.append(f"{st.rows_missing} missing")
+    groups: Dict[Tuple[str, str], int] = {}
+    for task, state in st.tasks.items():
+        if state != "COMPLETED":
+            # Only a pending task's reason is short and says what to expect (Priority, Resources).
+            reason = one_line(st.reasons.get(task, ""))[:40] if state == "PENDING" else ""
+            groups[(state, reason)] = groups.get((state, reason), 0) + 1
+    order = sorted(groups.items(), key=lambda kv: (
+        _POSTFIX_ORDER.index(kv[0][0]) if kv[0][0] in _POSTFIX_ORDER else len(_POSTFIX_ORDER),
+        kv[0][0], -kv[1]))
+    for (state, reason), n in order[:max_groups]:
+        word = state.lower() if state in _POSTFIX_ORDER else state
+        parts.append(f"{n} {word}" + (f": {reason}" if reason else ""))
+    if len(order) > max_groups:
+        parts.append("...")
+    return ", ".join(parts)
+
+
+def interrupted_text(jobname: str, job_dir: str, st: Optional["JobStatus"], *, cli: bool) -> str:
+    """The one line a wait stopped by Ctrl-C leaves: the job goes on; how to follow or stop it."""
+    d = shlex.quote(job_dir)
+    again, stop = ((f"slurm-apply status {d} --watch", f"slurm-apply cancel {d}") if cli
+                   else ("job.wait()", "job.cancel()"))
+    where = f" at {st.rows_done + st.rows_failed}/{st.rows_total} rows" if st is not None else ""
+    return (f"stopped waiting for job {jobname}{where}; its tasks keep running: "
+            f"{again} waits again, {stop} cancels them")
+
+
+# -- small pieces --------------------------------------------------------------------------------
 
 def table(head: List[str], rows: List[List[str]]) -> List[str]:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -146,18 +318,3 @@ def compress_rows(rows: Sequence[int], limit: int = 12) -> str:
     if len(ranges) > limit:
         text.append(f"... ({len(rows)} rows)")
     return ", ".join(text)
-
-
-def progress_line(st: "JobStatus") -> str:
-    """One line for a wait: rows with an outcome so far, and what the tasks are doing."""
-    handled = st.rows_done + st.rows_failed
-    counts: Dict[str, int] = {}
-    for t in st.task_details:
-        counts[t.state] = counts.get(t.state, 0) + 1
-    tasks = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return f"{st.jobname}: {handled}/{st.rows_total} rows done or failed ({tasks})"
-
-
-def final_line(st: "JobStatus") -> str:
-    return (f"{st.jobname}: {st.state}, {st.rows_done} done, {st.rows_failed} failed, "
-            f"{st.rows_missing} missing of {st.rows_total}")

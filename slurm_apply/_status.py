@@ -6,7 +6,7 @@ Reads never write: building a status changes nothing on disk. Rendering is ``_re
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._backends import Answer, TaskKey, TaskRecord
@@ -14,6 +14,7 @@ from ._classify import ACTIVE_STATES, UNKNOWN, classify
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
     from ._results import Results
     from ._store.manifest import Manifest, Submission
@@ -40,7 +41,7 @@ class TaskStatus:
         return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
-@dataclass
+@dataclass(repr=False)  # the dataclass repr would list every task and missing row
 class JobStatus:
     """A snapshot of a job: rows by outcome, tasks by state, and why anything is missing.
 
@@ -105,10 +106,34 @@ class JobStatus:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def tasks_frame(self) -> "pd.DataFrame":
+        """Every task of every submission, one row each.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``submission, task, state, reason, node, elapsed, max_rss, job_id, log``
+            (the fields of :class:`TaskStatus`), in submission and task order.
+        """
+        import pandas as pd
+
+        return pd.DataFrame([astuple(t) for t in self.task_details],
+                            columns=[f.name for f in fields(TaskStatus)])
+
     def __str__(self) -> str:
         from ._render import status_text
 
         return status_text(self)
+
+    def __repr__(self) -> str:
+        from ._render import status_repr
+
+        return status_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ._render import status_html
+
+        return status_html(self)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from . import _backends as backends
 from ._store import layout as jd
 from . import _script
 from ._errors import SubmissionError
+from ._log import logger
 from ._store.manifest import FAILED, SUBMITTED, Manifest, Submission
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
     backend = backends.get(sub.backend)
     notice = backend.launch_notice(sub)
     if notice:
-        print(f"slurm_apply: {notice}", file=sys.stderr)
+        logger.info(notice)
     try:
         job_id = backend.submit(job_dir, sub)
     except SubmissionError as exc:

@@ -8,20 +8,18 @@ not end the wait: its tasks are UNKNOWN, the wait says so once and asks again la
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
 from ._classify import UNKNOWN
-from ._errors import InputError, JobTimeoutError
+from ._errors import InputError, JobTimeoutError, WaitInterrupted
+from ._log import logger
 
 if TYPE_CHECKING:
     from ._job import SlurmJob
     from ._status import JobStatus
-
-logger = logging.getLogger("slurm_apply")
 
 
 class Pace:
@@ -57,14 +55,30 @@ def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
          max_scheduler_every_s: float = 30.0) -> "JobStatus":
     """Block until the job has ended; return a status whose ``ended`` is True.
 
-    ``on_update`` is called with each new status (for progress displays).
+    ``on_update`` is called with each new status: the only way a progress display learns of
+    one. Ctrl-C raises WaitInterrupted, carrying the last status, in place of a traceback.
     """
     pace = Pace(poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s)
+    seen: List["JobStatus"] = []  # the latest status, for an interrupt's message
+    try:
+        seen.append(job.get_job_status())
+        if seen[0].state == "NOT_SUBMITTED":
+            raise InputError(f"{job.job_dir} has not been submitted: nothing to wait for. "
+                             "Submit it first (see the job's submit.sh).")
+        return _loop(job, pace, timeout_s, on_update, seen)
+    except KeyboardInterrupt:
+        from ._render import interrupted_text
+
+        last = seen[0] if seen else None
+        # "from None": what was running when Ctrl-C came (a sleep, a scheduler query) is noise.
+        raise WaitInterrupted(interrupted_text(job.jobname, str(job.job_dir), last, cli=False),
+                              last) from None
+
+
+def _loop(job: "SlurmJob", pace: Pace, timeout_s: Optional[float],
+          on_update: Optional[Callable[["JobStatus"], None]], seen: List["JobStatus"]) -> "JobStatus":
     logs = LogWatch()
-    status = job.get_job_status()
-    if status.state == "NOT_SUBMITTED":
-        raise InputError(f"{job.job_dir} has not been submitted: nothing to wait for. "
-                         "Submit it first (see the job's submit.sh).")
+    status = seen[0]
     unknown_told = _tell_unknown(status, False)
     while not status.ended:
         if on_update is not None:
@@ -76,11 +90,12 @@ def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
         killed = bool(waiting) and logs.kill_seen(job.log_path(s, t) for s, t in waiting)
         if waiting and not pace.query_due(killed):
             status = job.get_job_status(ask_scheduler=False)  # the last answers, new rows
-            continue
-        status = job.get_job_status()
-        failed = any(t.state == UNKNOWN for t in status.task_details)
-        pace.queried(failed=failed, killed=killed)
-        unknown_told = _tell_unknown(status, unknown_told)
+        else:
+            status = job.get_job_status()
+            failed = any(t.state == UNKNOWN for t in status.task_details)
+            pace.queried(failed=failed, killed=killed)
+            unknown_told = _tell_unknown(status, unknown_told)
+        seen[0] = status
     if on_update is not None:
         on_update(status)
     return status
@@ -90,12 +105,12 @@ def _tell_unknown(status: "JobStatus", told: bool) -> bool:
     """Say once that the scheduler could not be asked, and once that it answers again."""
     unknown = [t for t in status.task_details if t.state == UNKNOWN]
     if unknown and not told:
-        logger.warning("slurm_apply: could not ask the scheduler about %d task(s) of %s (%s); "
+        logger.warning("could not ask the scheduler about %d task(s) of %s (%s); "
                        "still waiting, and asking again with back-off", len(unknown),
                        status.jobname, unknown[0].reason)
         return True
     if told and not unknown:
-        logger.info("slurm_apply: the scheduler answers again for %s", status.jobname)
+        logger.info("the scheduler answers again for %s", status.jobname)
         return False
     return told
 

@@ -8,6 +8,7 @@ Every error the library raises on purpose becomes a :class:`click.ClickException
     1  an error (printed as ``Error: ...``)
     2  a usage error (a bad option or argument)
     3  ``status --check``: the job ended and some rows failed or are missing
+  130  ``status --watch`` stopped by Ctrl-C (the job goes on)
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import click
 
 from ._store import layout as jd
 from ._errors import (InputError, JobActiveError, RemoteTraceback, RowsFailedError,
-                      RowsMissingError, SlurmApplyError)
+                      RowsMissingError, SlurmApplyError, WaitInterrupted)
 from ._job import SlurmJob
-from ._render import HEALTHY_STATES, one_line, status_text, table
+from ._progress import Progress
+from ._render import HEALTHY_STATES, interrupted_text, one_line, status_text, table
 from ._status import JobStatus
 from ._wait import wait
 
@@ -104,7 +106,8 @@ def cli() -> None:
 
     \b
     Exit status: 0 success, 1 error, 2 usage error,
-                 3 `status --check` found failed or missing rows.
+                 3 `status --check` found failed or missing rows,
+                 130 `status --watch` stopped by Ctrl-C (the job goes on).
     """
 
 
@@ -128,8 +131,11 @@ main = cli
               help="Exit with status 3 if the job has ended with rows failed or missing.")
 @click.option("--verbose", "-v", is_flag=True,
               help="One line per task (node, elapsed, memory) instead of tasks grouped by state.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="With --watch: a progress bar on stderr (rows/s, time left, why tasks pend); "
+                   "a line every 30 s when stderr is not a terminal.")
 def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: bool,
-           verbose: bool) -> None:
+           verbose: bool, progress: bool) -> None:
     """Show how far a job got: rows done, failed and missing, and its tasks by state with reasons.
 
     \b
@@ -146,17 +152,39 @@ def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: 
     show = _Snapshots(as_json=as_json, verbose=verbose, redraw=watch and not as_json
                       and click.get_text_stream("stdout").isatty())
     if watch:
-        try:
-            st = wait(job, on_update=show, scheduler_every_s=interval_s,
-                      max_scheduler_every_s=max(interval_s, 30.0))
-        except InputError:  # not submitted: nothing to watch, show what there is
-            st = job.get_job_status()
-            show(st)
+        st = _watch(job, show, interval_s, progress)
     else:
         st = job.get_job_status()
         show(st)
     if check and st.ended and (st.rows_failed or st.rows_missing):
         click.get_current_context().exit(EXIT_ROWS_INCOMPLETE)
+
+
+def _watch(job: SlurmJob, show: "_Snapshots", interval_s: float, progress: bool) -> JobStatus:
+    """Status snapshots on stdout and a progress bar on stderr until the job ends; Ctrl-C
+    stops watching (not the job) with one line and exit status 130, as a shell expects."""
+    bar = Progress() if progress else None
+
+    def update(st: JobStatus) -> None:
+        show(st)
+        if bar is not None:
+            bar(st)
+
+    try:
+        return wait(job, on_update=update, scheduler_every_s=interval_s,
+                    max_scheduler_every_s=max(interval_s, 30.0))
+    except InputError:  # not submitted: nothing to watch, show what there is
+        st = job.get_job_status()
+        show(st)
+        return st
+    except WaitInterrupted as exc:
+        if bar is not None:
+            bar.close()  # first, so the line goes below the bar (closing twice is harmless)
+        click.echo(interrupted_text(job.jobname, str(job.job_dir), exc.status, cli=True), err=True)
+        raise click.exceptions.Exit(130) from None
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 class _Snapshots:

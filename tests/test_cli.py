@@ -206,10 +206,16 @@ def test_status_json_is_the_job_status_dict(failed_job):
 def test_status_watch_refreshes_until_the_job_ends(tmp_path):
     job = make_job(tmp_path, "napping", sleeps(1.5), 2)
     t0 = time.monotonic()
-    code, out = run_cli("status", job.job_dir, "--watch", "--interval", "0.5", "--json", "--check")
+    result = CliRunner().invoke(cli.main, ["status", str(job.job_dir), "--watch", "--interval", "0.5",
+                                           "--json", "--check"], catch_exceptions=False)
     took = time.monotonic() - t0
-    assert code == 0, out
-    snapshots = [json.loads(line) for line in out.splitlines()]
+    assert result.exit_code == 0, result.output
+    # Snapshots on stdout; the progress meter on stderr (not a terminal here: its first and last lines).
+    snapshots = [json.loads(line) for line in result.stdout.splitlines()]
+    meter = result.stderr.splitlines()
+    assert meter[0].startswith("napping:") and ("pending" in meter[0] or "running" in meter[0])
+    # (tqdm says "s/row" instead of "row/s" below one row a second)
+    assert "2/2 [" in meter[-1] and ("row/s, COMPLETED]" in meter[-1] or "s/row, COMPLETED]" in meter[-1])
     assert not snapshots[0]["ended"]
     assert snapshots[-1]["ended"] and snapshots[-1]["state"] == "COMPLETED"
     assert len(snapshots) >= 2 and took < 20

@@ -195,12 +195,12 @@ def test_resubmit_chosen_rows_by_position_mask_or_label(tmp_path):
         job.resubmit(rows=[9])
 
 
-def test_a_job_written_with_submit_false_is_submitted_later_here(tmp_path, capsys):
+def test_a_job_written_with_submit_false_is_submitted_later_here(tmp_path, caplog):
     job = run(flaky_score, pd.DataFrame({"x": range(4)}), tmp_path, jobname="later",
               submit=False)
     assert job.get_job_status().state == "NOT_SUBMITTED"
     job.submit(backend="local")
-    assert "on this machine" in capsys.readouterr().err
+    assert "on this machine" in caplog.text
     assert job.wait(timeout_s=60, progress=False).completed
     with pytest.raises(ValueError, match="no submission waiting"):
         job.submit()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from .._store import layout as jd
 from .._errors import SchedulerError, SubmissionError
 from .base import Answer, Backend, Query, TaskRecord, Unknown
+from .local_exit import remember
 
 if TYPE_CHECKING:
     from .._store.manifest import Submission
@@ -190,6 +191,7 @@ class LocalBackend(Backend):
         except OSError as exc:
             _signal_group(proc.pid, signal.SIGKILL)  # a runner nobody could find or cancel
             raise SubmissionError(f"could not record the local runner: {exc}") from None
+        remember(job_dir, sub)  # to say at exit if its tasks still run
         return ident["job_id"]
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
