@@ -143,7 +143,7 @@ CATALOGUE = [
     ("nodes-string", lambda: {"nodes": "2"}, InputError, "nodes must be a positive integer (1 or more); got '2' (str)"),
     ("nodes-bool", lambda: {"nodes": True}, InputError, "nodes must be a positive integer (1 or more); got True (bool)"),
     ("cpus-zero", lambda: {"cpus_per_node": 0}, InputError, "cpus_per_node must be a positive integer"),
-    ("cpus-none", lambda: {"cpus_per_node": None}, InputError, "cpus_per_node must be a positive integer"),
+    ("cpus-str", lambda: {"cpus_per_node": "2"}, InputError, "cpus_per_node must be a positive integer"),
     *[(f"option-owned-{key}", (lambda key=key: {"slurm_options": {key: "1"}}), InputError, OWNED_MESSAGE)
       for key in ("array", "job-name", "job_name", "--job-name", "J", "output", "o", "error", "e",
                   "cpus-per-task", "cpus_per_task", "c", "a", "outp", "arr", "err")],
