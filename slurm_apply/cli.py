@@ -25,8 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import click
 
 from ._store import layout as jd
-from ._errors import (InputError, JobActiveError, RemoteTraceback, RowsFailedError,
-                      RowsMissingError, SlurmApplyError, WaitInterrupted)
+from ._errors import InputError, RemoteTraceback, SlurmApplyError, WaitInterrupted
 from ._job import SlurmJob
 from ._progress import Progress
 from ._render import HEALTHY_STATES, interrupted_text, one_line, status_text, table
@@ -46,16 +45,27 @@ _COMPRESSIONS = (".gz", ".bz2", ".xz")
 # Where a command records the job directory it opened, so an error can name it in a hint.
 _META_DIR = "slurm_apply.job_dir"
 
-# What to type instead of the Python method a library message names.
-_CLI_HINTS = {
-    RowsFailedError: ("On the command line: `slurm-apply output {dir} --errors keep` keeps the other "
-                      "rows, `slurm-apply logs {dir} --failed` shows the task logs and "
-                      "`slurm-apply resubmit {dir} --failed` reruns the failed rows."),
-    RowsMissingError: ("On the command line: `slurm-apply output {dir} --errors keep` keeps the other "
-                       "rows; `slurm-apply resubmit {dir}` runs the missing ones again once the job ended."),
-    JobActiveError: ("On the command line: `slurm-apply status {dir} --watch` waits for the job, "
-                     "`slurm-apply cancel {dir}` stops it."),
-}
+# A library message names Python calls; on the command line it names commands and flags.
+_CLI_WORDS = (
+    ("get_output(errors='keep')", "`slurm-apply output {dir} --errors keep`"),
+    ("resubmit(failed=True)", "`slurm-apply resubmit {dir} --failed`"),
+    ("resubmit()", "`slurm-apply resubmit {dir}`"),
+    ("wait() for them", "wait for them (`slurm-apply status {dir} --watch`)"),
+    ("wait for them, cancel() them, or pass force=True",
+     "wait for them (`slurm-apply status {dir} --watch`), cancel them (`slurm-apply cancel {dir}`), "
+     "or pass --force"),
+    ("pass failed=True", "pass --failed"),
+    ("job.submit() (or `slurm-apply submit DIR`)", "`slurm-apply submit {dir}`"),
+    ("See the traceback above;", "See the traceback above (`slurm-apply logs {dir} --failed` shows the "
+                                 "task logs);"),
+)
+
+
+def cli_words(message: str, job_dir: str) -> str:
+    """The message with Python calls replaced by what to type in a shell."""
+    for python, shell in _CLI_WORDS:
+        message = message.replace(python, shell.format(dir=job_dir))
+    return message
 
 
 class _Group(click.Group):
@@ -70,12 +80,8 @@ class _Group(click.Group):
                 # The library's message says "see the traceback above": print it above.
                 click.echo("The first failing row's traceback, from the node:", err=True)
                 click.echo(cause.tb.rstrip("\n"), err=True)
-            message = str(exc)
-            for kind, hint in _CLI_HINTS.items():
-                if isinstance(exc, kind):
-                    where = ctx.meta.get(_META_DIR, "DIR")
-                    message += "\n" + hint.format(dir=shlex.quote(where))
-                    break
+            where = shlex.quote(ctx.meta.get(_META_DIR, "DIR"))
+            message = cli_words(str(exc), where)
             raise click.ClickException(message) from exc
 
 

@@ -543,3 +543,26 @@ def test_python_m_slurm_apply_runs_the_cli(failed_job, tmp_path):
     assert proc.stderr == f"Error: job directory {tmp_path / 'nope'} does not exist\n"
     proc = run_module("--help")
     assert proc.returncode == 0 and proc.stdout.startswith("Usage: slurm-apply ")
+
+
+def test_errors_speak_the_command_lines_language(tmp_path):
+    job = slurm_apply(sleepy_or_fail, pd.DataFrame({"x": range(3)}), jobname="words", job_dir=tmp_path,
+                      nodes=1, cpus_per_node=1, backend="local")
+    code, out = run_cli("cleanup", job.job_dir)
+    assert code == 1 and "pass --force" in out and "force=True" not in out
+    assert f"slurm-apply cancel {job.job_dir}" in out
+    job.wait(timeout_s=60, progress=False)
+    code, out = run_cli("resubmit", job.job_dir)
+    assert code == 1 and "pass --failed" in out and "failed=True" not in out
+    code, out = run_cli("output", job.job_dir)
+    assert code == 1 and f"slurm-apply resubmit {job.job_dir} --failed" in out
+    assert "errors='keep'" not in out and "resubmit(" not in out
+
+
+def sleepy_or_fail(x):
+    import time
+
+    time.sleep(0.5)
+    if x == 1:
+        raise ValueError("bad row")
+    return x
