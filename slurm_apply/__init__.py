@@ -31,9 +31,10 @@ if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load o
         WaitInterrupted,
     )
     from ._job import SlurmJob
+    from ._output import FailedRow, MissingRow
     from ._status import JobStatus, TaskStatus
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "slurm_apply",
@@ -42,6 +43,8 @@ __all__ = [
     "SlurmJob",
     "JobStatus",
     "TaskStatus",
+    "FailedRow",
+    "MissingRow",
     "SlurmApplyError",
     "InputError",
     "UnpicklableError",
@@ -63,7 +66,8 @@ __all__ = [
 _HOME = {name: "._errors" for name in __all__
          if name.endswith("Error") or name in ("RemoteTraceback", "WaitInterrupted")}
 _HOME.update(slurm_apply="._api", slurm_map="._api", slurm_call="._api", SlurmJob="._job",
-             JobStatus="._status", TaskStatus="._status")
+             JobStatus="._status", TaskStatus="._status", FailedRow="._output",
+             MissingRow="._output")
 
 
 def __getattr__(name: str) -> _typing.Any:

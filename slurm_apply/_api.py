@@ -211,6 +211,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: bytes
             check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
+        jd.write_index(path, params_df.index)
         _submit.write_submission(path, manifest, params_df, first)
         jd.save_manifest(path, manifest)
         if check is not None:

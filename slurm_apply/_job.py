@@ -125,7 +125,7 @@ class SlurmJob:
             log_path=lambda k, t: str(self.log_path(k, t)),
             log_mtime=lambda k, t: _mtime(self.log_path(k, t)),
             claims=lambda k: jd.read_claims(self.job_dir, k),
-            chunk_bounds=_chunk_bounds, notes=notes)
+            chunk_bounds=_chunk_bounds, notes=notes, labels=self._labels_or_none)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""
@@ -229,10 +229,14 @@ class SlurmJob:
             columns, anything else a ``result`` column). "raw": the list of returned values.
         errors : {"raise", "keep"}
             "raise": if any row failed or is missing, raise RowsFailedError / RowsMissingError
-            naming the rows (the first remote traceback is the ``__cause__``). "keep": return
-            what there is, with a column saying what went wrong for each row (None for good
-            rows), named ``error`` unless a parameter or result column has that name
-            (then ``slurm_apply_error``).
+            naming the rows by params_df's labels (the first remote traceback is the
+            ``__cause__``). "keep": return what there is, never blocking (while the job runs:
+            the rows done so far), with two more columns: ``error``, what went wrong for each
+            row (None for good rows), and ``state``, one of done, failed, missing (no task left
+            to run it) or pending (a task will still run it); either is named
+            ``slurm_apply_error`` / ``slurm_apply_state`` when params or results use the name.
+            With ``outtype="raw"`` a row without a value is a :class:`FailedRow` or a
+            :class:`MissingRow` (saying why), never a bare None.
         """
         from . import _output
 
@@ -244,17 +248,42 @@ class SlurmJob:
         if status.missing_rows or status.rows_pending:  # only now worth asking: to say why
             status = self.get_job_status()
         if errors == "raise":
-            _output.raise_for_rows(status, self._results)
+            _output.raise_for_rows(status, self._results, self.labels)
         values = self._results.values()
         if outtype == "raw":
-            return values
+            return _output.raw(values, self._results, status, self.labels)
         return _output.table(self.job_dir / jd.PARAMS, values, self._results, status,
                              keep_errors=errors == "keep")
 
-    def get_errors(self) -> Dict[int, ErrorInfo]:
-        """{row: (exception type, message, traceback)} for every row that raised."""
+    def get_errors(self) -> Dict[Any, ErrorInfo]:
+        """{row label: (exception type, message, traceback)} for every row that raised.
+
+        Rows are named by params_df's index labels (positions for the default index); the
+        traceback is the text printed on the node.
+        """
         status = self.get_job_status(ask_scheduler=False)
-        return self._results.errors(status.failed_rows)
+        errors = self._results.errors(status.failed_rows)
+        return dict(zip(self.labels(errors), errors.values()))
+
+    def labels(self, positions: Any) -> List[Any]:
+        """params_df's index labels of these row positions."""
+        positions = list(positions)
+        named = self._labels_or_none(positions)
+        return named if named is not None else positions
+
+    def _labels_or_none(self, positions: Any) -> Optional[List[Any]]:
+        index = self._index()
+        return None if index is None else index[list(positions)].tolist()
+
+    def _index(self) -> Any:
+        """params_df's index, or None when it is the default 0..n-1 (read once)."""
+        if not hasattr(self, "_index_cache"):
+            import pandas as pd
+
+            index = jd.read_index(self.job_dir)
+            default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+            self._index_cache = None if default else index
+        return self._index_cache
 
     # -- acting on the job ---------------------------------------------------------------------
 

@@ -90,10 +90,10 @@ def _problems(st: "JobStatus", over: bool) -> List[Tuple[str, str]]:
     out: List[Tuple[str, str]] = []
     if st.failed_rows:
         first = f" (first: {st.first_error})" if st.first_error else ""
-        out.append(("failed rows", f"{compress_rows(st.failed_rows)}{first}"))
+        out.append(("failed rows", f"{st.rows_text(st.failed_rows)}{first}"))
     if st.missing_rows and (over or st.missing_reasons):
         for why, rows in st.missing_by_reason().items():
-            out.append(("missing rows", f"{compress_rows(rows)} ({why})"))
+            out.append(("missing rows", f"{st.rows_text(rows)} ({why})"))
     return out
 
 

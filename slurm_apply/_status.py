@@ -92,6 +92,22 @@ class JobStatus:
     first_error: str = ""
     notes: List[str] = field(default_factory=list)
     elapsed_s: Optional[float] = None
+    row_labels: Dict[int, Any] = field(default_factory=dict)  # params_df's labels of the rows named
+
+    def row_name(self, position: int) -> str:
+        """How a row is named to the user: params_df's index label (its position when the
+        index is the default 0..n-1)."""
+        return repr(self.row_labels[position]) if position in self.row_labels else str(position)
+
+    def rows_text(self, positions: Sequence[int], limit: int = 12) -> str:
+        """Rows named as the user names them: '1-3, 7' for a default index, else labels."""
+        from ._render import compress_rows
+
+        if not self.row_labels:
+            return compress_rows(positions, limit)
+        shown = [self.row_name(r) for r in list(positions)[:limit]]
+        more = f", ... ({len(positions)} rows)" if len(positions) > limit else ""
+        return ", ".join(shown) + more
 
     def missing_by_reason(self) -> Dict[str, List[int]]:
         """The missing rows grouped by why they are missing, in row order."""
@@ -99,6 +115,13 @@ class JobStatus:
         for r in self.missing_rows:
             out.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
         return out
+
+    def pending_mask(self) -> "np.ndarray":
+        """A bool per row: pending (its submission has not ended and has not recorded it)."""
+        import numpy as np
+
+        mask = getattr(self, "_pending", None)
+        return mask if mask is not None else np.zeros(self.rows_total, dtype=bool)
 
     def tasks_in(self, *states: str) -> List[TaskStatus]:
         return [t for t in self.task_details if t.state in states]
@@ -151,6 +174,8 @@ class Snapshot:
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
+    # params_df's labels of the given positions, or None when the index is the default 0..n-1
+    labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
 
 
 def valid_done(markers: Markers, task: int) -> Optional[Dict[str, Any]]:
@@ -180,7 +205,7 @@ def build(snap: Snapshot) -> JobStatus:
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
-    return JobStatus(
+    status = JobStatus(
         jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
         rows_done=int(rows["n_done"]), rows_failed=len(rows["failed"]), rows_missing=len(missing),
@@ -191,7 +216,9 @@ def build(snap: Snapshot) -> JobStatus:
         missing_reasons=_why_missing(snap, missing, details) if missing and (abnormal or ended) else {},
         job_ids=[s.job_id for s in m.submissions if s.job_id],
         first_error=_first_error(snap, rows["failed"]), notes=list(snap.notes),
-        elapsed_s=_elapsed_s(snap, ended))
+        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, rows["failed"], missing))
+    status._pending = rows["pending"]  # not a field: a bool per row, for the output's state column
+    return status
 
 
 def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
@@ -247,6 +274,7 @@ def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str
         "failed": np.flatnonzero(failed & ~pending),
         "missing": np.flatnonzero(~(done | failed | pending)),
         "n_pending": int(np.count_nonzero(pending)),
+        "pending": pending,
     }
 
 
@@ -259,12 +287,21 @@ def _in_rows(s: "Submission", n_rows: int) -> "np.ndarray":
     return mask
 
 
+def _named(snap: Snapshot, failed: "np.ndarray", missing: List[int], most: int = 50) -> Dict[int, Any]:
+    """Labels of the rows a status names (the first of each kind), when the index has labels."""
+    rows = sorted(set(failed[:most].tolist()) | set(missing[:most]))
+    labels = snap.labels(rows) if rows else None
+    return dict(zip(rows, labels)) if labels is not None else {}
+
+
 def _first_error(snap: Snapshot, failed: "np.ndarray") -> str:
     if not len(failed):
         return ""
     r0 = int(failed[0])
     etype, emsg, _ = snap.results.errors([r0])[r0]
-    return f"row {r0}: {etype}: {emsg}"[:300]
+    labels = snap.labels([r0])
+    name = repr(labels[0]) if labels is not None else str(r0)
+    return f"row {name}: {etype}: {emsg}"[:300]
 
 
 def _elapsed(done: Optional[Dict[str, Any]]) -> str:

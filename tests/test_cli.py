@@ -259,8 +259,9 @@ def test_output_without_a_file_prints_csv(failed_job, ok_job):
     code, out = run_cli("output", failed_job.job_dir, "--errors", "keep", "-o", "-")
     assert code == 0, out
     table = pd.read_csv(io.StringIO(out))
-    assert list(table.columns) == ["x", "y", "error"] and list(table.x) == list(range(10))
+    assert list(table.columns) == ["x", "y", "error", "state"] and list(table.x) == list(range(10))
     assert table.error[3] == "ValueError: row 3 is bad" and table.error.isna().sum() == 9
+    assert table.state[3] == "failed" and (table.state == "done").sum() == 9
 
 
 @pytest.mark.parametrize("name", ["out.csv", "out.csv.gz", "out.tsv"])
@@ -268,7 +269,7 @@ def test_output_to_csv_files(failed_job, tmp_path, name):
     path = tmp_path / name
     code, out = run_cli("output", failed_job.job_dir, "--errors", "keep", "-o", path)
     assert code == 0, out
-    assert f"wrote 10 rows x 3 columns to {path}" in out
+    assert f"wrote 10 rows x 4 columns to {path}" in out
     table = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
     expected = failed_job.get_output(errors="keep")
     assert list(table.x) == list(expected.x)

@@ -40,6 +40,7 @@ DIR_PREFIX = "_rslurm_"
 MANIFEST = "manifest.json"
 PAYLOAD = "payload.pkl"
 PARAMS = "params.pkl"
+INDEX = "index.pkl"  # params_df's index alone: rows are named by it without loading the table
 LOGS = "logs"
 LOCAL = "local"
 
@@ -268,6 +269,22 @@ def manifest_lock(job_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_index(job_dir: Path, index: Any) -> None:
+    with atomic_open(job_dir / INDEX) as fh:
+        pickle.dump(index, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_index(job_dir: Path) -> Any:
+    """params_df's index (from the whole table for a directory written without index.pkl)."""
+    try:
+        with open(job_dir / INDEX, "rb") as fh:
+            return pickle.load(fh)
+    except FileNotFoundError:
+        import pandas as pd
+
+        return pd.read_pickle(job_dir / PARAMS).index
 
 
 def remove_tree(path: Path) -> None:
