@@ -14,33 +14,23 @@ Every error the library raises on purpose becomes a :class:`click.ClickException
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import tempfile
-from collections import deque
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from ._store import layout as jd
+from . import _export, _logs
 from ._errors import InputError, RemoteTraceback, SlurmApplyError, WaitInterrupted
 from ._job import SlurmJob
 from ._progress import Progress
-from ._render import HEALTHY_STATES, interrupted_text, one_line, status_text, table
+from ._render import interrupted_text, one_line, status_text, table
+from ._store import layout as jd
 from ._status import JobStatus
 from ._wait import wait
 
 EXIT_ROWS_INCOMPLETE = 3
-
-# The line the worker prints to a task's log for every row that raised.
-_ROW_RAISED = re.compile(rb"^slurm_apply: row \d+ raised ")
-
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".pkl": "pickle", ".pickle": "pickle",
-            ".parquet": "parquet", ".pq": "parquet"}
-# Compression pandas infers from the file name, for the text and pickle formats.
-_COMPRESSIONS = (".gz", ".bz2", ".xz")
 
 # Where a command records the job directory it opened, so an error can name it in a hint.
 _META_DIR = "slurm_apply.job_dir"
@@ -241,79 +231,27 @@ def output(job_dir: Path, out_path: Optional[Path], errors: str) -> None:
     A file is written under a temporary name and renamed into place, so a reader never sees
     half of it.
     """
-    fmt = _format_of(out_path) if out_path is not None and str(out_path) != "-" else "csv"
-    if fmt == "parquet" and not _have_pyarrow():
+    fmt = _export_format(out_path) if out_path is not None and str(out_path) != "-" else "csv"
+    if fmt == "parquet" and not _export.have_pyarrow():
         raise click.ClickException(
             "writing Parquet needs pyarrow, which is not installed here: `pip install pyarrow`, "
             "or write .csv or .pkl instead.")
     table = _open(job_dir).get_output(errors=errors)
     if out_path is None or str(out_path) == "-":
-        click.echo(table.to_csv(index=_keeps_index(table)), nl=False)
+        click.echo(table.to_csv(index=_export.keeps_index(table)), nl=False)
         return
-    _writetable(table, out_path, fmt)
+    try:
+        _export.write_table(table, out_path, fmt)
+    except OSError as exc:
+        raise click.FileError(str(out_path), hint=exc.strerror or str(exc)) from None
     click.echo(f"wrote {len(table)} rows x {table.shape[1]} columns to {out_path}", err=True)
 
 
-def _format_of(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] in _COMPRESSIONS and _FORMATS.get(suffixes[-2]) != "parquet":
-        suffixes.pop()
-    fmt = _FORMATS.get(suffixes[-1]) if suffixes else None
-    if fmt is None:
-        raise click.BadParameter(
-            f"cannot tell the format of {str(path)!r} from its suffix; use one of "
-            f"{', '.join(sorted(_FORMATS))} (a .csv, .tsv or .pkl may end in {', '.join(_COMPRESSIONS)})",
-            param_hint="'--output' / '-o'")
-    return fmt
-
-
-def _have_pyarrow() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("pyarrow") is not None
-
-
-def _keeps_index(table: Any) -> bool:
-    """Write the index only when it says something (not the default 0..n-1)."""
-    import pandas as pd
-
-    idx = table.index
-    default = isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1 and idx.name is None
-    return not default
-
-
-def _writetable(table: Any, path: Path, fmt: str) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
+def _export_format(path: Path) -> str:
     try:
-        # The temporary name ends with the real one, so pandas infers the same compression.
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix="." + path.name, dir=directory)
-    except OSError as exc:
-        raise click.FileError(str(path), hint=exc.strerror or str(exc)) from None
-    os.close(fd)
-    try:
-        if fmt == "csv":
-            table.to_csv(tmp, index=_keeps_index(table))
-        elif fmt == "tsv":
-            table.to_csv(tmp, sep="\t", index=_keeps_index(table))
-        elif fmt == "pickle":
-            table.to_pickle(tmp)
-        else:
-            try:
-                table.to_parquet(tmp, engine="pyarrow")
-            except Exception as exc:  # pyarrow's own error types; the message says which column
-                raise click.ClickException(
-                    f"could not write Parquet: {type(exc).__name__}: {exc}. Parquet needs one type "
-                    "per column and string column names; .pkl keeps any Python object.") from exc
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        return _export.format_of(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--output' / '-o'") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,10 +291,13 @@ def logs(job_dir: Path, tasks: Tuple[int, ...], submissions: Tuple[int, ...], fa
             raise click.BadParameter(f"{pattern!r} is not a regular expression: {exc}",
                                      param_hint="'--grep'") from None
     job = _open(job_dir)
-    chosen = _select_logs(job, tasks, submissions)
+    try:
+        chosen = _logs.select_logs(job, tasks, submissions)
+    except _logs.BadSelection as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.option}'") from None
     notes: Dict[Tuple[int, int], str] = {}
     if failed:
-        chosen, notes = _failed_logs(job, chosen)
+        chosen, notes = _logs.failed_logs(job, chosen)
         if not chosen:
             click.echo("no failed tasks and no rows that raised", err=True)
             return
@@ -371,201 +312,10 @@ def logs(job_dir: Path, tasks: Tuple[int, ...], submissions: Tuple[int, ...], fa
         if not exists:
             click.echo("(no log file: the task has not started, or never did)")
             continue
-        for line in _log_lines(path, regex, tail_n):
+        for line in _logs.log_lines(path, regex, tail_n):
             click.echo(line)
     if not shown:
         click.echo("no log files yet", err=True)
-
-
-def _select_logs(job: SlurmJob, tasks: Sequence[int],
-                 submissions: Sequence[int]) -> List[Tuple[int, int, Path]]:
-    """(submission, task, log path) for the chosen submissions and tasks, in order."""
-    subs = job.manifest.submissions
-    for k in submissions:
-        if k >= len(subs):
-            raise click.BadParameter(
-                f"the job has {len(subs)} submission(s), numbered 0 to {len(subs) - 1}; got {k}",
-                param_hint="'--submission'")
-    picked = [s for s in subs if not submissions or s.index in submissions]
-    for n in tasks:
-        if not any(n < s.n_tasks for s in picked):
-            most = max(s.n_tasks for s in picked)
-            raise click.BadParameter(
-                f"the job's array tasks are numbered 0 to {most - 1}; got {n}", param_hint="'--task'")
-    out = []
-    for s in picked:
-        for t in range(s.n_tasks):
-            if not tasks or t in tasks:
-                out.append((s.index, t, job.log_path(s.index, t)))
-    return out
-
-
-def _failed_logs(job: SlurmJob, chosen: List[Tuple[int, int, Path]]
-                 ) -> Tuple[List[Tuple[int, int, Path]], Dict[Tuple[int, int], str]]:
-    """Of ``chosen``, the tasks that did not complete or whose log tells of rows that raised."""
-    states = {(t.submission, t.task): t for t in job.get_job_status().task_details}
-    keep: List[Tuple[int, int, Path]] = []
-    notes: Dict[Tuple[int, int], str] = {}
-    for sub, task, path in chosen:
-        t = states.get((sub, task))
-        if t is None or t.state == "NOT_SUBMITTED":
-            continue
-        raised = _count_raised(path)
-        if t.state in HEALTHY_STATES and not raised:
-            continue
-        note = f"task {task}: {one_line(t.describe())}"
-        if raised:
-            note += f", {raised} row(s) raised"
-        if len(job.manifest.submissions) > 1:
-            note = f"submission {sub} " + note
-        keep.append((sub, task, path))
-        notes[(sub, task)] = note
-    return keep, notes
-
-
-def _count_raised(path: Path) -> int:
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for line in fh if _ROW_RAISED.match(line))
-    except OSError:
-        return 0
-
-
-def _log_lines(path: Path, regex: Optional["re.Pattern[str]"], tail_n: Optional[int]) -> Iterator[str]:
-    if regex is None and tail_n is not None:
-        yield from _tail(path, tail_n)
-        return
-    kept: "deque[str] | None" = deque(maxlen=tail_n) if tail_n is not None else None
-    with open(path, "rb") as fh:
-        for raw in fh:
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            if regex is not None and not regex.search(line):
-                continue
-            if kept is not None:
-                kept.append(line)
-            else:
-                yield line
-    if kept is not None:
-        yield from kept
-
-
-def _tail(path: Path, n: int, block: int = 65536) -> List[str]:
-    """The last ``n`` lines, reading backwards from the end (a log can be gigabytes)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        pos = fh.tell()
-        data = b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(block, pos)
-            pos -= step
-            fh.seek(pos)
-            data = fh.read(step) + data
-    return data.decode(errors="replace").splitlines()[-n:]
-
-
-# ---------------------------------------------------------------------------------------------
-# resubmit, cancel, cleanup
-
-
-@cli.command()
-@_JOB_DIR
-@click.option("--failed", is_flag=True, help="Also rerun the rows that raised (not only the missing ones).")
-@click.option("--time", "time_limit", metavar="T", help="New time limit, e.g. 2:00:00 (sbatch --time).")
-@click.option("--mem", metavar="M", help="New memory per task, e.g. 8G (sbatch --mem).")
-@click.option("--nodes", type=click.IntRange(min=1), metavar="N", help="At most this many array tasks.")
-@click.option("--cpus-per-node", type=click.IntRange(min=1), metavar="N", help="Processes per task (--cpus-per-task).")
-@click.option("--max-concurrent", type=click.IntRange(min=1), metavar="N", help="At most this many tasks at once.")
-@click.option("--option", "-O", "extra", multiple=True, metavar="KEY=VALUE",
-              help="Any other sbatch option, e.g. -O partition=long (KEY alone for a flag).")
-@click.option("--force", is_flag=True,
-              help="Resubmit even while tasks are queued, running or unknown.")
-def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Optional[str],
-             nodes: Optional[int], cpus_per_node: Optional[int], max_concurrent: Optional[int],
-             extra: Tuple[str, ...], force: bool) -> None:
-    """Run again, as a new array job in the same directory, the rows without a result.
-
-    Options not given keep the previous submission's values (nodes, CPUs, time, memory and
-    every other sbatch option, at-once limit, backend). Refuses while tasks are queued,
-    running or unknown, unless --force.
-
-    \b
-    Examples:
-      slurm-apply resubmit _rslurm_fit                        # rows that never finished
-      slurm-apply resubmit _rslurm_fit --failed --mem 16G     # and the rows that raised
-      slurm-apply resubmit _rslurm_fit --time 4:00:00 -O partition=long
-    """
-    options: Dict[str, Any] = {}
-    for item in extra:
-        key, eq, value = item.partition("=")
-        if not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE or KEY; got {item!r}", param_hint="'--option'")
-        options[key.strip()] = value if eq else True
-    if time_limit is not None:
-        options["time"] = time_limit
-    if mem is not None:
-        options["mem"] = mem
-    job = _open(job_dir)
-    job.resubmit(failed=failed, nodes=nodes, cpus_per_node=cpus_per_node,
-                 slurm_options=options or None, max_concurrent=max_concurrent, force=force)
-    sub = job.manifest.latest
-    click.echo(f"resubmitted {sub.n_rows} row(s) of {job.jobname} as submission {sub.index}: "
-               f"job {sub.job_id or '?'}, {sub.n_tasks} task(s)")
-    click.echo(f"follow it with: slurm-apply status {shlex.quote(str(job_dir))} --watch")
-
-
-@cli.command()
-@_JOB_DIR
-@click.option("--local", "local", is_flag=True, help="Run the tasks on this machine instead of Slurm.")
-def submit(job_dir: Path, local: bool) -> None:
-    """Submit a job written with submit=False (to Slurm, or with --local on this machine).
-
-    \b
-    Example:
-      slurm-apply submit _rslurm_fit
-      slurm-apply submit _rslurm_fit --local
-    """
-    job = _open(job_dir)
-    job.submit(backend="local" if local else None)
-    sub = job.manifest.latest
-    click.echo(f"submitted {sub.n_rows} row(s) of {job.jobname}: job {sub.job_id}, {sub.n_tasks} task(s)")
-    click.echo(f"follow it with: slurm-apply status {shlex.quote(str(job_dir))} --watch")
-
-
-@cli.command()
-@_JOB_DIR
-def cancel(job_dir: Path) -> None:
-    """Cancel every queued or running task of the job (every submission).
-
-    The rows finished so far stay in DIR; `slurm-apply resubmit DIR` runs the rest later.
-
-    \b
-    Example:
-      slurm-apply cancel _rslurm_fit
-    """
-    job = _open(job_dir)
-    if not job.job_ids:
-        click.echo(f"nothing to cancel: {job.jobname} was never submitted")
-        return
-    job.cancel()
-    click.echo(f"cancelled the queued and running tasks of {job.jobname} ({', '.join(job.job_ids)})")
-
-
-@cli.command()
-@_JOB_DIR
-@click.option("--force", is_flag=True, help="Cancel queued or running tasks first instead of refusing.")
-def cleanup(job_dir: Path, force: bool) -> None:
-    """Delete the job directory, results included: save the output first.
-
-    Refuses while tasks are queued, running or unknown, unless --force (which cancels them).
-
-    \b
-    Examples:
-      slurm-apply output _rslurm_fit -o results.parquet && slurm-apply cleanup _rslurm_fit
-      slurm-apply cleanup _rslurm_fit --force
-    """
-    job = _open(job_dir)
-    job.cleanup_files(force=force)
-    click.echo(f"deleted {job.job_dir}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,7 +341,7 @@ def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None
       slurm-apply list
       slurm-apply list ~/projects --depth 3
     """
-    found = _find_job_dirs(path, depth)
+    found = jd.find_job_dirs(path, depth)
     if not found:
         click.echo(f"no job directories under {path} (searched {depth} level(s) deep)", err=True)
         return
@@ -622,37 +372,5 @@ def _rows_summary(st: JobStatus) -> str:
     return text
 
 
-def _find_job_dirs(root: Path, depth: int) -> List[Path]:
-    """Every ``_rslurm_*`` directory with a manifest at most ``depth`` levels below ``root``
-    (``root`` itself included); job directories are not searched inside."""
-    if _is_job_dir(root):
-        return [root]
-    found: List[Path] = []
-
-    def walk(d: Path, level: int) -> None:
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
-            return
-        for e in entries:
-            try:
-                if not e.is_dir(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            p = d / e.name
-            if _is_job_dir(p):
-                found.append(p)
-            elif level < depth and not e.name.startswith("."):
-                walk(p, level + 1)
-
-    walk(root, 1)
-    return found
-
-
-def _is_job_dir(p: Path) -> bool:
-    try:
-        return p.name.startswith(jd.DIR_PREFIX) and (p / jd.MANIFEST).is_file()
-    except OSError:
-        return False
-
+# The commands that act on a job (resubmit, submit, cancel, cleanup) register themselves.
+from . import _cli_act  # noqa: E402,F401

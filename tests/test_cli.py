@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from slurm_apply import JobStatus, SlurmJob, _render, cli, slurm_apply
+from slurm_apply import JobStatus, SlurmJob, _export, _logs, _render, cli, slurm_apply
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -295,7 +295,7 @@ def test_output_to_parquet(ok_job, tmp_path):
 
 
 def test_output_to_parquet_without_pyarrow_says_so(ok_job, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_have_pyarrow", lambda: False)
+    monkeypatch.setattr(_export, "have_pyarrow", lambda: False)
     code, out = run_cli("output", ok_job.job_dir, "-o", tmp_path / "out.parquet")
     assert code == 1
     assert "Error: writing Parquet needs pyarrow" in out and "pip install pyarrow" in out
@@ -365,11 +365,11 @@ def test_logs_task_tail_and_grep(failed_job):
 def test_tail_reads_only_the_end_of_a_big_log(tmp_path):
     log = tmp_path / "big.out"
     log.write_text("".join(f"line {i}\n" for i in range(50_000)))
-    assert cli._tail(log, 3, block=100) == ["line 49997", "line 49998", "line 49999"]
-    assert cli._tail(log, 1) == ["line 49999"]
+    assert _logs.tail(log, 3, block=100) == ["line 49997", "line 49998", "line 49999"]
+    assert _logs.tail(log, 1) == ["line 49999"]
     short = tmp_path / "short.out"
     short.write_text("a\nb")
-    assert cli._tail(short, 5) == ["a", "b"]
+    assert _logs.tail(short, 5) == ["a", "b"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -412,3 +412,38 @@ def dumps(obj: Any) -> bytes:
         import cloudpickle
 
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def find_job_dirs(root: Path, depth: int) -> List[Path]:
+    """Every ``_rslurm_*`` directory with a manifest at most ``depth`` levels below ``root``
+    (``root`` itself included); job directories are not searched inside."""
+    if is_job_dir(root):
+        return [root]
+    found: List[Path] = []
+
+    def walk(d: Path, level: int) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            try:
+                if not e.is_dir(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            p = d / e.name
+            if is_job_dir(p):
+                found.append(p)
+            elif level < depth and not e.name.startswith("."):
+                walk(p, level + 1)
+
+    walk(root, 1)
+    return found
+
+
+def is_job_dir(p: Path) -> bool:
+    try:
+        return p.name.startswith(DIR_PREFIX) and (p / MANIFEST).is_file()
+    except OSError:
+        return False
