@@ -9,6 +9,8 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         manifest.json            what was asked for and every submission made
         payload.pkl              cloudpickle of (f, {name: object}); pickled together so an
                                  object f also refers to as a global is stored once
+        payload.buffers          its big arrays, out of band, memory-mapped on the nodes
+                                 (format and code: _store/payload.py)
         params.pkl               the caller's DataFrame (to rebuild the output table)
         submit.sh, submit_s1.sh  one sbatch array script per submission
         s0/params.bin            that submission's rows, in chunks a worker can seek to

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 from ._errors import RemoteTraceback, RowsFailedError, RowsMissingError
 from ._render import compress_rows
 from ._status import NOT_FINISHED
+from ._store.payload import read_only_hint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +28,9 @@ def raise_for_rows(status: "JobStatus", results: "Results") -> None:
         etype, emsg, tb = results.errors([r0])[r0]
         raise RowsFailedError(
             f"{status.rows_failed} of {n} rows raised: rows {compress_rows(status.failed_rows)}. "
-            f"First, row {r0}: {etype}: {emsg}. See the traceback above; get_output(errors='keep') "
-            "returns the other rows, and resubmit(failed=True) reruns these.",
+            f"First, row {r0}: {etype}: {emsg}{read_only_hint(emsg)}. See the traceback above; "
+            "get_output(errors='keep') returns the other rows, and resubmit(failed=True) reruns "
+            "these.",
             rows=status.failed_rows,
         ) from RemoteTraceback(tb)
     if status.rows_pending:
