@@ -210,10 +210,9 @@ class SlurmJob:
             status = self.get_job_status()
         if errors == "raise":
             _output.raise_for_rows(status, self._results)
-        values = self._results.values()
         if outtype == "raw":
-            return values
-        return _output.table(self.job_dir / jd.PARAMS, values, self._results, status,
+            return self._results.values()
+        return _output.table(self.job_dir / jd.PARAMS, self._results, status,
                              keep_errors=errors == "keep")
 
     def get_errors(self) -> Dict[int, ErrorInfo]:
