@@ -20,7 +20,7 @@ from . import _validate as v
 from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
 from ._store.manifest import Manifest, Submission
-from ._store.payload import write_payload
+from ._store.payload import sync as sync_payload, write_payload
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -197,9 +197,11 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
     check: Optional[_Preflight] = None
     try:
         jd.write_token(path, manifest.token)
-        manifest.payload_bytes = write_payload(path, *payload)
+        # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
+        manifest.payload_bytes = write_payload(path, *payload, sync=False)
         if preflight:
             check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
+        sync_payload(path)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
         _submit.write_submission(path, manifest, params_df, first)

@@ -110,17 +110,19 @@ def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[BinaryIO]:
+def atomic_open(path: Path, fsync: bool = True) -> Iterator[BinaryIO]:
     """Write to a temporary name beside ``path``, fsync, then rename over it.
 
     A reader sees the old file or the whole new one, never a part; on error nothing is left.
+    ``fsync=False`` leaves the fsync to the caller (who may overlap it with other work).
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -140,7 +140,7 @@ class _ColumnBuilder:
         """Put a frame's winning values in place; False when it does not fit the others."""
         names = keys if keys is not None else ["result"]
         shape = frozenset(keys) if keys is not None else None
-        if self.out and (shape != self.keys or (keys is None) != (self.order is None)):
+        if self.out and shape != self.keys:
             return False  # other keys (from_records would add columns), or dicts beside scalars
         self.keys = shape
         if keys is not None and len(rows) and rows.min() < self.lowest:

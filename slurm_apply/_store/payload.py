@@ -22,6 +22,7 @@ The node imports this module: no NumPy here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import mmap
 import os
@@ -154,22 +155,39 @@ class _BufferWriter:
         return self.pos + len(tail)
 
 
-def write_payload(job_dir: "os.PathLike[str] | str", f: Any, objects: Dict[str, Any]) -> int:
+def write_payload(job_dir: "os.PathLike[str] | str", f: Any, objects: Dict[str, Any], *,
+                  sync: bool = True) -> int:
     """Write ``payload.pkl`` (and ``payload.buffers`` if needed) into ``job_dir``; bytes written.
 
-    Each file is written atomically (temporary name, fsync, rename). Peak memory is the pickle's
-    in-band part being framed, not a copy of the payload.
+    Each file is written atomically (temporary name, fsync, rename); with ``sync=False`` the
+    fsync is left to :func:`sync`. Peak memory is the pickle's in-band part being framed, not a
+    copy of the payload.
     """
     from .._jobdir import atomic_open
 
     path = Path(job_dir) / PAYLOAD
+    opener = functools.partial(atomic_open, fsync=sync)
     with contextlib.ExitStack() as stack:
-        bufs = _BufferWriter(buffers_path(path), atomic_open, stack)
-        with atomic_open(path) as fh:
+        bufs = _BufferWriter(buffers_path(path), opener, stack)
+        with opener(path) as fh:
             _dump((f, objects), fh, bufs.take)
             pickled = fh.tell()
         shared = bufs.finish()
     return pickled + shared
+
+
+def sync(job_dir: "os.PathLike[str] | str") -> None:
+    """fsync the payload's files (written with ``sync=False``): through any descriptor of a file,
+    fsync writes all of its data."""
+    for path in (Path(job_dir) / PAYLOAD, Path(job_dir) / BUFFERS):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def map_buffers(path: "os.PathLike[str] | str") -> Optional[List[memoryview]]:
