@@ -251,7 +251,7 @@ def rows_of(name: str, r: Dict[str, Any]) -> List[List[Any]]:
         c, b, n = r["call"], r["baseline"], r["nodes"]
         payload_mb = c[-1]["payload_bytes"] / MB
         add("slurm_apply(submit=False) s", med(c, "call_s"), med(b, "save_s"), "numpy.save s", 1.5)
-        add("slurm_apply(submit=False) s", med(c, "call_s"), med(b, "save_fsync_s"), "numpy.save + fsync s", None)
+        add("slurm_apply(submit=False) s", med(c, "call_s"), med(b, "save_fsync_s"), "numpy.save + fsync s", 1.5)
         add("then launching the tasks s", r["launch"]["launch_s"], None, "", None)
         add("caller peak RSS MB", med(c, "peak_rss_kb") / 1024, payload_mb, "payload MB", 1.3)
         add("caller peak RSS over its RSS before the call MB",
@@ -303,7 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--only", default="S3,S1", help="comma-separated subset of S3,S1")
     ap.add_argument("--gb", type=float, default=2.0, help="S3's array size in GiB (default 2)")
     ap.add_argument("--rows", type=int, default=10_000_000, help="S1's rows (default 10,000,000)")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions of the timed calls (medians)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions of the timed calls (medians)")
     ap.add_argument("--cluster", action="store_true",
                     help="run on the private Slurm cluster of tests/testbed.py (3 nodes x 2 CPUs) "
                          "instead of the local backend")
