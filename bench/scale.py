@@ -7,13 +7,13 @@ baseline measured in the same run.
     python bench/scale.py --cluster           # on the private Slurm cluster (tests/testbed.py)
 
 S3  ``add_objects={"X": X}``, X a 2 GB float64 array; 16 rows, nodes=4, cpus_per_node=2; each
-    row sums a strided 1/16 of X, so every process reads every page of it.
+    row sums a strided 1/16 of X, so every process reads every page of it, then holds 0.5 s.
       slurm_apply() time (submit=False, so that the buffers can be evicted from the page cache
       before the tasks start; the launch is timed apart) and the caller's peak RSS, against
       numpy.save of the same array (and numpy.save + fsync: slurm_apply fsyncs its files);
       the pre-flight check's peak RSS (its command run again, os.wait4);
       on the nodes, sampled every 50 ms from /proc while the rows run: the PSS summed over a
-      task's processes (smaps_rollup: a page shared by k processes counts 1/k in each), the
+      node's task processes (smaps_rollup: a page shared by k processes counts 1/k in each), the
       largest private (anonymous) memory of a process, and bytes read per task (/proc/PID/io:
       rchar through read(), read_bytes from the disk, page faults on the mapping included).
 S1  10,000,000 rows of ``f(x) = {"a": x * 0.5, "b": x + 0.25}``, nodes=4, cpus_per_node=2,
@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -102,6 +102,8 @@ class NodeSampler:
         self.interval_s = interval_s
         self.procs: Dict[int, Dict[str, Any]] = {}
         self.by_node_pss: Dict[str, int] = {}
+        self.by_node_pss_any: Dict[str, int] = {}
+        self.stable_sweeps = 0
         self.sweep = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -117,15 +119,30 @@ class NodeSampler:
         self.disk_read = disk_read_bytes() - self.disk_before
 
     def _loop(self) -> None:
+        last: Tuple[frozenset, int] = (frozenset(), 0)
         while not self._stop.is_set():
             self.sweep += 1
             by_node: Dict[str, int] = {}
+            seen, rss = set(), 0
             for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
                 rec = self._sample(pid)
                 if rec is not None:
                     by_node[rec["node"]] = by_node.get(rec["node"], 0) + rec["now"]["Pss"]
+                    seen.add(pid)
+                    rss += rec["now"]["Rss"]
+                    if rec["ppid"] in self.procs and "io_at_fork" not in self.procs[rec["ppid"]]:
+                        parent = self.procs[rec["ppid"]]
+                        parent["io_at_fork"] = dict(parent["io"])
+            # PSS divides a page among the processes mapping it *when read*: summed over a sweep
+            # during which pages are being mapped, it over-counts. So only sweeps that found the
+            # same processes with the same resident total as the sweep before are counted.
+            if seen and (frozenset(seen), rss) == last:
+                self.stable_sweeps += 1
+                for k, v in by_node.items():
+                    self.by_node_pss[k] = max(self.by_node_pss.get(k, 0), v)
             for k, v in by_node.items():
-                self.by_node_pss[k] = max(self.by_node_pss.get(k, 0), v)
+                self.by_node_pss_any[k] = max(self.by_node_pss_any.get(k, 0), v)
+            last = (frozenset(seen), rss)
             self._stop.wait(self.interval_s)
 
     def _sample(self, pid: int) -> Optional[Dict[str, Any]]:
@@ -156,10 +173,11 @@ class NodeSampler:
         return rec
 
     def _task_io(self, root: Dict[str, Any], children: List[Dict[str, Any]]) -> Dict[str, int]:
-        """A task's reads: the kernel adds a reaped child's counts to its parent's, so the root's
-        last look holds every child gone by then; children still there are added."""
-        alive = [c for c in children if c.get("sweep", 0) >= root.get("sweep", 0)]
-        return {k: root["io"].get(k, 0) + sum(c["io"].get(k, 0) for c in alive)
+        """A task's reads: the root's own until it forked (later the kernel adds each reaped
+        child's counts to it), plus each child's last look (S3's rows hold still once they have
+        read, so that look comes after the reads)."""
+        own = root.get("io_at_fork", root["io"])
+        return {k: own.get(k, 0) + sum(c["io"].get(k, 0) for c in children)
                 for k in ("rchar", "read_bytes")}
 
     def report(self) -> Dict[str, Any]:
@@ -176,7 +194,8 @@ class NodeSampler:
         procs = [{"pid": pid, **{k: r[k] for k in ("task", "node", "ppid", "max", "io")}}
                  for pid, r in sorted(self.procs.items())]
         return {"tasks": dict(sorted(tasks.items())), "max_pss_by_node_kb": self.by_node_pss,
-                "disk_read_bytes_machine": self.disk_read, "processes": procs}
+                "max_pss_by_node_any_sweep_kb": self.by_node_pss_any, "stable_sweeps": self.stable_sweeps,
+                "sweeps": self.sweep, "disk_read_bytes_machine": self.disk_read, "processes": procs}
 
 
 def s3(root: Path, gb: float, backend: str, reps: int) -> Dict[str, Any]:

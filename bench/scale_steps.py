@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 S3_ROWS = 16  # every row reads a strided 1/16 of X: every page of X, in every process
+S3_HOLD_S = 0.5  # then holds still, so the memory sampler sees mappings that are not changing
 
 
 def mem_kb(field: str = "VmHWM") -> int:
@@ -36,7 +37,11 @@ def big_array(gb: float) -> Any:
 
 def touch(i):
     """S3's row: reads every page of the shared X (a strided slice), returns its sum."""
-    return float(X[i::S3_ROWS].sum())  # noqa: F821 (X comes from add_objects)
+    import time
+
+    total = float(X[i::S3_ROWS].sum())  # noqa: F821 (X comes from add_objects)
+    time.sleep(S3_HOLD_S)
+    return total
 
 
 def half(x):
