@@ -208,11 +208,14 @@ def s3(root: Path, gb: float, backend: str, reps: int) -> Dict[str, Any]:
     bases: List[Dict[str, Any]] = []
     calls: List[Dict[str, Any]] = []
     for r in range(reps):
-        log(f"S3: numpy.save, then slurm_apply() ({r + 1}/{reps})")
-        bases.append(step("save_baseline", where=str(jobs), gb=gb))
+        log(f"S3: numpy.save and slurm_apply(), in turn first ({r + 1}/{reps})")
+        if r % 2:  # which goes first alternates: each finds the memory the other just freed
+            bases.append(step("save_baseline", where=str(jobs), gb=gb))
         calls.append(step("s3_call", jobs=str(jobs), gb=gb, backend=backend, jobname=f"s3_{r}"))
         if r < reps - 1:
             shutil.rmtree(calls[-1]["job_dir"])
+        if not r % 2:
+            bases.append(step("save_baseline", where=str(jobs), gb=gb))
     call = calls[-1]
     job_dir = Path(call["job_dir"])
     pre_kb = peak_rss_kb([sys.executable, "-m", "slurm_apply._worker", "--preflight",
