@@ -50,8 +50,12 @@ def half(x):
 
 
 def save_baseline(where: str, gb: float) -> Dict[str, Any]:
-    """The floor for writing the payload: numpy.save of the same array to the same file system."""
+    """The floor for writing the payload: numpy.save of the same array to the same file system,
+    from a process like the caller's (pandas and slurm_apply imported)."""
     import numpy as np
+    import pandas  # noqa: F401
+
+    import slurm_apply  # noqa: F401
 
     X = big_array(gb)
     path = Path(where) / "baseline.npy"
