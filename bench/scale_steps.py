@@ -70,7 +70,7 @@ def save_baseline(where: str, gb: float) -> Dict[str, Any]:
     return out
 
 
-def s3_call(jobs: str, gb: float, backend: str, jobname: str) -> Dict[str, Any]:
+def s3_call(jobs: str, gb: float, backend: str, jobname: str, mem_mb: int = 0) -> Dict[str, Any]:
     """slurm_apply() with the array in add_objects, as a caller runs it (submission deferred so
     the benchmark can evict the buffers from the page cache first)."""
     import pandas as pd
@@ -82,7 +82,8 @@ def s3_call(jobs: str, gb: float, backend: str, jobname: str) -> Dict[str, Any]:
     t0 = time.perf_counter()
     job = slurm_apply(touch, pd.DataFrame({"i": range(S3_ROWS)}), add_objects={"X": X},
                       backend=backend, nodes=4, cpus_per_node=2, submit=False, jobname=jobname,
-                      job_dir=jobs, seed=False, slurm_options={"time": "30:00"})
+                      job_dir=jobs, seed=False,
+                      slurm_options={"time": "30:00", **({"mem": f"{mem_mb}M"} if mem_mb else {})})
     call_s = time.perf_counter() - t0
     return {"call_s": call_s, "rss_before_call_kb": before_kb, "peak_rss_kb": mem_kb(),
             "array_bytes": X.nbytes, "payload_bytes": job.manifest.payload_bytes,
