@@ -5,6 +5,8 @@ it must be exactly the table the row-by-row path gives, dtypes included."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -53,6 +55,15 @@ def test_a_frame_says_in_its_head_how_its_values_are_stored(tmp_path: Path) -> N
     keys, tags, cols = records.read_columns(by_col)
     assert keys == ["a"] and tags == ["float"] and list(cols[0]) == [1.0, 2.0]
     assert records.RecordReader(path).read_new_batch().columnar.tolist() == [1, 0]
+
+
+def test_the_node_stores_by_column_without_numpy() -> None:
+    code = ("import sys; import slurm_apply._worker\n"
+            "from slurm_apply._store import records\n"
+            "blob = records.encode_frame([0, 1], [{'a': 1.5, 'n': 2}, {'a': 0.5, 'n': 3}], {})\n"
+            "print(blob[:4].decode(), 'numpy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["SAC2", "False"]
 
 
 # -- the table ---------------------------------------------------------------------------------
