@@ -21,6 +21,7 @@ from . import _validate as v
 from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
 from ._store.manifest import Manifest, Submission
+from ._store.payload import sync as sync_payload, write_payload
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,11 +149,14 @@ def slurm_apply(
     except InputError as exc:
         raise InputError(f"the job directory's path cannot go in the job script: {exc}. "
                          "Choose a job_dir (and jobname) without such characters.") from None
-    payload = v.pickle_payload(f, objects)
-    if len(payload) > PAYLOAD_WARN_MB * 2**20:
+    size = v.check_payload(f, objects)  # before anything is written: it may not pickle
+    if size.pickled > PAYLOAD_WARN_MB * 2**20:
+        # Out-of-band buffers (arrays, DataFrames) are shared on a node; the rest is not.
         warnings.warn(
-            f"the pickled function and objects take {len(payload) / 2**20:.0f} MB; every task reads "
-            "them. Consider having f load large data from a file instead.", stacklevel=2)
+            f"the pickled function and objects take {size.pickled / 2**20:.0f} MB; every task reads "
+            "them and each of its processes holds its own copy. NumPy arrays and DataFrames are "
+            "shared instead (memory-mapped on the nodes): pass big data as those, or have f load "
+            "it from a file.", stacklevel=2)
 
     # Last of the checks, as it may ask Slurm (`scontrol ping`) on a site without slurm.conf.
     requested = backend
@@ -169,13 +173,13 @@ def slurm_apply(
         python=sys.executable, python_version=platform.python_version(), workdir=os.getcwd(),
         pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
         seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
-        seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=len(payload),
+        seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=size.total,
         packages=dict(_package_versions(tuple(pkgs))), defaults=defaults)
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
                        nodes=nodes, backend=backend, slurm_options=options,
                        max_concurrent=max_concurrent, setup=tuple(setup))
-    _write_job(path, manifest, first, payload, params_df, overwrite=overwrite,
+    _write_job(path, manifest, first, (f, objects), params_df, overwrite=overwrite,
                preflight=preflight, started=started)
     if submit:
         _submit_first(path, manifest)
@@ -199,16 +203,18 @@ def _replace_old_job(path: Path, force: bool) -> None:
     old.stop()
 
 
-def _write_job(path: Path, manifest: Manifest, first: Submission, payload: bytes,
+def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple[Any, Dict[str, Any]],
                params_df: "pd.DataFrame", *, overwrite: bool, preflight: bool, started: float) -> None:
     """Write the whole job directory, or nothing: on any error the directory is removed."""
     jd.create(path, overwrite=overwrite)
     check: Optional[_Preflight] = None
     try:
         jd.write_token(path, manifest.token)
-        jd.write_bytes(path / jd.PAYLOAD, payload)
+        # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
+        manifest.payload_bytes = write_payload(path, *payload, sync=False)
         if preflight:
             check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
+        sync_payload(path)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
         jd.write_index(path, params_df.index)

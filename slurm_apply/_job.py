@@ -249,10 +249,9 @@ class SlurmJob:
             status = self.get_job_status()
         if errors == "raise":
             _output.raise_for_rows(status, self._results, self.labels)
-        values = self._results.values()
         if outtype == "raw":
-            return _output.raw(values, self._results, status, self.labels)
-        return _output.table(self.job_dir / jd.PARAMS, values, self._results, status,
+            return _output.raw(self._results.values(), self._results, status, self.labels)
+        return _output.table(self.job_dir / jd.PARAMS, self._results, status,
                              keep_errors=errors == "keep")
 
     def get_errors(self) -> Dict[Any, ErrorInfo]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+
+import numpy as np
 
 from ._errors import RemoteTraceback, RowsFailedError, RowsMissingError
 from ._status import NOT_FINISHED
+from ._store.columns import kind
+from ._store.payload import read_only_hint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +53,9 @@ def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels) -> N
         etype, emsg, tb = results.errors([r0])[r0]
         raise RowsFailedError(
             f"{status.rows_failed} of {n} rows raised: rows {status.rows_text(status.failed_rows)}. "
-            f"First, row {status.row_name(r0)}: {etype}: {emsg}. See the traceback above; "
-            "get_output(errors='keep') returns the other rows, and resubmit(failed=True) reruns these.",
+            f"First, row {status.row_name(r0)}: {etype}: {emsg}{read_only_hint(emsg)}. See the "
+            "traceback above; get_output(errors='keep') returns the other rows, and "
+            "resubmit(failed=True) reruns these.",
             rows=labels(status.failed_rows),
         ) from RemoteTraceback(tb)
     if status.rows_pending:
@@ -80,14 +85,16 @@ def raw(values: List[Any], results: "Results", status: "JobStatus", labels: Labe
     return values
 
 
-def table(params_path: Path, values: List[Any], results: "Results", status: "JobStatus", *,
+def table(params_path: Path, results: "Results", status: "JobStatus", *,
           keep_errors: bool) -> "pd.DataFrame":
     """The parameters with each row's result as columns (and, if asked, what went wrong)."""
     import pandas as pd
 
     params = pd.read_pickle(params_path)
-    done = results.done_mask()
-    result = result_frame(values, None if done.all() else done.tolist())
+    result = column_frame(results)
+    if result is None:  # values of other shapes: one Python object per row
+        done = results.done_mask()
+        result = result_frame(results.values(), None if done.all() else done.tolist())
     clash = [c for c in result.columns if c in params.columns]
     if clash:
         result = result.rename(columns={c: f"{c}_result" for c in clash})
@@ -136,3 +143,95 @@ def result_frame(values: List[Any], present: Optional[List[bool]]) -> "pd.DataFr
         return pd.DataFrame([v if isinstance(v, pd.Series) else pd.Series(dtype=object)
                              for v in values]).reset_index(drop=True)
     return pd.DataFrame({"result": pd.Series(values, dtype=None)})
+
+
+# Where a row has no result, the table holds what result_frame's pandas calls would put there.
+_MISSING_IN_DICTS = np.nan  # DataFrame.from_records: a key a record lacks
+_MISSING_RESULT = None  # Series(values): the None standing for the row
+
+
+def column_frame(results: "Results") -> Optional["pd.DataFrame"]:
+    """The result columns built from frames stored by column: the table result_frame would
+    give, without a Python object per number. None when some winning frame is not stored by
+    column, or their shapes or types do not combine (then the values go row by row)."""
+    import pandas as pd
+
+    if not results.all_by_column():
+        return None
+    build = _ColumnBuilder(results.n_rows)
+    for frame, rf, won in results.winning_frames():
+        keys, _, cols = rf.columns(frame)
+        rows = np.frombuffer(frame.done, dtype=np.int64)[won]
+        if not build.add(keys, cols, rows, won):
+            return None
+    present = results.done_mask()
+    scalar = build.order is None
+    columns = {name: _finish(build.out[name], build.kinds[name], present,
+                             _MISSING_RESULT if scalar else _MISSING_IN_DICTS)
+               for name in (build.order or ["result"])}
+    if scalar:
+        return pd.DataFrame({"result": pd.Series(columns["result"])})
+    return pd.DataFrame(columns)
+
+
+class _ColumnBuilder:
+    """Fills one NumPy array per result column, frame by frame."""
+
+    _DTYPES = {"d": np.float64, "q": np.int64, "B": np.bool_, "s": object}
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
+        self.keys: Optional[frozenset] = None
+        self.order: Optional[List[str]] = None  # key order of the frame with the lowest row
+        self.lowest = n_rows
+        self.out: Dict[str, np.ndarray] = {}
+        self.kinds: Dict[str, str] = {}
+
+    def add(self, keys: Optional[List[str]], cols: List[Any], rows: np.ndarray,
+            won: np.ndarray) -> bool:
+        """Put a frame's winning values in place; False when it does not fit the others."""
+        names = keys if keys is not None else ["result"]
+        shape = frozenset(keys) if keys is not None else None
+        if self.out and shape != self.keys:
+            return False  # other keys (from_records would add columns), or dicts beside scalars
+        self.keys = shape
+        if keys is not None and len(rows) and rows.min() < self.lowest:
+            # from_records orders columns as the first record with a value orders its keys
+            self.order, self.lowest = list(keys), int(rows.min())
+        for name, col in zip(names, cols):
+            k = kind(col)
+            if not self._accept(name, k):
+                return False
+            vals = np.frombuffer(col, dtype=self._DTYPES[k]) if k != "s" else np.array(col, dtype=object)
+            self.out[name][rows] = vals[won]
+        return True
+
+    def _accept(self, name: str, k: str) -> bool:
+        have = self.kinds.get(name)
+        if have is None:
+            self.out[name] = np.empty(self.n_rows, dtype=self._DTYPES[k])
+        elif {have, k} == {"q", "d"}:  # ints beside floats: pandas makes the column float64
+            if have == "q":
+                self.out[name] = self.out[name].astype(np.float64)
+            k = "d"
+        elif have != k:
+            return False  # e.g. bools beside numbers: pandas makes it object; go row by row
+        self.kinds[name] = k
+        return True
+
+
+def _finish(arr: np.ndarray, k: str, present: np.ndarray, missing: Any) -> np.ndarray:
+    """Fill the rows without a result as pandas would: NaN in a float column (ints become
+    floats), ``missing`` in an object column (bools become objects)."""
+    if present.all():
+        return arr
+    if k in ("d", "q"):
+        arr = arr.astype(np.float64, copy=False)
+        arr[~present] = np.nan
+        return arr
+    if k == "B":
+        obj = np.empty(len(arr), dtype=object)
+        obj[present] = arr[present].tolist()  # Python bools, as in the records
+        arr = obj
+    arr[~present] = missing
+    return arr

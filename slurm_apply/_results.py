@@ -119,6 +119,7 @@ class _File:
         self.reader = RecordReader(path)  # read as batches: its ids function is not used
         self.starts = array("q")
         self.meta_crcs = array("q")
+        self.by_column = array("b")  # per frame: its values are stored by column
 
 
 class Results:
@@ -208,6 +209,7 @@ class Results:
             raise
         f.starts.extend(batch.starts)
         f.meta_crcs.extend(batch.meta_crcs)
+        f.by_column.extend(batch.columnar)
         self._seen_in(f.sub)[rows] = True
         return rows, keys, k
 
@@ -325,6 +327,10 @@ class Results:
 
     # -- output --------------------------------------------------------------------------------
 
+    def _winners(self) -> np.ndarray:
+        """The distinct keys of winning successes: each names one frame."""
+        return _distinct(self._best[self._best >= SUCCESS_BIT])
+
     def values(self) -> List[Any]:
         """Every row's returned value (None where its winning record is not a success).
 
@@ -337,9 +343,23 @@ class Results:
         """
         out: List[Any] = [None] * self.n_rows
         best = memoryview(self._best)
-        winners = _distinct(self._best[self._best >= SUCCESS_BIT])
-        for key, frame, rf in self._frames(winners):
+        for key, frame, rf in self._frames(self._winners()):
             for r, v in zip(frame.done, rf.values(frame)):
                 if best[r] == key:
                     out[r] = v
         return out
+
+    def all_by_column(self) -> bool:
+        """True when some row succeeded and every frame holding a winning success stores its
+        values by column (read from the frames' heads: nothing is unpickled)."""
+        winners = self._winners()
+        return len(winners) > 0 and all(
+            self._files[(sub, task, proc)].by_column[number]
+            for _, sub, task, proc, number in map(split_key, winners.tolist()))
+
+    def winning_frames(self) -> Iterator[Tuple[Frame, RecordFile, np.ndarray]]:
+        """(frame, its open file, the positions in ``frame.done`` of the rows it wins) for every
+        frame holding winning successes, each once, in file order."""
+        for key, frame, rf in self._frames(self._winners()):
+            done = np.frombuffer(frame.done, dtype=np.int64)
+            yield frame, rf, np.flatnonzero(self._best[done] == key)

@@ -11,11 +11,14 @@ import inspect
 import numbers
 import re
 import types
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backends import sbatch_options
 from ._errors import InputError, UnpicklableError
 from ._script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
+
+if TYPE_CHECKING:
+    from ._store.payload import PayloadSize
 
 _JOBNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _JOBNAME_CHARS = re.compile(r"[A-Za-z0-9_.-]")
@@ -295,12 +298,13 @@ def default_jobname(f: Any) -> str:
     return f"{base[:40]}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(2)}"
 
 
-def pickle_payload(f: Any, objects: Dict[str, Any]) -> bytes:
-    """cloudpickle f and the objects together; on failure, say which one and why."""
-    import cloudpickle
+def check_payload(f: Any, objects: Dict[str, Any]) -> "PayloadSize":
+    """Pickle f and the objects into nothing (no copy of a big array is made): what they will
+    take on disk; on failure, say which one cannot be pickled and why."""
+    from ._store import payload
 
     try:
-        return cloudpickle.dumps((f, objects), protocol=4)
+        return payload.measure(f, objects)
     except Exception as exc:
         culprit, why = _find_unpicklable(f, objects, exc)
         raise UnpicklableError(
@@ -312,14 +316,7 @@ def pickle_payload(f: Any, objects: Dict[str, Any]) -> bytes:
 
 def _find_unpicklable(f: Any, objects: Dict[str, Any], exc: Exception) -> Tuple[str, str]:
     """Name the first object that will not pickle: an added object, or a name f refers to."""
-    import cloudpickle
-
-    def fails(obj: Any) -> Optional[str]:
-        try:
-            cloudpickle.dumps(obj, protocol=4)
-        except Exception as e:
-            return f"{type(e).__name__}: {e}"
-        return None
+    from ._store.payload import pickles as fails
 
     for name, obj in objects.items():
         why = fails(obj)

@@ -16,7 +16,6 @@ submitting side runs before sbatch.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -61,23 +60,11 @@ def load_payload(job_dir: Path, manifest: Dict[str, Any]) -> Callable[..., Any]:
 
 
 def _load(payload: Path, pkgs: Sequence[str]) -> Callable[..., Any]:
-    """Import ``pkgs``, unpickle f and the objects, and make the objects globals of f."""
-    import importlib
+    """Import ``pkgs``, unpickle f and the objects (big arrays memory-mapped, shared on the node)
+    and make the objects globals of f."""
+    from ._store.payload import load
 
-    for name in pkgs:
-        importlib.import_module(name)
-    with open(payload, "rb") as fh:
-        f, objects = pickle.load(fh)
-    if objects:
-        glb = getattr(f, "__globals__", None)
-        if glb is not None:
-            glb.update(objects)
-        else:  # a callable object: put the names in builtins so its code still finds them
-            import builtins
-
-            for k, v in objects.items():
-                setattr(builtins, k, v)
-    return f
+    return load(payload, pkgs)
 
 
 def decode_chunk(blob: Any) -> Tuple[List[int], List[str], List[Sequence[Any]]]:

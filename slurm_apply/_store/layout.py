@@ -9,6 +9,8 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         manifest.json            what was asked for and every submission made
         payload.pkl              cloudpickle of (f, {name: object}); pickled together so an
                                  object f also refers to as a global is stored once
+        payload.buffers          its big arrays, out of band, memory-mapped on the nodes
+                                 (format and code: _store/payload.py)
         params.pkl               the caller's DataFrame (to rebuild the output table)
         submit.sh, submit_s1.sh  one sbatch array script per submission
         s0/params.bin            that submission's rows, in chunks a worker can seek to
@@ -125,17 +127,19 @@ def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[BinaryIO]:
+def atomic_open(path: Path, fsync: bool = True) -> Iterator[BinaryIO]:
     """Write to a temporary name beside ``path``, fsync, then rename over it.
 
     A reader sees the old file or the whole new one, never a part; on error nothing is left.
+    ``fsync=False`` leaves the fsync to the caller (who may overlap it with other work).
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

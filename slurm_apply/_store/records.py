@@ -2,12 +2,14 @@
 
 A frame is::
 
-    head   magic b"SAR2" | meta length (u64) | values length (u64) | CRC32 of meta (u32) |
-           CRC32 of values (u32)                                  (little-endian, 28 bytes)
+    head   magic b"SAR2" (values by row) or b"SAC2" (by column) | meta length (u64) |
+           values length (u64) | CRC32 of meta (u32) | CRC32 of values (u32)  (LE, 28 bytes)
     meta   n_done (u32) | n_err (u32) | done row ids (int64 LE, n_done) |
            error row ids (int64 LE, n_err) | errors: UTF-8 JSON list, aligned with the error
            ids, of [exception type, message, traceback text]
-    values pickle of the list of returned values, aligned with the done ids
+    values pickle of the list of returned values, aligned with the done ids; or, in a b"SAC2"
+           frame, of (keys, tags, columns) when the rows returned numbers (or strings) of one
+           shape (see ``columns.py``): one array per column, no Python object per value
 
 Row ids and errors sit in the meta, apart from the values, so the login side learns which rows
 finished or failed by reading heads and metas and seeking over the values: status never
@@ -38,8 +40,9 @@ from typing import (Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, Name
                     Sequence, Tuple)
 
 from .._errors import JobDirError, ResultsError
+from .columns import Columns, decode as decode_columns, encode as encode_columns
 
-MAGIC = b"SAR2"
+MAGIC, MAGIC_COLUMNS = b"SAR2", b"SAC2"
 HEAD = struct.Struct("<4sQQII")
 COUNTS = struct.Struct("<II")
 ID_SIZE = 8
@@ -69,6 +72,7 @@ class Frame(NamedTuple):
     values_offset: int
     values_length: int
     values_crc: int
+    columnar: bool = False  # the values are stored by column
 
 
 def numpy_ids(buf: "memoryview | bytes") -> Any:
@@ -106,21 +110,9 @@ def _id_bytes(rows: Sequence[int]) -> bytes:
 
 def encode_frame(done_rows: Sequence[int], values: Sequence[Any],
                  errors: Mapping[int, ErrorInfo]) -> bytes:
-    """One frame recording ``done_rows`` with their ``values``, and rows that raised.
-
-    Parameters
-    ----------
-    done_rows : sequence of int
-        Rows that returned, aligned with ``values``.
-    values : sequence
-        What they returned.
-    errors : mapping of int to (type, message, traceback)
-        Rows that raised.
-
-    Returns
-    -------
-    bytes
-        The whole frame, to be appended with a single write.
+    """One frame, to be appended with a single write, recording ``done_rows`` (aligned with
+    the ``values`` they returned; stored by column when they have one shape) and ``errors``,
+    {row: (type, message, traceback)} of rows that raised.
 
     Raises
     ------
@@ -135,8 +127,12 @@ def encode_frame(done_rows: Sequence[int], values: Sequence[Any],
     # ASCII-only JSON: a message holding a lone surrogate still encodes, and reads back equal.
     meta = b"".join((COUNTS.pack(len(done_rows), len(err_rows)), _id_bytes(done_rows),
                      _id_bytes(err_rows), json.dumps(info, separators=(",", ":")).encode()))
-    vals = dumps(values if isinstance(values, list) else list(values))
-    head = HEAD.pack(MAGIC, len(meta), len(vals), zlib.crc32(meta), zlib.crc32(vals))
+    cols = encode_columns(values)
+    if cols is None:
+        vals, magic = dumps(values if isinstance(values, list) else list(values)), MAGIC
+    else:
+        vals, magic = pickle.dumps(cols, protocol=pickle.HIGHEST_PROTOCOL), MAGIC_COLUMNS
+    head = HEAD.pack(magic, len(meta), len(vals), zlib.crc32(meta), zlib.crc32(vals))
     return b"".join((head, meta, vals))
 
 
@@ -154,14 +150,15 @@ class Batch(NamedTuple):
     n_err: "array[int]"
     done: bytes
     err: bytes
+    columnar: "array[int]"  # 1 where the frame's values are stored by column
 
 
-_Meta = Tuple[int, bytes, int, int, int, int, int, int]
+_Meta = Tuple[int, bytes, int, int, int, int, int, int, bool]
 
 
 def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta]:
-    """(start, meta, meta CRC, n_done, n_err, values offset, values length, values CRC) of each
-    accepted frame from ``pos`` up to ``size``, reading heads and metas only."""
+    """(start, meta, meta CRC, n_done, n_err, values offset, values length, values CRC, by
+    column) of each accepted frame from ``pos`` up to ``size``, reading heads and metas only."""
     seek, read, unpack, crc32 = fh.seek, fh.read, HEAD.unpack, zlib.crc32
     while limit:
         meta_at = pos + HEAD.size
@@ -173,7 +170,7 @@ def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta
             return
         magic, meta_len, val_len, meta_crc, val_crc = unpack(head)
         values_at = meta_at + meta_len
-        if magic != MAGIC or meta_len < COUNTS.size or values_at + val_len > size:
+        if magic not in (MAGIC, MAGIC_COLUMNS) or meta_len < COUNTS.size or values_at + val_len > size:
             return  # torn (still being written, or cut by a kill) or not a frame at all
         meta = read(meta_len)
         if len(meta) != meta_len or crc32(meta) != meta_crc:
@@ -181,18 +178,18 @@ def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta
         n_done, n_err = COUNTS.unpack_from(meta)
         if COUNTS.size + ID_SIZE * (n_done + n_err) > meta_len:
             return
-        yield pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc
+        yield pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc, magic == MAGIC_COLUMNS
         pos = values_at + val_len
         limit -= 1
 
 
 def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom) -> Frame:
-    pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc = m
+    pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc, by_column = m
     mid = COUNTS.size + ID_SIZE * n_done
     end = mid + ID_SIZE * n_err
     view = memoryview(meta)
     return Frame(path, number, pos, ids(view[COUNTS.size:mid]), ids(view[mid:end]), meta[end:],
-                 meta_crc, values_at, val_len, val_crc)
+                 meta_crc, values_at, val_len, val_crc, by_column)
 
 
 class RecordReader:
@@ -247,14 +244,14 @@ class RecordReader:
 
     def read_new_batch(self) -> Batch:
         """Like :meth:`read_new`, as columns: what a big job's status reads, cheaply."""
-        starts, crcs, n_done, n_err = array("q"), array("q"), array("q"), array("q")
+        starts, crcs, n_done, n_err, by_column = array("q"), array("q"), array("q"), array("q"), array("b")
         done: List[bytes] = []
         err: List[bytes] = []
         first = self.frames
         fh = self._open()
         if fh is not None:
             with fh:
-                for pos, meta, meta_crc, nd, ne, values_at, val_len, _ in _metas(
+                for pos, meta, meta_crc, nd, ne, values_at, val_len, _, cols in _metas(
                         fh, self.offset, os.fstat(fh.fileno()).st_size):
                     mid = COUNTS.size + ID_SIZE * nd
                     done.append(meta[COUNTS.size:mid])
@@ -264,9 +261,10 @@ class RecordReader:
                     crcs.append(meta_crc)
                     n_done.append(nd)
                     n_err.append(ne)
+                    by_column.append(cols)
                     self.offset = values_at + val_len
             self.frames += len(starts)
-        return Batch(first, starts, crcs, n_done, n_err, b"".join(done), b"".join(err))
+        return Batch(first, starts, crcs, n_done, n_err, b"".join(done), b"".join(err), by_column)
 
 
 class RecordFile:
@@ -307,18 +305,9 @@ class RecordFile:
         """:func:`read_values` through this open file."""
         return read_values(frame, self._fh)
 
-
-def read_frame(path: "os.PathLike[str] | str", offset: int, number: int,
-               ids: IdsFrom = numpy_ids) -> Frame:
-    """Index again the one frame starting at ``offset`` (found earlier by a reader).
-
-    Raises
-    ------
-    JobDirError
-        If there is no whole, valid frame there any more.
-    """
-    with RecordFile(path) as rf:
-        return rf.frame(offset, number, ids)
+    def columns(self, frame: Frame) -> Columns:
+        """:func:`read_columns` through this open file."""
+        return read_columns(frame, self._fh)
 
 
 def parse_errors(frame: Frame) -> Dict[int, ErrorInfo]:
@@ -328,9 +317,8 @@ def parse_errors(frame: Frame) -> Dict[int, ErrorInfo]:
 
 
 def read_values(frame: Frame, fh: Optional[BinaryIO] = None) -> List[Any]:
-    """The values of a frame's done rows, aligned with ``frame.done``; the only unpickling here.
-
-    ``fh``, if given, is the frame's file open for reading (to read many frames cheaply).
+    """The values of a frame's done rows, aligned with ``frame.done``; the only unpickling here,
+    with :func:`read_columns`. ``fh``, if given, is the frame's file open for reading.
 
     Raises
     ------
@@ -340,6 +328,26 @@ def read_values(frame: Frame, fh: Optional[BinaryIO] = None) -> List[Any]:
         If the values cannot be unpickled in this Python (say, the module of a returned
         object is not importable here); the pickle error is the ``__cause__``.
     """
+    values = _unpickle(frame, fh)
+    if frame.columnar:
+        values = decode_columns(values)
+    if len(values) != len(frame.done):
+        raise JobDirError(f"{frame.path}: record frame {frame.number} has {len(frame.done)} "
+                          f"row ids but {len(values)} values")
+    return values
+
+
+def read_columns(frame: Frame, fh: Optional[BinaryIO] = None) -> Columns:
+    """(keys, tags, columns) of a frame whose values are stored by column; errors as
+    :func:`read_values`."""
+    keys, tags, cols = _unpickle(frame, fh)
+    if not frame.columnar or any(len(c) != len(frame.done) for c in cols):
+        raise JobDirError(f"{frame.path}: record frame {frame.number} does not hold "
+                          f"{len(frame.done)} values by column")
+    return keys, tags, cols
+
+
+def _unpickle(frame: Frame, fh: Optional[BinaryIO]) -> Any:
     if fh is None:
         with open(frame.path, "rb") as own:
             own.seek(frame.values_offset)
@@ -351,7 +359,7 @@ def read_values(frame: Frame, fh: Optional[BinaryIO] = None) -> List[Any]:
         raise JobDirError(f"{frame.path}: the values of record frame {frame.number} are corrupt "
                           "(checksum mismatch); its rows can be run again with resubmit()")
     try:
-        values = pickle.loads(data)
+        return pickle.loads(data)
     except Exception as exc:
         first = int(frame.done[0]) if len(frame.done) else -1
         raise ResultsError(
@@ -359,10 +367,6 @@ def read_values(frame: Frame, fh: Optional[BinaryIO] = None) -> List[Any]:
             f"frame {frame.number}) cannot be unpickled in this Python: {type(exc).__name__}: "
             f"{exc}. Load them where the nodes' environment is importable (same packages and "
             "PYTHONPATH).", rows=[int(r) for r in frame.done]) from exc
-    if len(values) != len(frame.done):
-        raise JobDirError(f"{frame.path}: record frame {frame.number} has {len(frame.done)} "
-                          f"row ids but {len(values)} values")
-    return values
 
 
 def open_for_append(path: "os.PathLike[str] | str") -> BinaryIO:
