@@ -40,6 +40,7 @@ def slurm_apply(
     cpus_per_node: Optional[int] = None,
     slurm_options: Optional[Mapping[str, Any]] = None,
     setup: Optional[Sequence[str]] = None,
+    more_args: Optional[Mapping[str, Any]] = None,
     jobname: Optional[str] = None,
     job_dir: Union[str, "os.PathLike[str]", None] = None,
     submit: bool = True,
@@ -64,6 +65,10 @@ def slurm_apply(
     add_objects : dict or list of str, optional
         Objects ``f`` needs, visible to it as globals on the node. A list names globals of the
         caller, as in rslurm.
+    more_args : dict, optional
+        Constant keyword arguments given to every call, e.g. ``{"n_iter": 1000, "data": X}``
+        (rslurm's ``...``, batchtools' ``more.args``); stored once with the function, not per
+        row. A name that is also a column is refused. ``functools.partial(f, ...)`` works too.
     pkgs : list of str, optional
         Modules imported on the node before ``f`` runs.
     nodes : int, optional
@@ -130,7 +135,8 @@ def slurm_apply(
         raise InputError("seed_arg needs row seeds, but seed=False turns them off")
     if seed_arg is not None and (not isinstance(seed_arg, str) or not seed_arg.isidentifier()):
         raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r}")
-    v.check_params(f, params_df, extra_args=[seed_arg] if seed_arg else [])
+    more_args = v.check_more_args(f, more_args, params_df, seed_arg)
+    v.check_params(f, params_df, extra_args=([seed_arg] if seed_arg else []) + list(more_args))
     if seed_arg is not None and seed_arg in params_df.columns:
         raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
     objects = v.resolve_objects(add_objects, caller)
@@ -149,6 +155,8 @@ def slurm_apply(
     except InputError as exc:
         raise InputError(f"the job directory's path cannot go in the job script: {exc}. "
                          "Choose a job_dir (and jobname) without such characters.") from None
+    if more_args:  # stored once, with f: every call gets them
+        f = functools.partial(f, **more_args)
     size = v.check_payload(f, objects)  # before anything is written: it may not pickle
     if size.pickled > PAYLOAD_WARN_MB * 2**20:
         # Out-of-band buffers (arrays, DataFrames) are shared on a node; the rest is not.
@@ -174,7 +182,8 @@ def slurm_apply(
         pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
         seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
         seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=size.total,
-        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults)
+        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults,
+        more_args=sorted(more_args))
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
                        nodes=nodes, backend=backend, slurm_options=options,

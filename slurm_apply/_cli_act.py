@@ -110,3 +110,50 @@ def cleanup(job_dir: Path, force: bool) -> None:
     job = _open(job_dir)
     job.cleanup_files(force=force)
     click.echo(f"deleted {job.job_dir}")
+
+
+@cli.command("test")
+@_JOB_DIR
+@click.argument("row")
+@click.option("--fresh", is_flag=True, help="In a new interpreter, as a node starts (default: this one).")
+@click.option("--pdb", "use_pdb", is_flag=True, help="On an exception, open pdb where it was raised.")
+def test_row(job_dir: Path, row: str, fresh: bool, use_pdb: bool) -> None:
+    """Run one row here exactly as a node would, and print what it returned.
+
+    ROW is the row's label in params_df's index (its position for the default index). Same
+    payload, packages, constant arguments, row seed and working directory as on the node.
+
+    \b
+    Examples:
+      slurm-apply test _rslurm_fit 3
+      slurm-apply test _rslurm_fit 3 --pdb
+    """
+    import traceback
+
+    job = _open(job_dir)
+    label = _label(job, row)
+    try:
+        value = job.test_row(label, fresh=fresh)
+    except Exception as exc:  # the row's own error: shown as the node would log it
+        click.echo("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), err=True)
+        if use_pdb and not fresh:
+            import pdb
+
+            pdb.post_mortem(exc.__traceback__)
+        raise click.ClickException(f"row {label!r} raised {type(exc).__name__}: {exc}") from None
+    click.echo(repr(value))
+
+
+def _label(job: Any, row: str) -> Any:
+    """The index label a command-line ROW names: a position for the default index, else the
+    label whose text is ROW."""
+    index = job._names.index()
+    if index is None:
+        if not row.isdigit():
+            raise click.BadParameter(f"the job's rows are numbered 0 to {job.n_rows - 1}; got {row!r}",
+                                     param_hint="'ROW'")
+        return int(row)
+    for label in index:
+        if str(label) == row:
+            return label
+    raise click.BadParameter(f"params_df's index has no label {row!r}", param_hint="'ROW'")

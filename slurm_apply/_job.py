@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _backends as backends
 from ._store import layout as jd
@@ -12,6 +12,7 @@ from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
 from ._results import Results, list_record_files
+from ._rows import RowNames
 from ._status import JobStatus, Snapshot, build, valid_done
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class SlurmJob:
         self._manifest = jd.load_manifest(self.job_dir)
         self._results = Results(self.job_dir, self._manifest.n_rows)
         self._answers: Dict[TaskKey, Answer] = {}  # the scheduler's last answers
+        self._names = RowNames(self.job_dir, self._manifest.n_rows)
         self.scheduler_queries = 0  # how often this handle asked a scheduler (the benchmark counts)
 
     @classmethod
@@ -125,7 +127,7 @@ class SlurmJob:
             log_path=lambda k, t: str(self.log_path(k, t)),
             log_mtime=lambda k, t: _mtime(self.log_path(k, t)),
             claims=lambda k: jd.read_claims(self.job_dir, k),
-            chunk_bounds=_chunk_bounds, notes=notes, labels=self._labels_or_none)
+            chunk_bounds=_chunk_bounds, notes=notes, labels=self._names.labels_or_none)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""
@@ -254,6 +256,38 @@ class SlurmJob:
         return _output.table(self.job_dir / jd.PARAMS, self._results, status,
                              keep_errors=errors == "keep")
 
+    def as_completed(self, timeout_s: Optional[float] = None) -> Iterator[Tuple[Any, Any]]:
+        """Yield ``(row label, value)`` as rows finish, until the job has ended: the value
+        returned, or a :class:`FailedRow` for a row that raised (a row run again by a
+        resubmission may come twice). Walks the same wait loop as :meth:`wait`.
+
+        Examples
+        --------
+        >>> for label, value in job.as_completed():   # doctest: +SKIP
+        ...     print(label, value)
+        """
+        from ._rows import as_completed
+
+        return as_completed(self, self._results, timeout_s)
+
+    def test_row(self, row: Any, *, fresh: bool = False) -> Any:
+        """Run one row here exactly as a node would (same payload, pkgs, more_args, row seed
+        and working directory) and return its value, or raise the row's own exception.
+
+        Parameters
+        ----------
+        row
+            The row's label in params_df's index (its position for the default index).
+        fresh : bool, default False
+            False runs it in this process, so ``%debug`` and pdb see the exception; True in
+            a new interpreter, as a node starts (the exception comes back with the
+            interpreter's traceback as its cause).
+        """
+        from . import _testrow
+
+        position = self.position(row)
+        return (_testrow.run_fresh if fresh else _testrow.run_here)(self.job_dir, position)
+
     def get_errors(self) -> Dict[Any, ErrorInfo]:
         """{row label: (exception type, message, traceback)} for every row that raised.
 
@@ -264,25 +298,13 @@ class SlurmJob:
         errors = self._results.errors(status.failed_rows)
         return dict(zip(self.labels(errors), errors.values()))
 
+    def position(self, row: Any) -> int:
+        """The position of the row labelled ``row`` in params_df."""
+        return self._names.position(row)
+
     def labels(self, positions: Any) -> List[Any]:
         """params_df's index labels of these row positions."""
-        positions = list(positions)
-        named = self._labels_or_none(positions)
-        return named if named is not None else positions
-
-    def _labels_or_none(self, positions: Any) -> Optional[List[Any]]:
-        index = self._index()
-        return None if index is None else index[list(positions)].tolist()
-
-    def _index(self) -> Any:
-        """params_df's index, or None when it is the default 0..n-1 (read once)."""
-        if not hasattr(self, "_index_cache"):
-            import pandas as pd
-
-            index = jd.read_index(self.job_dir)
-            default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
-            self._index_cache = None if default else index
-        return self._index_cache
+        return self._names.labels(positions)
 
     # -- acting on the job ---------------------------------------------------------------------
 

@@ -349,6 +349,20 @@ class Results:
                     out[r] = v
         return out
 
+    def values_at(self, rows: np.ndarray) -> Dict[int, Any]:
+        """{row: value} for these rows whose winning record is a success, unpickling only the
+        frames that hold them (for results read as they come in)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        keys = self._best[rows]
+        wanted = set(rows[keys >= SUCCESS_BIT].tolist())
+        out: Dict[int, Any] = {}
+        best = memoryview(self._best)
+        for key, frame, rf in self._frames(_distinct(keys[keys >= SUCCESS_BIT])):
+            for r, v in zip(frame.done, rf.values(frame)):
+                if r in wanted and best[r] == key:
+                    out[r] = v
+        return out
+
     def all_by_column(self) -> bool:
         """True when some row succeeded and every frame holding a winning success stores its
         values by column (read from the frames' heads: nothing is unpickled)."""

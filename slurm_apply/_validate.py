@@ -57,6 +57,7 @@ def check_seed(seed: Any) -> Any:
 
 def check_accepts(f: Callable[..., Any], name: str, what: str) -> None:
     """f must take the keyword argument ``name`` (or **kwargs)."""
+    f = getattr(f, "f", f) if type(f).__name__ in ("_MapAdapter", "_NoArgs") else f  # slurm_map's
     try:
         params = inspect.signature(f).parameters.values()
     except (TypeError, ValueError):
@@ -64,9 +65,8 @@ def check_accepts(f: Callable[..., Any], name: str, what: str) -> None:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     if not any(p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params):
-        raise InputError(f"{what}={name!r} passes each row's seed to {_name(f)} as the keyword "
-                         f"argument {name!r}, which {_name(f)} does not take; add it to f's "
-                         "arguments or leave seed_arg out")
+        raise InputError(f"{what} passes {name!r} to {_name(f)} as a keyword argument, which "
+                         f"{_name(f)} does not take; add it to f's arguments or leave it out of {what}")
 
 
 def check_setup(setup: Any) -> List[str]:
@@ -82,6 +82,25 @@ def check_setup(setup: Any) -> List[str]:
             raise InputError(f"setup line {line!r} contains {', '.join(bad)}; give one line per "
                              "list item (a newline would split it into lines slurm_apply did not check)")
     return list(setup)
+
+
+def check_more_args(f: Callable[..., Any], more_args: Any, df: Any, seed_arg: Optional[str]) -> Dict[str, Any]:
+    """Constant keyword arguments: a dict of argument names f takes, none of them a column."""
+    if more_args is None:
+        return {}
+    if not isinstance(more_args, Mapping):
+        raise InputError(f"more_args must be a dict {{argument name: value}}; got {type(more_args).__name__}")
+    bad = [k for k in more_args if not isinstance(k, str) or not _IDENT.fullmatch(k)]
+    if bad:
+        raise InputError(f"more_args keys must be argument names of f; got {bad!r}")
+    columns = set(getattr(df, "columns", ()))
+    both = sorted((set(more_args) & columns) | ({seed_arg} & set(more_args)))
+    if both:
+        raise InputError(f"more_args gives {both}, which params_df (or seed_arg) also gives; each "
+                         "argument must come from one place: drop it from more_args or from the table")
+    for name in more_args:
+        check_accepts(f, name, "more_args")
+    return dict(more_args)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
@@ -294,6 +313,10 @@ def default_jobname(f: Any) -> str:
     import secrets
 
     # The time says when; the random suffix keeps calls within one second apart.
+    import functools
+
+    while isinstance(f, functools.partial):
+        f = f.func
     base = re.sub(r"[^A-Za-z0-9_]", "", getattr(f, "__name__", "") or "") or "job"
     return f"{base[:40]}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(2)}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional
 
 from ._classify import UNKNOWN
 from ._errors import InputError, JobTimeoutError, WaitInterrupted
@@ -59,30 +59,32 @@ def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
     one. Ctrl-C raises WaitInterrupted, carrying the last status, in place of a traceback.
     """
     pace = Pace(poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s)
-    seen: List["JobStatus"] = []  # the latest status, for an interrupt's message
+    last: Optional["JobStatus"] = None
     try:
-        seen.append(job.get_job_status())
-        if seen[0].state == "NOT_SUBMITTED":
-            raise InputError(f"{job.job_dir} has not been submitted: nothing to wait for. "
-                             "Submit it first (see the job's submit.sh).")
-        return _loop(job, pace, timeout_s, on_update, seen)
+        for last in statuses(job, pace, timeout_s):
+            if on_update is not None:
+                on_update(last)
     except KeyboardInterrupt:
         from ._render import interrupted_text
 
-        last = seen[0] if seen else None
         # "from None": what was running when Ctrl-C came (a sleep, a scheduler query) is noise.
         raise WaitInterrupted(interrupted_text(job.jobname, str(job.job_dir), last, cli=False),
                               last) from None
+    assert last is not None and last.ended
+    return last
 
 
-def _loop(job: "SlurmJob", pace: Pace, timeout_s: Optional[float],
-          on_update: Optional[Callable[["JobStatus"], None]], seen: List["JobStatus"]) -> "JobStatus":
+def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> Iterator["JobStatus"]:
+    """The one wait loop, as the statuses it sees: the first at once, the last with
+    ``ended == True`` (``wait()`` and ``as_completed()`` both walk it)."""
     logs = LogWatch()
-    status = seen[0]
+    status = job.get_job_status()
+    if status.state == "NOT_SUBMITTED":
+        raise InputError(f"{job.job_dir} has not been submitted: nothing to wait for. "
+                         "Submit it first (job.submit(), or `slurm-apply submit DIR`).")
     unknown_told = _tell_unknown(status, False)
+    yield status
     while not status.ended:
-        if on_update is not None:
-            on_update(status)
         if timeout_s is not None and time.monotonic() - pace.t0 > timeout_s:
             raise JobTimeoutError(f"job {job.jobname} still running after {timeout_s:.0f} s:\n{status}")
         pace.sleep()
@@ -95,10 +97,7 @@ def _loop(job: "SlurmJob", pace: Pace, timeout_s: Optional[float],
             failed = any(t.state == UNKNOWN for t in status.task_details)
             pace.queried(failed=failed, killed=killed)
             unknown_told = _tell_unknown(status, unknown_told)
-        seen[0] = status
-    if on_update is not None:
-        on_update(status)
-    return status
+        yield status
 
 
 def _tell_unknown(status: "JobStatus", told: bool) -> bool:

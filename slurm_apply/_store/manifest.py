@@ -95,6 +95,7 @@ class Manifest:
     packages: Dict[str, str] = field(default_factory=dict)
     prepare_s: Optional[float] = None
     defaults: Dict[str, Any] = field(default_factory=dict)  # what the site defaults file gave
+    more_args: List[str] = field(default_factory=list)  # names of the constant arguments
     submissions: List[Submission] = field(default_factory=list)
     format: int = FORMAT_VERSION
 

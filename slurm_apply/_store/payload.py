@@ -229,7 +229,10 @@ def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[
     with open(path, "rb") as fh:
         f, objects = pickle.load(fh, buffers=buffers)
     if objects:
-        glb = getattr(f, "__globals__", None)
+        inner = f
+        while isinstance(inner, functools.partial):  # more_args, or the user's own partial
+            inner = inner.func
+        glb = getattr(inner, "__globals__", None)
         if glb is not None:
             glb.update(objects)
         else:  # a callable object: put the names in builtins so its code still finds them
