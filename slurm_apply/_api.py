@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _backends as backends
@@ -120,29 +121,75 @@ def slurm_apply(
     """
     started = time.perf_counter()
     caller = _caller_globals if _caller_globals is not None else sys._getframe(1).f_globals
-    site, defaults = _config.resolve(nodes=nodes, cpus_per_node=cpus_per_node,
-                                     slurm_options=slurm_options, setup=setup)
-    nodes, cpus_per_node, slurm_options = site["nodes"], site["cpus_per_node"], site["slurm_options"]
-    setup = v.check_setup(site["setup"])
+    c = _checked(dict(f=f, params_df=params_df, add_objects=add_objects, pkgs=pkgs, nodes=nodes,
+                      cpus_per_node=cpus_per_node, slurm_options=slurm_options, setup=setup,
+                      more_args=more_args, jobname=jobname, job_dir=job_dir, backend=backend,
+                      max_concurrent=max_concurrent, seed=seed, seed_arg=seed_arg,
+                      rows_per_chunk=rows_per_chunk, overwrite=overwrite), caller)
+    if c.path.exists():  # overwrite=True: the old job must be over (or force)
+        _replace_old_job(c.path, force)
+    manifest = Manifest(
+        jobname=c.jobname, job_dir=str(c.path), token=secrets.token_hex(8),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_rows=int(len(params_df)),
+        columns=[str(col) for col in params_df.columns], function=_describe(f),
+        python=sys.executable, python_version=platform.python_version(), workdir=os.getcwd(),
+        pythonpath=_submit.caller_pythonpath(), objects=sorted(c.objects), pkgs=c.pkgs,
+        seed=None if c.seed is False else (c.seed if c.seed is not None else secrets.randbits(32)),
+        seed_arg=seed_arg, rows_per_chunk=c.rows_per_chunk, payload_bytes=c.size.total,
+        packages=dict(_package_versions(tuple(c.pkgs))), defaults=c.defaults,
+        more_args=sorted(c.more_args))
+    first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
+                       n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=c.cpus_per_node, n_chunks=0,
+                       nodes=c.nodes, backend=c.backend, slurm_options=c.options,
+                       max_concurrent=c.max_concurrent, setup=tuple(c.setup))
+    _write_job(c.path, manifest, first, (c.f, c.objects), params_df, overwrite=overwrite,
+               preflight=preflight, started=started)
+    if submit:
+        _submit_first(c.path, manifest)
+    return SlurmJob(c.path)
+
+
+def _describe(f: Any) -> str:
+    return f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}"
+
+
+def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
+    """Every argument of slurm_apply checked, in an order that fails fast and writes nothing;
+    the site defaults filled in. Asks the scheduler last (``scontrol ping``, ``sbatch --help``)."""
+    site, defaults = _config.resolve(nodes=a["nodes"], cpus_per_node=a["cpus_per_node"],
+                                     slurm_options=a["slurm_options"], setup=a["setup"])
+    f, df, seed_arg = a["f"], a["params_df"], a["seed_arg"]
+    c = SimpleNamespace(defaults=defaults, setup=v.check_setup(site["setup"]))
     v.check_function(f)
-    v.check_choice("backend", backend, _BACKENDS)
-    nodes = v.check_positive_int("nodes", nodes)
-    cpus_per_node = v.check_positive_int("cpus_per_node", cpus_per_node)
-    max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
-    rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", rows_per_chunk)
-    seed = v.check_seed(seed)
-    if seed is False and seed_arg is not None:
-        raise InputError("seed_arg needs row seeds, but seed=False turns them off")
-    if seed_arg is not None and (not isinstance(seed_arg, str) or not seed_arg.isidentifier()):
-        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r}")
-    more_args = v.check_more_args(f, more_args, params_df, seed_arg)
-    v.check_params(f, params_df, extra_args=([seed_arg] if seed_arg else []) + list(more_args))
-    if seed_arg is not None and seed_arg in params_df.columns:
-        raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
-    objects = v.resolve_objects(add_objects, caller)
-    pkgs = v.check_pkgs(pkgs)
-    options = v.check_options(slurm_options)
-    jobname = v.check_jobname(jobname if jobname is not None else v.default_jobname(f))
+    v.check_choice("backend", a["backend"], _BACKENDS)
+    c.nodes = v.check_positive_int("nodes", site["nodes"])
+    c.cpus_per_node = v.check_positive_int("cpus_per_node", site["cpus_per_node"])
+    c.max_concurrent = v.check_optional_positive_int("max_concurrent", a["max_concurrent"])
+    c.rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", a["rows_per_chunk"])
+    c.seed = v.check_seed(a["seed"])
+    v.check_seed_arg(seed_arg, c.seed, df)
+    c.more_args = v.check_more_args(f, a["more_args"], df, seed_arg)
+    v.check_params(f, df, extra_args=([seed_arg] if seed_arg else []) + list(c.more_args))
+    c.objects = v.resolve_objects(a["add_objects"], caller)
+    c.pkgs = v.check_pkgs(a["pkgs"])
+    c.options = v.check_options(site["slurm_options"])
+    c.jobname = v.check_jobname(a["jobname"] if a["jobname"] is not None else v.default_jobname(f))
+    c.path = _job_path(c.jobname, a["job_dir"], a["overwrite"])
+    c.f = functools.partial(f, **c.more_args) if c.more_args else f  # stored once, with f
+    c.size = v.check_payload(c.f, c.objects)  # before anything is written: it may not pickle
+    if c.size.pickled > PAYLOAD_WARN_MB * 2**20:
+        # Out-of-band buffers (arrays, DataFrames) are shared on a node; the rest is not.
+        warnings.warn(
+            f"the pickled function and objects take {c.size.pickled / 2**20:.0f} MB; every task "
+            "reads them and each of its processes holds its own copy. NumPy arrays and DataFrames "
+            "are shared instead (memory-mapped on the nodes): pass big data as those, or have f "
+            "load it from a file.", stacklevel=3)
+    c.backend = backends.choose(a["backend"])
+    backends.get(c.backend).check_usable(a["backend"])
+    return c
+
+
+def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
     if job_dir is not None and not Path(job_dir).is_dir():
         raise InputError(f"job_dir {os.fspath(job_dir)!r} is not an existing directory; create it first")
     path = jd.default_dir(jobname, job_dir)
@@ -155,44 +202,7 @@ def slurm_apply(
     except InputError as exc:
         raise InputError(f"the job directory's path cannot go in the job script: {exc}. "
                          "Choose a job_dir (and jobname) without such characters.") from None
-    if more_args:  # stored once, with f: every call gets them
-        f = functools.partial(f, **more_args)
-    size = v.check_payload(f, objects)  # before anything is written: it may not pickle
-    if size.pickled > PAYLOAD_WARN_MB * 2**20:
-        # Out-of-band buffers (arrays, DataFrames) are shared on a node; the rest is not.
-        warnings.warn(
-            f"the pickled function and objects take {size.pickled / 2**20:.0f} MB; every task reads "
-            "them and each of its processes holds its own copy. NumPy arrays and DataFrames are "
-            "shared instead (memory-mapped on the nodes): pass big data as those, or have f load "
-            "it from a file.", stacklevel=2)
-
-    # Last of the checks, as it may ask Slurm (`scontrol ping`) on a site without slurm.conf.
-    requested = backend
-    backend = backends.choose(backend)
-    backends.get(backend).check_usable(requested)
-    if path.exists():  # overwrite=True: the old job must be over (or force)
-        _replace_old_job(path, force)
-
-    manifest = Manifest(
-        jobname=jobname, job_dir=str(path), token=secrets.token_hex(8),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), n_rows=int(len(params_df)),
-        columns=[str(c) for c in params_df.columns],
-        function=f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', type(f).__name__)}",
-        python=sys.executable, python_version=platform.python_version(), workdir=os.getcwd(),
-        pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
-        seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
-        seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=size.total,
-        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults,
-        more_args=sorted(more_args))
-    first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
-                       n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
-                       nodes=nodes, backend=backend, slurm_options=options,
-                       max_concurrent=max_concurrent, setup=tuple(setup))
-    _write_job(path, manifest, first, (f, objects), params_df, overwrite=overwrite,
-               preflight=preflight, started=started)
-    if submit:
-        _submit_first(path, manifest)
-    return SlurmJob(path)
+    return path
 
 
 def _replace_old_job(path: Path, force: bool) -> None:

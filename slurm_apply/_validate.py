@@ -84,6 +84,17 @@ def check_setup(setup: Any) -> List[str]:
     return list(setup)
 
 
+def check_seed_arg(seed_arg: Any, seed: Any, df: Any) -> None:
+    if seed_arg is None:
+        return
+    if seed is False:
+        raise InputError("seed_arg needs row seeds, but seed=False turns them off")
+    if not isinstance(seed_arg, str) or not seed_arg.isidentifier():
+        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r}")
+    if seed_arg in getattr(df, "columns", ()):
+        raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
+
+
 def check_more_args(f: Callable[..., Any], more_args: Any, df: Any, seed_arg: Optional[str]) -> Dict[str, Any]:
     """Constant keyword arguments: a dict of argument names f takes, none of them a column."""
     if more_args is None:
