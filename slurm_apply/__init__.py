@@ -11,7 +11,8 @@ so the public names are loaded on first use, and a task pays only for the module
 import typing as _typing
 
 if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load on first use (below)
-    from ._api import slurm_apply, slurm_call, slurm_map
+    from ._api import slurm_apply
+    from ._map import slurm_call, slurm_map
     from ._errors import (
         InputError,
         JobActiveError,
@@ -65,7 +66,7 @@ __all__ = [
 
 _HOME = {name: "._errors" for name in __all__
          if name.endswith("Error") or name in ("RemoteTraceback", "WaitInterrupted")}
-_HOME.update(slurm_apply="._api", slurm_map="._api", slurm_call="._api", SlurmJob="._job",
+_HOME.update(slurm_apply="._api", slurm_map="._map", slurm_call="._map", SlurmJob="._job",
              JobStatus="._status", TaskStatus="._status", FailedRow="._output",
              MissingRow="._output")
 
