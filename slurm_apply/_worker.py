@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _jobdir as jd
-from ._store import records
+from ._store import claims, records
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
@@ -177,7 +177,7 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
         done.update(records.array_ids(saved.done))
         done.update(records.array_ids(saved.err))
         me = (task, proc)
-        mine_before = sorted(c for c, who in jd.read_claims(job_dir, sub).items() if who == me)
+        mine_before = sorted(c for c, who in claims.read_claims(job_dir, sub).items() if who == me)
 
     own = list(range(slot, n_chunks, slots))
     order = mine_before + own + [c for c in range(n_chunks) if c % slots != slot]
@@ -201,7 +201,7 @@ def _run_process(job_dir: Path, manifest: Dict[str, Any], sub: int, task: int, p
             claimed_again.discard(c)
         elif jd.job_replaced(job_dir, manifest.token):
             break  # the directory holds another job now: claim nothing of it
-        elif not jd.try_claim(job_dir, sub, c, task, proc):
+        elif not claims.try_claim(job_dir, sub, c, task, proc):
             continue
         rows, names, cols = decode_chunk(params.chunk(c))
         if first_row_at is None:

@@ -20,7 +20,7 @@ from slurm_apply import _submit
 from slurm_apply._store.manifest import ranges
 from slurm_apply._results import (ERROR, NO_RECORD, SUCCESS, Results, list_record_files, make_key,
                                   merge, split_key)
-from slurm_apply._store import records
+from slurm_apply._store import claims, records
 from slurm_apply._worker import decode_chunk, row_seed
 
 
@@ -325,9 +325,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 def test_claims_are_exclusive(tmp_path):
     jd.make_submission_dirs(tmp_path, 0)
-    assert jd.try_claim(tmp_path, 0, 3, task=1, proc=0)
-    assert not jd.try_claim(tmp_path, 0, 3, task=2, proc=1)
-    assert jd.read_claims(tmp_path, 0) == {3: (1, 0)}
+    assert claims.try_claim(tmp_path, 0, 3, task=1, proc=0)
+    assert not claims.try_claim(tmp_path, 0, 3, task=2, proc=1)
+    assert claims.read_claims(tmp_path, 0) == {3: (1, 0)}
 
 
 def test_params_chunks_are_read_one_at_a_time(tmp_path):
