@@ -176,7 +176,10 @@ def test_a_task_whose_processes_keep_dying_gives_up_and_says_so(tmp_path):
     done = json.loads(jd.task_marker(job.job_dir, 0, 0, "done").read_text())
     assert not done["ok"] and done["failures"] == [status.reasons[0]]
     assert status.rows_done == 3 and 3 <= status.rows_failed <= 3 + 8  # bounded: no endless forks
-    assert all("gave up" in status.missing_reasons[r] for r in status.missing_rows if r < 15)
+    chains = claims.ClaimReader(job.job_dir, 0).chains()
+    for r in status.missing_rows:  # in a chunk it had taken, or in one nobody took
+        why = status.missing_reasons[r]
+        assert ("gave up" in why) if r // 5 in chains else why.startswith("never started"), (r, why)
     log = jd.log_path(job.job_dir, 0, 0).read_text()
     assert "slurm_apply: gave up replacing processes" in log
 

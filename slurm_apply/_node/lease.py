@@ -45,7 +45,9 @@ class Heartbeat:
 
     def __init__(self, job_dir: Path, sub: int, task: int) -> None:
         self.path = heartbeat_path(job_dir, sub, task)
-        jd.write_bytes(self.path, b"")  # empty: alive (a requeued task clears its stop note)
+        # Empty means alive (a requeued task clears its stop note). Nothing to keep: no fsync.
+        with open(self.path, "wb"):
+            pass
         self.now = os.stat(self.path).st_mtime
 
     def renew(self) -> float:

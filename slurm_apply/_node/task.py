@@ -35,7 +35,8 @@ from . import rows as rowloop
 MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a row
 MAX_DEATHS = 100  # per task start: past this a replacement costs more than it saves
 STOP_WAIT_S = 10.0  # to let processes save after SIGTERM; Slurm's KillWait defaults to 30 s
-LINGER_POLL_S = 0.2  # a lingering task looks again after this, then 1.5 times later each time
+LINGER_POLL_S = 0.2  # a lingering task looks again after this, then 1.5 times later, up to
+# HEARTBEAT_S: it ends soon after the tasks it watches, and takes over soon after a death
 
 _HINTS = {
     signal.SIGSEGV: "a crash in compiled code", signal.SIGBUS: "a crash in compiled code",
@@ -257,7 +258,8 @@ class Task:
             if claims.try_take_over(ctx.job_dir, ctx.sub, o.chunk, o.gen, (ctx.task, p), lost):
                 works.setdefault(p, []).append((o.chunk, o.skip, 0))
                 self.tally.took_over.append(o.chunk)
-                why = "stopped on SIGTERM" if dead.get(o.owner[0]) is not None else "silent"
+                why = ("it stopped on SIGTERM" if dead.get(o.owner[0]) is not None
+                       else f"its heartbeat is over {lease.LEASE_S:.0f} s old")
                 self._say(f"took over chunk {o.chunk} from task {o.owner[0]} ({why})"
                           + (f"; its row {o.lost} was in flight there and is left missing"
                              if o.lost is not None else ""))
@@ -303,7 +305,7 @@ class Task:
                     markers.unmark_done(self.ctx)  # working again: its marker would say too little
                     linger_until = None
                 # A lingering task looks often at first, to end soon after the tasks it watches.
-                pause = min(pause * 1.5, lease.SCAN_S) if linger_until is not None else LINGER_POLL_S
+                pause = min(pause * 1.5, lease.HEARTBEAT_S) if linger_until is not None else LINGER_POLL_S
                 next_scan = time.monotonic() + (pause if linger_until is not None else lease.SCAN_S)
             if self.children:
                 continue
