@@ -1,4 +1,4 @@
-"""The job directory: every file name, every atomic write, every record format.
+"""The job directory: every file name, every atomic write, the parameter file.
 
 No other module builds a path inside a job directory or opens one of its files for writing.
 The directory is the whole state of a job, so a handle can be rebuilt from it in any process.
@@ -31,7 +31,6 @@ import pickle
 import stat
 import struct
 import tempfile
-import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -308,75 +307,7 @@ class ParamsReader:
 
 
 # ---------------------------------------------------------------------------------------------
-# Result records: an append-only file per task process. Each frame is
-#     magic(4) | payload length (u32) | crc32 of payload (u32) | payload
-# and the payload a pickled batch (rows, values, errors). Frames are appended and flushed in
-# small batches, so rows persist as they finish; a frame cut short by a kill fails its length or
-# CRC check and is ignored (and trimmed off before the file is appended to again).
-
-_REC_MAGIC = b"SAR1"
-_REC_HEAD = struct.Struct("<4sII")
-
-# One batch: rows that returned, their values, and {row: (type, message, traceback)} for rows that raised.
-Batch = Tuple[List[int], List[Any], Dict[int, Tuple[str, str, str]]]
-
-
-def encode_frame(payload: bytes) -> bytes:
-    return _REC_HEAD.pack(_REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def iter_frames(data: bytes, start: int = 0) -> Iterator[Tuple[int, bytes]]:
-    """Yield (end offset, payload) for each whole frame from ``start``; stop at the first torn one."""
-    pos = start
-    n = len(data)
-    head = _REC_HEAD.size
-    while pos + head <= n:
-        magic, size, crc = _REC_HEAD.unpack_from(data, pos)
-        end = pos + head + size
-        if magic != _REC_MAGIC or end > n:
-            return
-        payload = data[pos + head:end]
-        if zlib.crc32(payload) != crc:
-            return
-        yield end, payload
-        pos = end
-
-
-def valid_length(path: Path) -> int:
-    """Length of the whole frames at the start of a record file (0 if it does not exist)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    end = 0
-    for end, _ in iter_frames(data):
-        pass
-    return end
-
-
-def open_records_for_append(path: Path) -> BinaryIO:
-    """Open a record file to add frames, first cutting off a torn tail left by a killed writer."""
-    good = valid_length(path)
-    fh = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
-    if fh.tell() != good:
-        fh.truncate(good)
-        fh.seek(good)
-    return fh
-
-
-def read_batches(path: Path, start: int = 0) -> Tuple[int, List[Batch]]:
-    """Read the whole frames of a record file from ``start``: (new offset, batches)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read()
-    except FileNotFoundError:
-        return start, []
-    batches: List[Batch] = []
-    end = 0
-    for end, payload in iter_frames(data):
-        batches.append(pickle.loads(payload))
-    return start + end, batches
+# Result files and task markers (the record format itself is _store/records.py's).
 
 
 def list_result_files(job_dir: Path, sub: int) -> List[Path]:
