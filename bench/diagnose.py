@@ -5,10 +5,11 @@
     python bench/diagnose.py submit tiny|wide JOBS_DIR     # cProfile of slurm_apply() on W1/W3
     python bench/diagnose.py task N_ROWS seeded|unseeded   # cProfile of one whole array task
 
-Each prints one JSON object. ``worker-loop`` calls slurm_apply's private ``_worker._run_process``
-directly (on a job written with ``submit=False``), so it may stop working when that function
-changes; it then says so instead of a figure. It runs in its own process because the worker
-installs a SIGTERM handler.
+Each prints one JSON object. ``worker-loop`` calls slurm_apply's private row loop directly (on a
+job written with ``submit=False``): ``_node.rows.run_process`` (the process writes each row it
+starts into its slot, which the task's parent reads if it dies), or ``_worker._run_process`` in
+a checkout from before ``_node``, so one script measures both (put either first on PYTHONPATH).
+It runs in its own process because the row loop installs a SIGTERM handler.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ def _library_time(stats: pstats.Stats, min_s: float = 0.002,
 def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
     """Per-row time of the node's row loop (W1's or W3's table) with the job's seed as written
     (the default: every row seeds ``random``) and with no seed, and a profile of the default."""
+    import slurm_apply as package
     from slurm_apply._store import layout as jd
-    from slurm_apply import _worker, slurm_apply
+    from slurm_apply import slurm_apply
+
+    run_process = _row_loop()
 
     f = {"tiny": workloads.add, "wide": workloads.wide}[workload]
     df = workloads.tiny_table(n_rows) if workload == "tiny" else workloads.wide_table(n_rows)
@@ -75,7 +79,7 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
             if prof:
                 prof.enable()
             t = time.perf_counter()
-            stats = _worker._run_process(job.job_dir, m, 0, 0, 0, f)
+            stats = run_process(job.job_dir, m, f)
             wall = time.perf_counter() - t
             if prof:
                 prof.disable()
@@ -104,7 +108,9 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
             "whole_process_us_per_row_seeded": round(statistics.median(x[1] for x in seeded), 3),
             "whole_process_us_per_row_unseeded": round(statistics.median(x[1] for x in unseeded), 3),
             "profile_seeded_top": _own_time(pstats.Stats(prof), 10),
-            "method": ("slurm_apply._worker._run_process on the workload's job written with "
+            "slurm_apply": os.path.dirname(package.__file__),
+            "row_loop": run_process.__doc__,
+            "method": ("the row loop of one process (see row_loop) on the workload's job written with "
                        "submit=False, in one process (no Slurm, no other task); 'unseeded' passes a "
                        "copy of the manifest with seed=None (what seed=False writes). "
                        "loop = the process's own loop_s; whole_process = its wall time, claims, "
@@ -113,6 +119,35 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
         }
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def _row_loop() -> Any:
+    """(job_dir, manifest, f) -> stats of one process's pass over every chunk, for the
+    slurm_apply on the path: the node package's, or the old single-module worker's."""
+    try:
+        from slurm_apply._node import rows
+    except ImportError:
+        from slurm_apply import _worker
+
+        def old(job_dir: Path, m: Any, f: Any) -> Dict[str, Any]:
+            """slurm_apply._worker._run_process (no slot: nobody knows which row it runs)"""
+            return _worker._run_process(job_dir, m, 0, 0, 0, f)
+
+        return old
+
+    def new(job_dir: Path, m: Any, f: Any) -> Dict[str, Any]:
+        """slurm_apply._node.rows.run_process (each row's id stored into its slot first)"""
+        at = memoryview(bytearray(8 * rows.SLOT_WIDTH)).cast("q")
+        return rows.run_process(rows.Context(job_dir, m, 0, 0, f=f), rows.Work(0), at)
+
+    return new
+
+
+def _node_module() -> str:
+    """What submit.sh runs: ``slurm_apply._node``, or ``slurm_apply._worker`` before it."""
+    import importlib.util
+
+    return "slurm_apply._node" if importlib.util.find_spec("slurm_apply._node") else "slurm_apply._worker"
 
 
 def _wall(args: List[str], reps: int = 5) -> float:
@@ -140,13 +175,13 @@ def startup() -> Dict[str, Any]:
     return {
         "python_bare_s": round(_wall([py, "-c", "pass"]), 4),
         "python_no_site_s": round(_wall([py, "-S", "-c", "pass"]), 4),
-        "worker_module_s": round(_wall([py, "-m", "slurm_apply._worker"]), 4),
-        "import_slurm_apply_package_ms": _import_us([py, "-X", "importtime", "-m", "slurm_apply._worker"],
+        "worker_module_s": round(_wall([py, "-m", _node_module()]), 4),
+        "import_slurm_apply_package_ms": _import_us([py, "-X", "importtime", "-m", _node_module()],
                                                     "slurm_apply") / 1000,
         "import_site_ms": _import_us([py, "-X", "importtime", "-c", "pass"], "site") / 1000,
         "import_numpy_ms": _import_us([py, "-X", "importtime", "-c", "import numpy"], "numpy") / 1000,
         "method": ("median wall time of 5 runs of each command; import times from python -X importtime. "
-                   "`python -m slurm_apply._worker` without arguments imports the package and prints "
+                   "`python -m slurm_apply._node` without arguments imports the package and prints "
                    "its usage: the interpreter start every task pays before its 'started' stamp."),
     }
 
@@ -182,7 +217,7 @@ def submit_profile(workload: str, jobs_dir: str) -> Dict[str, Any]:
 
 def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
     """One array task of a W1 job run as submit.sh runs it, outside Slurm, under cProfile:
-    ``python -m cProfile -m slurm_apply._worker JOB 0`` with SLURM_ARRAY_TASK_ID=0. The job has
+    ``python -m cProfile -m slurm_apply._node JOB 0`` with SLURM_ARRAY_TASK_ID=0. The job has
     2 tasks; task 0 takes its own chunks and then, as task 1 never comes, all the others."""
     from slurm_apply import slurm_apply
 
@@ -195,7 +230,7 @@ def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
         env = dict(os.environ, SLURM_ARRAY_TASK_ID="0",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "slurm_apply._worker",
+        proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", _node_module(),
                                str(job.job_dir), "0", job.manifest.token], env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
@@ -206,7 +241,7 @@ def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
             shutil.rmtree(d)
             d.mkdir()
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "slurm_apply._worker",
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", _node_module(),
                                str(job.job_dir), "0", job.manifest.token], env=env, capture_output=True, text=True)
         wall_plain = time.perf_counter() - t
         top: List[Tuple[str, float]] = []

@@ -147,7 +147,7 @@ def use_library_snapshot(into: Path) -> Dict[str, str]:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(into), os.environ.get("PYTHONPATH")]))
     import slurm_apply
 
-    # A task starts as `cd <this directory>; python -m slurm_apply._worker` with this environment.
+    # A task starts as `cd <this directory>; python -m slurm_apply._node` with this environment.
     task_sees = subprocess.run([sys.executable, "-c", "import slurm_apply; print(slurm_apply.__file__)"],
                                capture_output=True, text=True).stdout.strip()
     for where in (slurm_apply.__file__, task_sees):

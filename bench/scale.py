@@ -92,7 +92,7 @@ def disk_read_bytes() -> int:
 
 
 class NodeSampler:
-    """Samples the memory and reads of a job's task processes (python -m slurm_apply._worker
+    """Samples the memory and reads of a job's task processes (python -m slurm_apply._node
     with the job directory in its command line) every ``interval_s``."""
 
     FIELDS = ("Rss", "Pss", "Anonymous", "Private_Clean", "Shared_Clean")
@@ -151,7 +151,7 @@ class NodeSampler:
             if rec is None:
                 with open(f"/proc/{pid}/cmdline", "rb") as fh:
                     cmd = fh.read()
-                if b"slurm_apply._worker" not in cmd or self.needle not in cmd:
+                if b"slurm_apply._node" not in cmd or self.needle not in cmd:
                     return None
                 with open(f"/proc/{pid}/environ", "rb") as fh:
                     env = dict(e.split(b"=", 1) for e in fh.read().split(b"\0") if b"=" in e)
@@ -232,7 +232,7 @@ def s3(root: Path, gb: float, backend: str, reps: int) -> Dict[str, Any]:
             bases.append(step("save_baseline", where=str(jobs), gb=gb))
     call = calls[-1]
     job_dir = Path(call["job_dir"])
-    pre_kb = peak_rss_kb([sys.executable, "-m", "slurm_apply._worker", "--preflight",
+    pre_kb = peak_rss_kb([sys.executable, "-m", "slurm_apply._node", "--preflight",
                           str(job_dir / "payload.pkl")])
     bare_kb = peak_rss_kb([sys.executable, "-c", "import numpy"])
     evict(job_dir / "payload.buffers")

@@ -4,7 +4,7 @@
     >>> job.wait()                                                  # doctest: +SKIP
     >>> out = job.get_output()                                      # doctest: +SKIP
 
-Every array task starts with ``python -m slurm_apply._worker``, which imports this package first;
+Every array task starts with ``python -m slurm_apply._node``, which imports this package first;
 so the public names are loaded on first use, and a task pays only for the modules it needs.
 """
 

@@ -275,7 +275,7 @@ class _Preflight:
             env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.python = sys.executable
         self.proc = subprocess.Popen(
-            [self.python, "-m", "slurm_apply._worker", "--preflight", str(payload), *pkgs],
+            [self.python, "-m", "slurm_apply._node", "--preflight", str(payload), *pkgs],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env=env, cwd=os.getcwd())
 

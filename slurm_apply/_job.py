@@ -14,6 +14,7 @@ from ._errors import InputError, JobActiveError, JobTimeoutError
 from ._results import Results, list_record_files
 from ._rows import RowNames
 from ._status import JobStatus, Snapshot, build, valid_done
+from ._store.claims import ClaimReader
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +127,7 @@ class SlurmJob:
             read_log=lambda k, t: _read_tail(self.log_path(k, t)),
             log_path=lambda k, t: str(self.log_path(k, t)),
             log_mtime=lambda k, t: _mtime(self.log_path(k, t)),
-            claims=lambda k: jd.read_claims(self.job_dir, k),
+            claims=lambda k: ClaimReader(self.job_dir, k).chains(),
             chunk_bounds=_chunk_bounds, notes=notes, labels=self._names.labels_or_none)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:

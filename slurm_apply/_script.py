@@ -125,7 +125,7 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
         lines.extend(setup)  # the user's own shell, verbatim (checked: one line each)
     lines.append(
         # The job's token: a task of a job that was replaced in this directory does nothing.
-        f"exec {shlex.quote(python)} -m slurm_apply._worker {shlex.quote(str(job_dir))} {int(sub)} "
+        f"exec {shlex.quote(python)} -m slurm_apply._node {shlex.quote(str(job_dir))} {int(sub)} "
         f"{shlex.quote(token)}"
     )
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._results import Results
+    from ._store.claims import Chain
     from ._store.manifest import Manifest, Submission
 
 NOT_FINISHED = "queued or running"  # why a row has no result while its tasks are at it
@@ -170,7 +171,7 @@ class Snapshot:
     read_log: Callable[[int, int], str]  # (submission, task) -> the tail of its log
     log_path: Callable[[int, int], str]
     log_mtime: Callable[[int, int], Optional[float]]
-    claims: Callable[[int], Dict[int, Tuple[int, int]]]  # submission -> {chunk: (task, proc)}
+    claims: Callable[[int], Dict[int, "Chain"]]  # submission -> {chunk: its claim chain}
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
@@ -326,7 +327,8 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
 
 def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) -> Dict[int, str]:
     """Blame each missing row on the task that had taken its chunk in the latest submission
-    that included it, or say it was never started."""
+    that included it (the one it was in flight in, if its chunk was taken over after that
+    task died), or say it was never started."""
     by_task = {(d.submission, d.task): d for d in details}
     left = set(missing)
     out: Dict[int, str] = {}
@@ -334,13 +336,15 @@ def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) 
         if not left:
             break
         rows = s.row_positions()
-        claims = snap.claims(s.index)
+        chains = snap.claims(s.index)
         states = [d.state for d in details if d.submission == s.index]
         for c, (a, b) in enumerate(snap.chunk_bounds(len(rows), s.n_chunks)):
+            chain = chains.get(c)
             for r in rows[a:b]:
                 if r in left:
                     left.discard(r)
-                    out[r] = _blame(s, claims.get(c), states, by_task)
+                    who = chain.lost.get(r, chain.owner) if chain is not None else None
+                    out[r] = _blame(s, who, states, by_task)
     for r in left:
         out[r] = "not in any submission"
     return out

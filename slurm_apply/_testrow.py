@@ -51,7 +51,7 @@ def as_on_the_node(job_dir: Path) -> Iterator[None]:
 
 def run_here(job_dir: Path, position: int) -> Any:
     """Call f on the row in this process; its exception, if any, goes up as raised."""
-    from ._worker import row_seed
+    from ._node.rows import row_seed
 
     m = jd.load_manifest(job_dir)
     kwargs = row_kwargs(job_dir, position)

@@ -92,7 +92,10 @@ def dies_on_row_1() -> Callable[..., Any]:
         import os
 
         if x == 1:
-            os._exit(3)  # the worker process dies: the task FAILS and row 1 goes missing
+            # The task's own process dies (a process running a row that dies costs only its
+            # row, recorded as failed): the task FAILS and row 1 goes missing.
+            os.kill(os.getppid(), 9)
+            os._exit(3)
         return x
 
     return die
@@ -145,7 +148,7 @@ def failed_job(jobs_root: Path) -> SlurmJob:
 
 @pytest.fixture(scope="module")
 def dead_job(jobs_root: Path) -> SlurmJob:
-    """4 rows; the process running row 1 dies, so a task FAILED and row 1 is missing."""
+    """4 rows; row 1 kills its task's parent process, so a task FAILED and row 1 is missing."""
     job = make_job(jobs_root, "dying", dies_on_row_1(), 4)
     job.wait(progress=False)
     return job
@@ -187,11 +190,11 @@ def test_status_names_the_dead_task_and_the_missing_row(dead_job):
     code, out = run_cli("status", dead_job.job_dir)
     assert code == 0, out
     assert "]: INCOMPLETE" in out and "rows: 3 done, 0 failed, 1 missing" in out
-    assert "FAILED     1  " in out and "exit code 3" in out
+    assert "FAILED     1  " in out and "exit code 0:9" in out  # killed by SIGKILL
     assert "missing rows: 1 (task " in out
     code, out = run_cli("status", dead_job.job_dir, "-v")
     assert code == 0, out
-    assert "TASK  STATE      NODE" in out and "exit code 3" in out
+    assert "TASK  STATE      NODE" in out and "exit code 0:9" in out
 
 
 def test_status_json_is_the_job_status_dict(failed_job):
@@ -340,7 +343,7 @@ def test_logs_failed_shows_a_task_that_died(dead_job):
     code, out = run_cli("logs", dead_job.job_dir, "--failed")
     assert code == 0, out
     assert headers(out) == [f"s0_t{dead[0].task}.out"]
-    assert f"[task {dead[0].task}: FAILED (exit code 3" in out
+    assert f"[task {dead[0].task}: FAILED (exit code 0:9" in out
 
 
 def test_logs_failed_on_a_clean_job_says_there_is_nothing(ok_job):

@@ -50,7 +50,7 @@ def test_round_trip_equals_plain_loop(cluster, job_parent):
     assert len({d.node for d in status.task_details}) >= 2
     script = (job.job_dir / "submit.sh").read_text()
     assert "#SBATCH --array=0-2" in script and "#SBATCH --cpus-per-task=2" in script
-    assert f"exec {sys.executable} -m slurm_apply._worker" in script
+    assert f"exec {sys.executable} -m slurm_apply._node" in script
 
 
 def test_add_objects_and_pkgs_reach_the_node(cluster, job_parent):

@@ -58,7 +58,7 @@ def test_a_frame_says_in_its_head_how_its_values_are_stored(tmp_path: Path) -> N
 
 
 def test_the_node_stores_by_column_without_numpy() -> None:
-    code = ("import sys; import slurm_apply._worker\n"
+    code = ("import sys; import slurm_apply._node.rows\n"
             "from slurm_apply._store import records\n"
             "blob = records.encode_frame([0, 1], [{'a': 1.5, 'n': 2}, {'a': 0.5, 'n': 3}], {})\n"
             "print(blob[:4].decode(), 'numpy' in sys.modules)\n")

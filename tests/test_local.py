@@ -110,7 +110,7 @@ def test_seed_false_leaves_rows_unseeded(tmp_path):
 
 
 def test_seed_arg_passes_the_row_seed(tmp_path):
-    from slurm_apply._worker import row_seed
+    from slurm_apply._node.rows import row_seed
 
     def f(x, s):
         return s

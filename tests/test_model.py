@@ -93,12 +93,13 @@ class FakeResults:
         return {r: ("ValueError", f"row {r}", "tb") for r in rows}
 
 
-def snapshot(m, answers, records, markers=None, now=2000.0, log_mtime=None):
+def snapshot(m, answers, records, markers=None, now=2000.0, log_mtime=None, chains=None,
+             chunk_bounds=lambda n, c: [(0, n)]):
     return Snapshot(
         manifest=m, markers=markers or {}, answers=answers, results=FakeResults(m.n_rows, records),
         read_log=lambda k, t: "", log_path=lambda k, t: f"/logs/s{k}_t{t}.out",
-        log_mtime=lambda k, t: log_mtime, claims=lambda k: {},
-        chunk_bounds=lambda n, c: [(0, n)], now=now)
+        log_mtime=lambda k, t: log_mtime, claims=lambda k: chains or {},
+        chunk_bounds=chunk_bounds, now=now)
 
 
 def done_markers(sub_tasks):
@@ -159,3 +160,18 @@ def test_a_dead_worker_marker_is_failed_whatever_the_scheduler_lists():
     answers = {(0, t): TaskRecord("100", t, "RUNNING") for t in range(2)}
     st = build(snapshot(m, answers, {r: (2, 0) for r in range(8)}, markers))
     assert st.ended and set(st.tasks.values()) == {"FAILED"} and st.state == "INCOMPLETE"
+
+
+def test_a_row_lost_in_a_chunk_taken_over_is_blamed_on_the_task_it_was_in_flight_in():
+    from slurm_apply._store.claims import Chain
+
+    m = manifest()
+    # Task 1 died in row 7 of chunk 1 (rows 5-9); task 0 took the chunk over and ran 8 and 9.
+    chains = {0: Chain(0, [(0, 0)]), 1: Chain(1, [(1, 0), (0, 1)], lost={7: (1, 0)})}
+    markers = done_markers({0: [0]})
+    answers = {(0, 1): TaskRecord("100", 1, "NODE_FAIL", node_list="n2")}
+    records = {r: (2, 0) for r in range(10) if r != 7}
+    st = build(snapshot(m, answers, records, markers, chains=chains,
+                        chunk_bounds=lambda n, c: [(0, 5), (5, 10)]))
+    assert st.missing_rows == [7] and st.tasks == {0: "COMPLETED", 1: "NODE_FAIL"}
+    assert st.missing_reasons == {7: "task 1: NODE_FAIL (node n2 stopped answering)"}

@@ -172,7 +172,7 @@ def test_the_preflight_does_not_read_the_buffers(tmp_path: Path) -> None:
             "df": pd.DataFrame({"a": np.zeros(n // 2), "b": np.ones(n // 2, dtype=np.int64)})}
     payload.write_payload(big, add, objs)  # 200 MB of buffers
     payload.write_payload(small, add, {"X": np.ones(2), "df": pd.DataFrame({"a": [1.0]})})
-    peaks = {name: _peak_rss_kb([sys.executable, "-m", "slurm_apply._worker", "--preflight",
+    peaks = {name: _peak_rss_kb([sys.executable, "-m", "slurm_apply._node", "--preflight",
                                  str(d / payload.PAYLOAD)]) for name, d in (("big", big), ("small", small))}
     # The same imports either way: what the big payload adds must be far below its 200 MB.
     assert peaks["big"] - peaks["small"] < 10 * 1024, peaks

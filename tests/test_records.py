@@ -20,8 +20,8 @@ from slurm_apply import _submit
 from slurm_apply._store.manifest import ranges
 from slurm_apply._results import (ERROR, NO_RECORD, SUCCESS, Results, list_record_files, make_key,
                                   merge, split_key)
-from slurm_apply._store import records
-from slurm_apply._worker import decode_chunk, row_seed
+from slurm_apply._store import claims, records
+from slurm_apply._node.rows import decode_chunk, row_seed
 
 
 def frame(rows, values, errors=None):
@@ -133,7 +133,7 @@ def test_append_after_a_torn_tail_cuts_it_off(tmp_path):
 def test_the_node_reads_row_ids_without_numpy_or_unpickling(tmp_path):
     path = tmp_path / "t.rec"
     path.write_bytes(frame([5, 6], [Unloadable(), Unloadable()], {7: ("E", "m", "tb")}) + b"SAR2")
-    code = ("import sys; import slurm_apply._worker\n"
+    code = ("import sys; import slurm_apply._node.task\n"
             "from slurm_apply._store import records as r\n"
             f"b = r.RecordReader({str(path)!r}).read_new_batch()\n"
             f"r.open_for_append({str(path)!r}).close()\n"
@@ -154,7 +154,7 @@ def test_a_requeued_process_skips_its_saved_rows_without_unpickling_them(tmp_pat
     rec.write_bytes(frame([0, 1], [Unloadable(), Unloadable()], {2: ("E", "m", "tb")})
                     + frame([3], [30])[:-4])
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
-    run = subprocess.run([sys.executable, "-m", "slurm_apply._worker", str(job.job_dir), "0", job.manifest.token],
+    run = subprocess.run([sys.executable, "-m", "slurm_apply._node", str(job.job_dir), "0", job.manifest.token],
                          env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "finished 3 row(s)" in run.stdout  # 3, 4 and 5 only
@@ -325,9 +325,9 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 def test_claims_are_exclusive(tmp_path):
     jd.make_submission_dirs(tmp_path, 0)
-    assert jd.try_claim(tmp_path, 0, 3, task=1, proc=0)
-    assert not jd.try_claim(tmp_path, 0, 3, task=2, proc=1)
-    assert jd.read_claims(tmp_path, 0) == {3: (1, 0)}
+    assert claims.try_claim(tmp_path, 0, 3, task=1, proc=0)
+    assert not claims.try_claim(tmp_path, 0, 3, task=2, proc=1)
+    assert claims.read_claims(tmp_path, 0) == {3: (1, 0)}
 
 
 def test_params_chunks_are_read_one_at_a_time(tmp_path):

@@ -114,7 +114,7 @@ def test_render_gives_the_expected_script() -> None:
         "set -e\n"
         "cd /home/u/proj\n"
         "export PYTHONPATH=/home/u/proj${PYTHONPATH:+:$PYTHONPATH}\n"
-        "exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 0 3f9a\n"
+        "exec /usr/bin/python3 -m slurm_apply._node /jobs/_rslurm_fit 0 3f9a\n"
     )
 
 
@@ -122,7 +122,7 @@ def test_a_later_submission_has_its_own_number_and_no_pythonpath_line_when_none(
     text = _render(sub=2, pythonpath=None, log_pattern=Path("/jobs/_rslurm_fit/logs/s2_t%a.out"))
     assert "#SBATCH --output=/jobs/_rslurm_fit/logs/s2_t%a.out\n" in text
     assert "PYTHONPATH" not in text
-    assert text.endswith("exec /usr/bin/python3 -m slurm_apply._worker /jobs/_rslurm_fit 2 3f9a\n")
+    assert text.endswith("exec /usr/bin/python3 -m slurm_apply._node /jobs/_rslurm_fit 2 3f9a\n")
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -233,7 +233,7 @@ def test_bash_runs_the_hostile_script_with_every_value_intact(tmp_path: Path) ->
     proc = subprocess.run(["bash", str(script)], cwd=run_dir, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(report.read_text())
-    assert got == {"argv": ["-m", "slurm_apply._worker", str(args["job_dir"]), "0", "t0k"],
+    assert got == {"argv": ["-m", "slurm_apply._node", str(args["job_dir"]), "0", "t0k"],
                    "cwd": str(workdir), "pythonpath": args["pythonpath"]}
     assert not list(tmp_path.rglob("pwned"))
 

@@ -16,7 +16,7 @@ import pytest
 from slurm_apply import JobActiveError, SlurmJob, SubmissionError, slurm_apply, slurm_call, slurm_map
 from slurm_apply._backends import slurm as slurm_backend
 from slurm_apply._store import layout as jd
-from slurm_apply._worker import row_seed
+from slurm_apply._node.rows import row_seed
 from slurm_apply.cli import cli
 
 
@@ -123,7 +123,7 @@ def test_a_task_of_a_replaced_job_writes_nothing(tmp_path):
     old = run(slow, pd.DataFrame({"x": range(2)}), tmp_path, jobname="tok", submit=False)
     new = run(slow, pd.DataFrame({"x": range(2)}), tmp_path, jobname="tok", submit=False, overwrite=True)
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
-    proc = subprocess.run([sys.executable, "-m", "slurm_apply._worker", str(new.job_dir), "0",
+    proc = subprocess.run([sys.executable, "-m", "slurm_apply._node", str(new.job_dir), "0",
                            old.manifest.token], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "another job" in proc.stdout
     assert not any(jd.results_dir(new.job_dir, 0).iterdir())

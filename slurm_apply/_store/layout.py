@@ -14,10 +14,12 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         params.pkl               the caller's DataFrame (to rebuild the output table)
         submit.sh, submit_s1.sh  one sbatch array script per submission
         s0/params.bin            that submission's rows, in chunks a worker can seek to
-        s0/claims/c000012        which task process took chunk 12 (created with O_EXCL)
+        s0/claims/c000012        which task process took chunk 12 (created with O_EXCL;
+                                 c000012.1, ... when live tasks took it over: _store/claims.py)
         s0/results/t0003_p01.rec append-only framed records of finished rows (_store/records.py)
         s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
         s0/tasks/t0003.done      JSON written when a task has gone through every chunk
+        s0/tasks/t0003.live      the task's heartbeat (its mtime), or its stop note (_node/lease.py)
         logs/s0_t3.out           Slurm's output for each array task
 """
 
@@ -371,41 +373,6 @@ def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any
         except (FileNotFoundError, ValueError):
             continue
     return out
-
-
-def read_claims(job_dir: Path, sub: int) -> Dict[int, Tuple[int, int]]:
-    """{chunk: (task, proc)} for every chunk some task process has taken."""
-    out: Dict[int, Tuple[int, int]] = {}
-    d = claims_dir(job_dir, sub)
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        if not name.startswith("c") or not name[1:].isdigit():
-            continue
-        try:
-            text = (d / name).read_text()
-            task, proc = text.split(".")
-            out[int(name[1:])] = (int(task), int(proc))
-        except (OSError, ValueError):
-            # A claim is created empty and filled at once; an empty one belongs to a writer that
-            # was killed in between. It still counts as taken, by an unknown task.
-            out[int(name[1:])] = (-1, -1)
-    return out
-
-
-def try_claim(job_dir: Path, sub: int, chunk: int, task: int, proc: int) -> bool:
-    """Take a chunk for this process. O_EXCL makes exactly one of the racing processes win."""
-    try:
-        fd = os.open(claim_path(job_dir, sub, chunk), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, f"{task}.{proc}".encode())
-    finally:
-        os.close(fd)
-    return True
 
 
 def dumps(obj: Any) -> bytes:

@@ -1,0 +1,84 @@
+"""``python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN``: what every array task runs.
+
+Imports only what the node needs (no pandas): a task should reach its first row quickly.
+
+``python -m slurm_apply._node --preflight PAYLOAD [PKG...]`` imports the packages and loads the
+payload in this interpreter and exits 0, or prints why it cannot and exits 1: the check the
+submitting side runs before sbatch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from .._store import layout as jd
+from . import lease, markers
+from .rows import Context, load, load_payload
+from .task import Task
+
+
+def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
+    """Run one start of array task ``task`` of submission ``sub``; its exit code."""
+    started = time.time()
+    manifest = jd.load_manifest(job_dir)
+    if manifest.token != token or jd.job_replaced(job_dir, token):
+        print(f"slurm_apply: {job_dir} now holds another job (this task's job was replaced, "
+              "e.g. by overwrite=True); this task does nothing", flush=True)
+        return 1
+    ncpu = manifest.submissions[sub].cpus_per_task
+    ctx = Context(job_dir, manifest, sub, task, started=started,
+                  node=os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+    markers.unmark_done(ctx)  # a requeued task starts again: its old end marker says nothing
+    heartbeat = lease.Heartbeat(job_dir, sub, task)  # before any claim of this start
+    n_starts = markers.record_start(ctx)
+    print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "
+          f"start {n_starts}", flush=True)
+    runner = Task(ctx, ncpu, heartbeat)  # from here on SIGTERM is handled
+    ctx.f = load_payload(job_dir, manifest)
+    ctx.loaded = time.time()
+    if not runner.stopping:
+        runner.run(restarted=n_starts > 1)
+    if runner.stopping:
+        runner.stop()
+        sys.stdout.flush()
+        # Die of the signal, as the task would have without us: Slurm and the local runner
+        # read the cause from how the process ended.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 128 + signal.SIGTERM
+    return 1 if runner.tally.gave_up else 0
+
+
+def preflight(payload: Path, pkgs: Sequence[str]) -> int:
+    try:
+        load(payload, pkgs)
+    except BaseException as exc:  # report anything, including SystemExit from a user's import
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "--preflight":
+        return preflight(Path(argv[1]), argv[2:])
+    if len(argv) != 3:
+        print("usage: python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
+        return 2
+    task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if task_id is None:
+        print("slurm_apply: SLURM_ARRAY_TASK_ID is not set; this command is run by the array job "
+              "script (submit.sh), not by hand", file=sys.stderr)
+        return 2
+    return run_task(Path(argv[0]), int(argv[1]), int(task_id), argv[2])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
