@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from . import _backends as backends
 from ._store import layout as jd
+from ._store import params
 from . import _script
 from ._errors import SubmissionError
 from ._log import logger
@@ -95,7 +96,7 @@ def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: i
     for start, stop in chunk_bounds(len(df), n_chunks):
         chunk_rows: Any = (start, stop) if rows is None else [int(r) for r in rows[start:stop]]
         blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
-        blobs.append(jd.dumps(blob))
+        blobs.append(params.dumps(blob))
     return blobs
 
 
@@ -121,7 +122,7 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
                               written_at=time.time())
     rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
     jd.make_submission_dirs(job_dir, sub.index)
-    jd.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
+    params.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
     script = _script.render(
         jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,
         log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,

@@ -16,6 +16,7 @@ import pytest
 
 from slurm_apply import JobDirError, ResultsError, slurm_apply
 from slurm_apply._store import layout as jd
+from slurm_apply._store import params
 from slurm_apply import _submit
 from slurm_apply._store.manifest import ranges
 from slurm_apply._results import (ERROR, NO_RECORD, SUCCESS, Results, list_record_files, make_key,
@@ -333,8 +334,8 @@ def test_claims_are_exclusive(tmp_path):
 def test_params_chunks_are_read_one_at_a_time(tmp_path):
     df = pd.DataFrame({"a": range(10), "b": [f"s{i}" for i in range(10)], "c": [0.5] * 10})
     blobs = _submit.encode_chunks(df, None, 3)
-    jd.write_params_bin(tmp_path / "p.bin", blobs)
-    reader = jd.ParamsReader(tmp_path / "p.bin")
+    params.write_params_bin(tmp_path / "p.bin", blobs)
+    reader = params.ParamsReader(tmp_path / "p.bin")
     assert len(reader) == 3
     rows, names, cols = decode_chunk(reader.chunk(1))
     assert rows == [4, 5, 6] and names == ["a", "b", "c"]

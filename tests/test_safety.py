@@ -20,6 +20,7 @@ import slurm_apply
 from slurm_apply import (InputError, JobDirExistsError, SlurmJob, UnsafeJobDirError,
                          slurm_apply as run)
 from slurm_apply._store import layout as jd
+from slurm_apply._store import params
 
 PACKAGE = Path(slurm_apply.__file__).parent
 
@@ -226,7 +227,7 @@ def _assert_complete_job_of(path: Path, winner: int) -> None:
     with open(path / jd.PAYLOAD, "rb") as fh:
         f, objects = cloudpickle.load(fh)
     assert f(5) == (winner, 5) and objects == {}
-    reader = jd.ParamsReader(jd.params_bin(path, 0))
+    reader = params.ParamsReader(jd.params_bin(path, 0))
     rows = [r for c in range(len(reader)) for r in range(*reader.chunk(c)["rows"])]
     reader.close()
     assert rows == list(range(n))

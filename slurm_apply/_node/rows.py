@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .._store import layout as jd
+from .._store.params import ParamsReader
 from .._store import claims, records
 from .._store.manifest import Manifest
 
@@ -226,7 +227,7 @@ class _Loop:
         rec = jd.results_path(ctx.job_dir, ctx.sub, ctx.task, work.proc)
         # After a requeue: skip the rows this process saved before (ids only: nothing unpickled).
         own: Set[int] = saved_rows(rec) if work.read_own and rec.exists() else set()
-        params = jd.ParamsReader(jd.params_bin(ctx.job_dir, ctx.sub))
+        params = ParamsReader(jd.params_bin(ctx.job_dir, ctx.sub))
         writer = Writer(rec)
         # The task starts us with SIGTERM blocked, so that no signal came before the handler
         # that saves our rows; a signal that came meanwhile is handled now.
@@ -247,7 +248,7 @@ class _Loop:
         return {"proc": work.proc, "rows": self.n_rows, "errors": self.n_err,
                 "loop_s": self.loop_s, "first_row_at": self.first_row_at}
 
-    def chunk(self, params: jd.ParamsReader, writer: Writer, c: int, skip: Any,
+    def chunk(self, params: ParamsReader, writer: Writer, c: int, skip: Any,
               one_by_one: int = 0) -> None:
         """Run one chunk's rows but those in ``skip`` (its first ``one_by_one`` rows each
         written as soon as it ends); hand them to the OS at its end."""

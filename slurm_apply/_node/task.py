@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .._store import layout as jd
+from .._store.params import ParamsReader
 from .._store import claims, records
 from . import lease
 from . import markers
@@ -113,7 +114,7 @@ class Task:
         self.watching: Set[int] = set()
         self.settled: Set[int] = set()
         self.finished: Set[int] = set()
-        self._params: Optional[jd.ParamsReader] = None
+        self._params: Optional[ParamsReader] = None
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     # -- processes ------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ class Task:
 
     def chunk_rows(self, c: int) -> List[int]:
         if self._params is None:
-            self._params = jd.ParamsReader(jd.params_bin(self.ctx.job_dir, self.ctx.sub))
+            self._params = ParamsReader(jd.params_bin(self.ctx.job_dir, self.ctx.sub))
         return rowloop.decode_chunk(self._params.chunk(c))[0]
 
     def _new_rows(self, p: int) -> Set[int]:

@@ -31,10 +31,9 @@ import json
 import os
 import pickle
 import stat
-import struct
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
@@ -300,51 +299,6 @@ def remove_tree(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunked parameters: one file per submission, an index of offsets up front, so a worker reads
-# only the chunks it takes (a task never loads the whole table).
-
-_PARAMS_MAGIC = b"SAPARAM1"
-
-
-def write_params_bin(path: Path, chunks: Sequence[bytes]) -> None:
-    offsets: List[Tuple[int, int]] = []
-    pos = 0
-    for blob in chunks:
-        offsets.append((pos, len(blob)))
-        pos += len(blob)
-    index = pickle.dumps(offsets, protocol=pickle.HIGHEST_PROTOCOL)
-    with atomic_open(path) as fh:
-        fh.write(_PARAMS_MAGIC + struct.pack("<Q", len(index)))
-        fh.write(index)
-        for blob in chunks:
-            fh.write(blob)
-
-
-class ParamsReader:
-    """Random access to the chunks of a ``params.bin``."""
-
-    def __init__(self, path: Path) -> None:
-        self._fh = open(path, "rb")
-        head = self._fh.read(16)
-        if head[:8] != _PARAMS_MAGIC:
-            raise JobDirError(f"{path} is not a slurm_apply parameter file")
-        (n,) = struct.unpack("<Q", head[8:])
-        self.offsets: List[Tuple[int, int]] = pickle.loads(self._fh.read(n))
-        self._base = 16 + n
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def chunk(self, i: int) -> Any:
-        off, size = self.offsets[i]
-        self._fh.seek(self._base + off)
-        return pickle.loads(self._fh.read(size))
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-# ---------------------------------------------------------------------------------------------
 # Reading what the tasks wrote
 
 
@@ -354,6 +308,26 @@ def list_result_files(job_dir: Path, sub: int) -> List[Path]:
     except FileNotFoundError:
         return []
     return [results_dir(job_dir, sub) / n for n in sorted(names) if n.endswith(".rec")]
+
+
+def mtime(path: Path) -> Optional[float]:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def read_tail(path: Path, n_bytes: int = 65536) -> str:
+    """The end of a (log) file as text: a task's last words are at its end, and a log can be
+    gigabytes."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any]]:
@@ -373,16 +347,6 @@ def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any
         except (FileNotFoundError, ValueError):
             continue
     return out
-
-
-def dumps(obj: Any) -> bytes:
-    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and the like."""
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def find_job_dirs(root: Path, depth: int) -> List[Path]:
