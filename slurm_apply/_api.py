@@ -105,7 +105,8 @@ def slurm_apply(
     seed_arg : str, optional
         Also pass the row's seed to ``f`` as this keyword argument.
     rows_per_chunk : int, optional
-        Rows per unit of work handed to a process (default: balanced automatically).
+        Rows per unit of work handed to a process (default: balanced automatically). A job
+        has at most 10,000 chunks (each is a claim file), so a smaller value is raised to fit.
     overwrite : bool, default False
         Replace an existing job directory of the same name. Refused (JobActiveError) while
         that job has tasks queued, running or unknown: cancel it first.

@@ -4,8 +4,8 @@ Imports only what the node needs (no pandas, no NumPy unless rows are seeded).
 
 A process takes chunks by claiming them (``_store/claims.py``): first the chunks it is told to
 resume (a predecessor's, or one taken over from a dead task), then the chunks dealt to it
-round-robin, then any chunk nobody has taken yet. Finished rows are appended to the process's
-own record file in small batches.
+round-robin, then chunks nobody has taken yet (found with one listing, not by trying each).
+Finished rows are appended to the process's own record file in small batches.
 
 The task's parent must know which row a process runs, to blame that row alone if the process
 dies. Each process writes where it is into its *slot*, three int64 words in memory shared with
@@ -95,7 +95,7 @@ class Work:
 
     proc: int
     resume: Tuple[Resume, ...] = ()
-    start: int = 0  # where to begin in the process's order of chunks to claim
+    start: int = 0  # where to begin in its own share of chunks (see claims.Claimer)
     read_own: bool = True  # skip rows already in its record file (a requeued task's)
 
 
@@ -198,11 +198,6 @@ class Writer:
         self.fh.close()
 
 
-def chunk_order(n_chunks: int, slots: int, slot: int) -> List[int]:
-    """A process's order of chunks to claim: its own round-robin share, then all the others."""
-    return list(range(slot, n_chunks, slots)) + [c for c in range(n_chunks) if c % slots != slot]
-
-
 def saved_rows(path: Path) -> Set[int]:
     """Row ids recorded in a record file, read without unpickling any value."""
     batch = records.RecordReader(path).read_new_batch()
@@ -215,8 +210,10 @@ class _Loop:
     def __init__(self, ctx: Context, work: Work, at: Any) -> None:
         self.ctx, self.work, self.at = ctx, work, at
         info = ctx.manifest.submissions[ctx.sub]
-        self.order = chunk_order(info.n_chunks, info.n_tasks * info.cpus_per_task,
-                                 ctx.task * info.cpus_per_task + work.proc)
+        self.claimer = claims.Claimer(
+            ctx.job_dir, ctx.sub, info.n_chunks, info.n_tasks * info.cpus_per_task,
+            ctx.task * info.cpus_per_task + work.proc, ctx.task, work.proc, start=work.start,
+            may_claim=self.may_claim)
         self.n_rows = self.n_err = 0
         self.loop_s = 0.0
         self.first_row_at: Optional[float] = None
@@ -234,18 +231,26 @@ class _Loop:
         for c, skip, one_by_one in work.resume:
             at[CHUNK] = c
             self.chunk(params, writer, c, (skip | own) if own else skip, one_by_one)
-        for i in range(work.start, len(self.order)):
-            c = self.order[i]
-            at[POS] = i
-            at[CHUNK] = c  # before the claim: if we die just after it, the parent still knows
-            if jd.job_replaced(ctx.job_dir, ctx.manifest.token):
-                break  # the directory holds another job now: claim nothing of it
-            if claims.try_claim(ctx.job_dir, ctx.sub, c, ctx.task, work.proc):
-                self.chunk(params, writer, c, own)
+        while True:
+            c = self.claimer.next_chunk(self.before_claim)
+            if c is None:
+                break
+            self.chunk(params, writer, c, own)
         writer.close()
         params.close()
+        cl = self.claimer
         return {"proc": work.proc, "rows": self.n_rows, "errors": self.n_err,
-                "loop_s": self.loop_s, "first_row_at": self.first_row_at}
+                "loop_s": self.loop_s, "first_row_at": self.first_row_at,
+                "claim_s": cl.seconds, "claim_creates": cl.creates, "claim_listings": cl.listings}
+
+    def before_claim(self, c: int) -> None:
+        # Before the create: if we die just after it, the parent still knows the chunk is ours.
+        self.at[POS] = self.claimer.pos
+        self.at[CHUNK] = c
+
+    def may_claim(self) -> bool:
+        # The directory may hold another job now: claim nothing of it.
+        return not jd.job_replaced(self.ctx.job_dir, self.ctx.manifest.token)
 
     def chunk(self, params: jd.ParamsReader, writer: Writer, c: int, skip: Any,
               one_by_one: int = 0) -> None:

@@ -265,7 +265,8 @@ class Task:
                              if o.lost is not None else ""))
         self.settled |= set(dead)  # taken over here, by another task, or nothing left
         for p, resume in works.items():
-            self.start(rowloop.Work(p, tuple(resume), _order_end(ctx), read_own=False))
+            # A taker claims nothing new: every chunk was claimed before its owner died.
+            self.start(rowloop.Work(p, tuple(resume), claims.Claimer.NO_MORE, read_own=False))
         return bool(works)
 
     def take_back(self) -> Dict[int, List[Tuple[int, Any]]]:
@@ -339,9 +340,6 @@ class Task:
                   + (f" (processes {alive} did not stop in {STOP_WAIT_S:.0f} s)" if alive else ""))
 
 
-def _order_end(ctx: rowloop.Context) -> int:
-    """A taker's position in its order of chunks: past the end (every chunk is claimed)."""
-    return ctx.manifest.submissions[ctx.sub].n_chunks
 
 
 def _kill(pid: int) -> None:

@@ -1,0 +1,117 @@
+"""Big jobs stay cheap (issue 12): claims that scale, bounded plans."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from slurm_apply import slurm_apply
+from slurm_apply import _submit
+from slurm_apply._store import claims, layout as jd
+
+
+# -- plan() bounds -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rows, nodes, cpus, rows_per_chunk, expected", [
+    (10_000_000, 4, 2, 1, (4, _submit.MAX_CHUNKS)),   # one claim file per row: no
+    (1_000_000, 1000, 2, None, (1000, _submit.MAX_CHUNKS)),  # 16 per process would be 32,000
+    (50, 25, 2, 100, (1, 1)),        # no more tasks than chunks
+    (100, 50, 1, 10, (10, 10)),
+    (100, 3, 2, 10, (3, 10)),
+])
+def test_plan_bounds_chunks_and_tasks(n_rows, nodes, cpus, rows_per_chunk, expected):
+    tasks, chunks = _submit.plan(n_rows, nodes, cpus, None, rows_per_chunk)
+    assert (tasks, chunks) == expected and tasks <= chunks <= _submit.MAX_CHUNKS
+
+
+def test_the_manifest_holds_no_per_chunk_lists(tmp_path):
+    job = slurm_apply(lambda x: x, pd.DataFrame({"x": range(5000)}), backend="local", submit=False,
+                      job_dir=tmp_path, jobname="m", nodes=3, rows_per_chunk=1)
+    text = (job.job_dir / "manifest.json").read_text()
+    sub = json.loads(text)["submissions"][0]
+    assert sub["n_chunks"] == 5000 and sub["rows"] == [[0, 5000]] and len(text) < 4000
+
+
+# -- claims without trying every chunk -------------------------------------------------------------
+
+
+class _Counted:
+    """Counts the creates and listings all Claimers make (they go through these two functions)."""
+
+    def __init__(self, monkeypatch):
+        self.creates = self.listings = 0
+        real_try, real_list = claims.try_claim, claims.claimed_chunks
+
+        def try_claim(*a, **k):
+            self.creates += 1
+            return real_try(*a, **k)
+
+        def claimed_chunks(*a, **k):
+            self.listings += 1
+            return real_list(*a, **k)
+
+        monkeypatch.setattr(claims, "try_claim", try_claim)
+        monkeypatch.setattr(claims, "claimed_chunks", claimed_chunks)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_processes_claim_every_chunk_once_with_about_one_create_each(tmp_path, monkeypatch, seed):
+    """64 processes, 1,000 chunks, taking turns at random and some never showing up: every chunk
+    is claimed exactly once and the creates stay near the chunk count, not processes x chunks."""
+    counted = _Counted(monkeypatch)
+    jd.make_submission_dirs(tmp_path, 0)
+    n_chunks, slots = 1000, 64
+    rng = random.Random(seed)
+    absent = set(rng.sample(range(slots), 8))  # their shares must be taken by the others
+    procs = {s: claims.Claimer(tmp_path, 0, n_chunks, slots, s, task=s // 2, proc=s % 2)
+             for s in range(slots) if s not in absent}
+    got = {}
+    while procs:
+        s = rng.choice(list(procs))
+        c = procs[s].next_chunk()
+        if c is None:
+            del procs[s]
+            continue
+        assert c not in got
+        got[c] = s
+    assert sorted(got) == list(range(n_chunks))
+    assert claims.read_claims(tmp_path, 0) == {c: (s // 2, s % 2) for c, s in got.items()}
+    assert counted.creates < 1.3 * n_chunks, counted.creates  # trying every chunk: 56,000
+    assert counted.listings < 4 * slots, counted.listings
+
+
+def test_a_process_lists_instead_of_trying_claimed_chunks(tmp_path, monkeypatch):
+    counted = _Counted(monkeypatch)
+    jd.make_submission_dirs(tmp_path, 0)
+    for c in range(100):
+        if c != 57:
+            assert claims.try_claim(tmp_path, 0, c, 0, 0)
+    late = claims.Claimer(tmp_path, 0, 100, 10, 3, task=1, proc=1)
+    counted.creates = 0
+    assert late.next_chunk() == 57 and late.next_chunk() is None
+    # One create in its own share finds it taken: it lists and skips the rest of its share;
+    # then it lists the free chunks and makes one create; a last listing finds none left.
+    assert counted.creates == 2 and counted.listings == 3 and late.creates == 2
+
+
+def test_a_stopped_claimer_claims_nothing(tmp_path):
+    jd.make_submission_dirs(tmp_path, 0)
+    stop = claims.Claimer(tmp_path, 0, 10, 2, 0, task=0, proc=0, may_claim=lambda: False)
+    assert stop.next_chunk() is None and stop.creates == 0 and claims.read_claims(tmp_path, 0) == {}
+
+
+def test_a_real_job_reports_its_claims(tmp_path):
+    job = slurm_apply(lambda x: x, pd.DataFrame({"x": range(2000)}), backend="local", seed=False,
+                      job_dir=tmp_path, jobname="claims", nodes=3, cpus_per_node=2, rows_per_chunk=10)
+    job.wait(progress=False)
+    assert job.get_job_status().completed
+    procs = [p for t in range(3) for p in jd.read_json(jd.task_marker(job.job_dir, 0, t, "done"))["procs"]]
+    creates = sum(p["claim_creates"] for p in procs)
+    assert 200 <= creates < 260, creates  # 200 chunks; 6 processes trying all would make 1,200
+    # Tasks run one after another here: the first takes nearly everything, the others find
+    # their shares taken with one create and a listing.
+    assert all(p["claim_s"] >= 0 for p in procs) and sum(p["claim_listings"] for p in procs) < 40
