@@ -5,12 +5,14 @@ Reads never write: building a status changes nothing on disk. Rendering is ``_re
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, astuple, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backends import Answer, TaskKey, TaskRecord
 from ._classify import ACTIVE_STATES, UNKNOWN, classify
+from ._runs import RowReasons, RowSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,12 +65,15 @@ class JobStatus:
         Task index -> state, and -> why (when there is something to say), latest submission.
     task_details : list of TaskStatus
         Every task of every submission.
-    failed_rows, missing_rows : list of int
-        Row positions (0-based, in ``params_df`` order).
-    missing_reasons : dict
-        Missing row -> why (the state of the task that had it, or why it never started).
+    failed_rows, missing_rows : RowSet
+        Row positions (0-based, in ``params_df`` order): read-only lists of int, held as runs
+        (a million missing rows cost a few numbers).
+    missing_reasons : mapping
+        Missing row -> why (the state of the task that had it, or why it never started); a
+        read-only dict, held as runs too.
     notes : list of str
-        How the status was got, when that matters (e.g. sacct failed and squeue answered).
+        How the status was got, when that matters (e.g. sacct failed and squeue answered, or
+        the job was stopped early by ``max_failures``).
     elapsed_s : float or None
         Wall time of the latest submission: from its submission to now, or to its last end.
     """
@@ -86,9 +91,9 @@ class JobStatus:
     reasons: Dict[int, str]
     rows_pending: int = 0
     task_details: List[TaskStatus] = field(default_factory=list)
-    failed_rows: List[int] = field(default_factory=list)
-    missing_rows: List[int] = field(default_factory=list)
-    missing_reasons: Dict[int, str] = field(default_factory=dict)
+    failed_rows: Sequence[int] = field(default_factory=RowSet)
+    missing_rows: Sequence[int] = field(default_factory=RowSet)
+    missing_reasons: Mapping[int, str] = field(default_factory=dict)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
     notes: List[str] = field(default_factory=list)
@@ -110,25 +115,32 @@ class JobStatus:
         more = f", ... ({len(positions)} rows)" if len(positions) > limit else ""
         return ", ".join(shown) + more
 
-    def missing_by_reason(self) -> Dict[str, List[int]]:
+    def missing_by_reason(self) -> Dict[str, Sequence[int]]:
         """The missing rows grouped by why they are missing, in row order."""
-        out: Dict[str, List[int]] = {}
+        by = getattr(self.missing_reasons, "by_reason", None)
+        if by is not None and isinstance(self.missing_rows, RowSet):
+            out = by(self.missing_rows)
+            left = self.missing_rows - RowSet.from_runs(*self.missing_reasons.runs)
+            return {**out, NOT_FINISHED: left} if left else out
+        grouped: Dict[str, List[int]] = {}
         for r in self.missing_rows:
-            out.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
-        return out
+            grouped.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
+        return dict(grouped)
 
     def pending_mask(self) -> "np.ndarray":
         """A bool per row: pending (its submission has not ended and has not recorded it)."""
-        import numpy as np
-
-        mask = getattr(self, "_pending", None)
-        return mask if mask is not None else np.zeros(self.rows_total, dtype=bool)
+        return getattr(self, "_pending", RowSet()).mask(self.rows_total)
 
     def tasks_in(self, *states: str) -> List[TaskStatus]:
         return [t for t in self.task_details if t.state in states]
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """Every field as plain JSON-able values (row sets as lists)."""
+        out = asdict(self)
+        out["failed_rows"] = list(self.failed_rows)
+        out["missing_rows"] = list(self.missing_rows)
+        out["missing_reasons"] = dict(self.missing_reasons.items())
+        return out
 
     def tasks_frame(self) -> "pd.DataFrame":
         """Every task of every submission, one row each.
@@ -193,7 +205,11 @@ def valid_done(markers: Markers, task: int) -> Optional[Dict[str, Any]]:
 
 
 def build(snap: Snapshot) -> JobStatus:
-    """The status of a job from one snapshot."""
+    """The status of a job from one snapshot.
+
+    Rows are handled as runs (``RowSet``): the cost grows with the tasks and record frames,
+    not the rows, and nothing is done per missing row.
+    """
     m = snap.manifest
     details = [_task_status(snap, s, t) for s in m.submissions for t in range(s.n_tasks)]
     open_subs = {d.submission for d in details if d.state in ACTIVE_STATES or d.state == UNKNOWN}
@@ -202,23 +218,24 @@ def build(snap: Snapshot) -> JobStatus:
     active = [d for d in details if d.state in ACTIVE_STATES]
     unknown = [d for d in details if d.state == UNKNOWN]
     ended = launched and not active and not unknown
-    missing = rows["missing"].tolist()
+    missing, failed = rows["missing"], rows["failed"]
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
     status = JobStatus(
         jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
-        rows_done=int(rows["n_done"]), rows_failed=len(rows["failed"]), rows_missing=len(missing),
-        rows_pending=int(rows["n_pending"]),
+        rows_done=rows["n_done"], rows_failed=len(failed), rows_missing=len(missing),
+        rows_pending=len(rows["pending"]),
         tasks={d.task: d.state for d in details if d.submission == latest},
         reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
-        task_details=details, failed_rows=rows["failed"].tolist(), missing_rows=missing,
-        missing_reasons=_why_missing(snap, missing, details) if missing and (abnormal or ended) else {},
+        task_details=details, failed_rows=failed, missing_rows=missing,
+        missing_reasons=(_why_missing(snap, missing, details) if missing and (abnormal or ended)
+                         else RowReasons()),
         job_ids=[s.job_id for s in m.submissions if s.job_id],
-        first_error=_first_error(snap, rows["failed"]), notes=list(snap.notes),
-        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, rows["failed"], missing))
-    status._pending = rows["pending"]  # not a field: a bool per row, for the output's state column
+        first_error=_first_error(snap, failed), notes=list(snap.notes),
+        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing))
+    status._pending = rows["pending"]  # not a field: for the output's state column
     return status
 
 
@@ -261,44 +278,36 @@ def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
 
 
 def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str, Any]:
-    """Rows by outcome. A row in a submission that has not ended, with no record from it yet,
-    is pending whatever older submissions recorded for it."""
-    import numpy as np
-
+    """Rows by outcome, as runs. A row in a submission that has not ended, with no record from
+    it yet, is pending whatever older submissions recorded for it."""
     res = snap.results
-    pending = np.zeros(snap.manifest.n_rows, dtype=bool)
+    pending = RowSet()
     for s in open_subs:
-        pending |= _in_rows(s, snap.manifest.n_rows) & ~res.recorded_in(s.index)
-    done, failed = res.done_mask(), res.failed_mask()
+        pending = pending | (_in_rows(s) - res.recorded_rows(s.index))
+    done, failed = res.done_rows(), res.failed_rows()
     return {
-        "n_done": int(np.count_nonzero(done & ~pending)),
-        "failed": np.flatnonzero(failed & ~pending),
-        "missing": np.flatnonzero(~(done | failed | pending)),
-        "n_pending": int(np.count_nonzero(pending)),
+        "n_done": len(done - pending),
+        "failed": failed - pending,
+        "missing": (done | failed | pending).complement(snap.manifest.n_rows),
         "pending": pending,
     }
 
 
-def _in_rows(s: "Submission", n_rows: int) -> "np.ndarray":
-    import numpy as np
-
-    mask = np.zeros(n_rows, dtype=bool)
-    for a, b in s.rows:
-        mask[a:b] = True
-    return mask
+def _in_rows(s: "Submission") -> RowSet:
+    return RowSet.from_runs([a for a, _ in s.rows], [b for _, b in s.rows])
 
 
-def _named(snap: Snapshot, failed: "np.ndarray", missing: List[int], most: int = 50) -> Dict[int, Any]:
+def _named(snap: Snapshot, failed: RowSet, missing: RowSet, most: int = 50) -> Dict[int, Any]:
     """Labels of the rows a status names (the first of each kind), when the index has labels."""
-    rows = sorted(set(failed[:most].tolist()) | set(missing[:most]))
+    rows = sorted(set(failed.head(most).tolist()) | set(missing.head(most).tolist()))
     labels = snap.labels(rows) if rows else None
     return dict(zip(rows, labels)) if labels is not None else {}
 
 
-def _first_error(snap: Snapshot, failed: "np.ndarray") -> str:
-    if not len(failed):
+def _first_error(snap: Snapshot, failed: RowSet) -> str:
+    if not failed:
         return ""
-    r0 = int(failed[0])
+    r0 = failed[0]
     etype, emsg, _ = snap.results.errors([r0])[r0]
     labels = snap.labels([r0])
     name = repr(labels[0]) if labels is not None else str(r0)
@@ -325,29 +334,64 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
     return max(ends) - sub.submitted_at if ends else None
 
 
-def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) -> Dict[int, str]:
+def _why_missing(snap: Snapshot, missing: RowSet, details: List[TaskStatus]) -> RowReasons:
     """Blame each missing row on the task that had taken its chunk in the latest submission
     that included it (the one it was in flight in, if its chunk was taken over after that
-    task died), or say it was never started."""
+    task died), or say it was never started. Chunk by chunk, never row by row."""
     by_task = {(d.submission, d.task): d for d in details}
-    left = set(missing)
-    out: Dict[int, str] = {}
+    left = missing
+    reasons = RowReasons()
     for s in reversed(snap.manifest.submissions):
         if not left:
             break
-        rows = s.row_positions()
+        here = left & _in_rows(s)
+        if not here:
+            continue
+        left = left - here
         chains = snap.claims(s.index)
         states = [d.state for d in details if d.submission == s.index]
-        for c, (a, b) in enumerate(snap.chunk_bounds(len(rows), s.n_chunks)):
-            chain = chains.get(c)
-            for r in rows[a:b]:
-                if r in left:
-                    left.discard(r)
-                    who = chain.lost.get(r, chain.owner) if chain is not None else None
-                    out[r] = _blame(s, who, states, by_task)
-    for r in left:
-        out[r] = "not in any submission"
-    return out
+        blame = functools.lru_cache(maxsize=None)(lambda who: _blame(s, who, states, by_task))
+        starts, stops, chunks = _chunk_runs(s, snap.chunk_bounds(s.n_rows, s.n_chunks))
+        by_text: Dict[str, List[int]] = {}
+        for i in _overlapping(starts, stops, here).tolist():
+            chain = chains.get(int(chunks[i]))
+            by_text.setdefault(blame(chain.owner if chain is not None else None), []).append(i)
+            for r, who in (chain.lost.items() if chain is not None else ()):
+                if starts[i] <= r < stops[i] and r in here:
+                    reasons.set_row(r, blame(who))
+        for text, idx in by_text.items():
+            reasons.add(here & RowSet.from_runs(starts[idx], stops[idx]), text)
+    if left:
+        reasons.add(left, "not in any submission")
+    return reasons
+
+
+def _chunk_runs(s: "Submission", bounds: List[Tuple[int, int]]) -> Tuple[Any, Any, Any]:
+    """(row starts, row stops, chunk) of each stretch of rows of one chunk of ``s``: chunks
+    are ranges of the submission's positions, which map onto its ranges of rows."""
+    import numpy as np
+
+    r_start = np.array([a for a, _ in s.rows], dtype=np.int64)
+    r_len = np.array([b - a for a, b in s.rows], dtype=np.int64)
+    r_pos = np.cumsum(r_len) - r_len  # the position of each range's first row
+    c_pos = np.array([a for a, _ in bounds], dtype=np.int64)
+    cuts = np.unique(np.concatenate((r_pos, c_pos, [int(r_len.sum())])))
+    lo, hi = cuts[:-1], cuts[1:]
+    rng = np.searchsorted(r_pos, lo, side="right") - 1
+    chunk = np.searchsorted(c_pos, lo, side="right") - 1
+    start = r_start[rng] + lo - r_pos[rng]
+    return start, start + (hi - lo), chunk
+
+
+def _overlapping(starts: Any, stops: Any, rows: RowSet) -> Any:
+    """Indices of the runs [starts, stops) that hold some row of ``rows``."""
+    import numpy as np
+
+    # The first row of ``rows`` at or after each start lies before its stop.
+    j = np.searchsorted(rows.stops, starts, side="right")
+    ok = j < len(rows.starts)
+    first = np.maximum(rows.starts[np.where(ok, j, 0)], starts)
+    return np.flatnonzero(ok & (first < stops))
 
 
 def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],

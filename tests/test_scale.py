@@ -115,3 +115,70 @@ def test_a_real_job_reports_its_claims(tmp_path):
     # Tasks run one after another here: the first takes nearly everything, the others find
     # their shares taken with one create and a listing.
     assert all(p["claim_s"] >= 0 for p in procs) and sum(p["claim_listings"] for p in procs) < 40
+
+
+# -- errors at scale: each distinct traceback stored once; the log shows the first few ----------
+
+
+def _raise_every_row(x):
+    raise ValueError(f"bad row {x}")
+
+
+def _error_info(x):
+    import traceback
+
+    try:
+        _raise_every_row(x)
+    except ValueError as exc:
+        return ("ValueError", str(exc), traceback.format_exc())
+
+
+def test_a_repeated_traceback_is_stored_once_per_file(tmp_path):
+    """10,000 rows raising alike, in 10 frames of one process: each row keeps its message, the
+    stack is stored once; every traceback reads back exactly."""
+    from slurm_apply._store import records
+
+    infos = {r: _error_info(r) for r in range(10_000)}
+    cache = records.TracebackCache(0)
+    path = tmp_path / "t.rec"
+    with open(path, "wb") as fh:
+        for k in range(10):
+            rows = range(k * 1000, (k + 1) * 1000)
+            fh.write(records.encode_frame([], [], {r: infos[r] for r in rows}, cache))
+            cache.written()
+    size = path.stat().st_size
+    whole = sum(len(tb) for _, _, tb in infos.values())  # a traceback each: 2.7 MB
+    assert size < 40 * 10_000 and 7 * size < whole, (size, whole)  # its type, message, a reference
+    got = {}
+    for frame in records.RecordReader(path).read_new():
+        got.update(records.parse_errors(frame))
+    assert got == infos
+
+
+def test_tracebacks_that_do_not_end_with_their_message_are_stored_whole(tmp_path):
+    from slurm_apply._store import records
+
+    errors = {0: ("E", "m", "tb without the message\n"), 1: ("E", "", "E\n"), 2: ("E", "m", "")}
+    path = tmp_path / "t.rec"
+    path.write_bytes(records.encode_frame([], [], errors))
+    (frame,) = records.RecordReader(path).read_new()
+    assert records.parse_errors(frame) == errors
+
+
+def test_a_systematic_bug_logs_the_first_errors_then_a_count_and_stores_little(tmp_path):
+    n = 10_000
+    job = slurm_apply(_raise_every_row, pd.DataFrame({"x": range(n)}), backend="local",
+                      seed=False, job_dir=tmp_path, jobname="bug", nodes=1, cpus_per_node=2)
+    st = job.wait(progress=False)
+    assert st.rows_failed == n and st.first_error == "row 0: ValueError: bad row 0"
+    log = jd.log_path(job.job_dir, 0, 0).read_text()
+    lines = log.splitlines()
+    assert sum("raised ValueError" in line for line in lines) == 2 * 10, log  # 10 per process
+    assert sum("stops printing row errors after 10" in line for line in lines) == 2
+    assert f"finished {n} row(s), {n} raised" in log
+    records_bytes = sum(p.stat().st_size for p in (job.job_dir / "s0" / "results").iterdir())
+    assert records_bytes < 40 * n, records_bytes
+    errors = job.get_errors()
+    assert len(errors) == n and errors[1234] == _error_info(1234)[:2] + (errors[1234][2],)
+    assert errors[1234][2].endswith("ValueError: bad row 1234\n")
+    assert 'raise ValueError(f"bad row {x}")' in errors[1234][2]

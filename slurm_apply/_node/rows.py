@@ -34,6 +34,9 @@ from .._store.manifest import Manifest
 WRITE_INTERVAL_S = 0.02
 FSYNC_INTERVAL_S = 1.0
 FLUSH_ROWS = 100_000  # and the most rows held in memory before a write
+# A process prints its first LOG_ERRORS row errors to the task's log, then says it stops
+# printing them: a bug that makes every row raise must not write millions of lines.
+LOG_ERRORS = 10
 
 # A process's slot: the chunk it works on (or is about to claim), the row it runs (set before
 # the row starts, left after it ends) and its position in its order of chunks.
@@ -125,6 +128,8 @@ class Writer:
 
     def __init__(self, path: Path) -> None:
         self.fh = records.open_for_append(path)
+        # Stacks already written, so a traceback repeated row after row is stored once.
+        self.tracebacks = records.TracebackCache(self.fh.frames)  # type: ignore[attr-defined]
         self.rows: List[int] = []
         self.values: List[Any] = []
         self.errors: Dict[int, Tuple[str, str, str]] = {}
@@ -156,11 +161,12 @@ class Writer:
         self.writing = True
         if self.rows or self.errors:
             try:
-                frame = records.encode_frame(self.rows, self.values, self.errors)
+                frame = records.encode_frame(self.rows, self.values, self.errors, self.tracebacks)
             except Exception:
                 frame = self._encode_row_by_row()
             self.fh.write(frame)
             self.fh.flush()
+            self.tracebacks.written()
             self.rows, self.values, self.errors = [], [], {}
         now = self.last = time.monotonic()
         if sync or now - self.synced >= FSYNC_INTERVAL_S:
@@ -191,7 +197,7 @@ class Writer:
                 continue
             rows.append(r)
             values.append(v)
-        return records.encode_frame(rows, values, self.errors)
+        return records.encode_frame(rows, values, self.errors, self.tracebacks)
 
     def close(self) -> None:
         self.flush(sync=True)
@@ -301,8 +307,8 @@ class _Loop:
                 value = f(**kwargs)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from f cost its row only
                 w_errors[row] = (type(exc).__qualname__, str(exc), traceback.format_exc())
+                self.log_error(row, exc, self.n_err + n_err)
                 n_err += 1
-                print(f"slurm_apply: row {row} raised {type(exc).__qualname__}: {exc}", flush=True)
             else:
                 w_values.append(value)  # value first: see Writer
                 w_rows.append(row)
@@ -318,6 +324,16 @@ class _Loop:
         self.loop_s += perf() - t0
         self.n_rows += n_rows
         self.n_err += n_err
+
+
+    def log_error(self, row: int, exc: BaseException, before: int) -> None:
+        """Print a row's error to the task's log, while this process has printed few."""
+        if before < LOG_ERRORS:
+            print(f"slurm_apply: row {row} raised {type(exc).__qualname__}: {exc}", flush=True)
+        elif before == LOG_ERRORS:
+            print(f"slurm_apply: process {self.work.proc} stops printing row errors after "
+                  f"{LOG_ERRORS}; the task's last line counts them, get_errors() has them all",
+                  flush=True)
 
 
 def run_process(ctx: Context, work: Work, at: Any) -> Dict[str, Any]:

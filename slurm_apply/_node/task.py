@@ -178,8 +178,8 @@ class Task:
     def _new_rows(self, p: int) -> Set[int]:
         batch = self.readers[p].read_new_batch()
         ids = set(records.array_ids(batch.done)) | set(records.array_ids(batch.err))
-        self.tally.rows += len(batch.done) // 8 + len(batch.err) // 8
-        self.tally.errors += len(batch.err) // 8
+        self.tally.rows += sum(batch.n_done) + sum(batch.n_err)
+        self.tally.errors += sum(batch.n_err)
         return ids
 
     def _death(self, child: _Child, code: Optional[int]) -> None:
