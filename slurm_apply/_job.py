@@ -11,10 +11,13 @@ from ._store import layout as jd
 from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
+from ._logs import mtime, read_tail
+from ._node.budget import read_stops
 from ._results import Results, list_record_files
 from ._rows import RowNames
 from ._status import JobStatus, Snapshot, build, valid_done
 from ._store.claims import ClaimReader
+from ._submit import chunk_bounds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,11 +127,12 @@ class SlurmJob:
         notes = self._ask(unfinished, ask)
         return Snapshot(
             manifest=m, markers=markers, answers=self._answers, results=self._results,
-            read_log=lambda k, t: _read_tail(self.log_path(k, t)),
+            read_log=lambda k, t: read_tail(self.log_path(k, t)),
             log_path=lambda k, t: str(self.log_path(k, t)),
-            log_mtime=lambda k, t: _mtime(self.log_path(k, t)),
+            log_mtime=lambda k, t: mtime(self.log_path(k, t)),
             claims=lambda k: ClaimReader(self.job_dir, k).chains(),
-            chunk_bounds=_chunk_bounds, notes=notes, labels=self._names.labels_or_none)
+            chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none,
+            stops=read_stops(self.job_dir, m.launched()))
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""
@@ -390,27 +394,3 @@ class SlurmJob:
         submit(self, backend)
         self._reload()
         return self
-
-
-def _chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
-    from ._submit import chunk_bounds
-
-    return chunk_bounds(n_rows, n_chunks)
-
-
-def _mtime(path: Path) -> Optional[float]:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _read_tail(path: Path, n_bytes: int = 65536) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - n_bytes))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""

@@ -57,7 +57,7 @@ def failed_logs(job: "SlurmJob", chosen: List[Tuple[int, int, Path]]
         t = states.get((sub, task))
         if t is None or t.state == "NOT_SUBMITTED":
             continue
-        raised = count_raised(path)
+        raised = count_raised(path, _done_marker(job, sub, task))
         if t.state in HEALTHY_STATES and not raised:
             continue
         note = f"task {task}: {one_line(t.describe())}"
@@ -70,7 +70,20 @@ def failed_logs(job: "SlurmJob", chosen: List[Tuple[int, int, Path]]
     return keep, notes
 
 
-def count_raised(path: Path) -> int:
+def _done_marker(job: "SlurmJob", sub: int, task: int) -> Optional[Dict]:
+    from ._store import layout as jd
+
+    try:
+        return jd.read_json(jd.task_marker(job.job_dir, sub, task, "done"))
+    except (OSError, ValueError):
+        return None
+
+
+def count_raised(path: Path, done: Optional[Dict] = None) -> int:
+    """Rows that raised in a task: its end marker's count, else the lines its log has (a
+    process prints only its first few)."""
+    if done is not None and isinstance(done.get("errors"), int):
+        return done["errors"]
     try:
         with open(path, "rb") as fh:
             return sum(1 for line in fh if ROW_RAISED.match(line))
@@ -108,3 +121,22 @@ def tail(path: Path, n: int, block: int = 65536) -> List[str]:
             fh.seek(pos)
             data = fh.read(step) + data
     return data.decode(errors="replace").splitlines()[-n:]
+
+
+def read_tail(path: Path, n_bytes: int = 65536) -> str:
+    """The last ``n_bytes`` of a log as text ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def mtime(path: Path) -> Optional[float]:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

@@ -5,13 +5,13 @@ Reads never write: building a status changes nothing on disk. Rendering is ``_re
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import asdict, astuple, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backends import Answer, TaskKey, TaskRecord
 from ._classify import ACTIVE_STATES, UNKNOWN, classify
+from ._missing import in_rows, why_missing
 from ._runs import RowReasons, RowSet
 
 if TYPE_CHECKING:
@@ -187,6 +187,8 @@ class Snapshot:
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
+    # submission -> its stop note, when it stopped early (max_failures): stop.json's contents
+    stops: Dict[int, Dict[str, Any]] = field(default_factory=dict)
     # params_df's labels of the given positions, or None when the index is the default 0..n-1
     labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
 
@@ -222,31 +224,45 @@ def build(snap: Snapshot) -> JobStatus:
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
+    stopped = snap.stops.get(latest)
     status = JobStatus(
-        jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
+        jobname=m.jobname, job_dir=m.job_dir,
+        state=_job_state(launched, active, unknown, rows, stopped is not None),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
         rows_done=rows["n_done"], rows_failed=len(failed), rows_missing=len(missing),
         rows_pending=len(rows["pending"]),
         tasks={d.task: d.state for d in details if d.submission == latest},
         reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
         task_details=details, failed_rows=failed, missing_rows=missing,
-        missing_reasons=(_why_missing(snap, missing, details) if missing and (abnormal or ended)
+        missing_reasons=(why_missing(snap, missing, details) if missing and (abnormal or ended)
                          else RowReasons()),
         job_ids=[s.job_id for s in m.submissions if s.job_id],
         first_error=_first_error(snap, failed), notes=list(snap.notes),
         elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing))
+    if stopped is not None:
+        status.notes.insert(0, stopped_note(stopped, status.first_error))
     status._pending = rows["pending"]  # not a field: for the output's state column
     return status
 
 
+def stopped_note(stop: Dict[str, Any], first_error: str) -> str:
+    """"stopped early: 100 rows raised (max_failures=100); first: row 0: ValueError: ..."."""
+    first = first_error or stop.get("first", "")
+    return (f"stopped early: {stop.get('failed', '?')} rows raised (max_failures="
+            f"{stop.get('max_failures')}), so no task started another chunk"
+            + (f"; first: {first}" if first else ""))
+
+
 def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
-               rows: Dict[str, Any]) -> str:
+               rows: Dict[str, Any], stopped: bool) -> str:
     if not launched:
         return "NOT_SUBMITTED"
     if active:
         return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
     if unknown:
         return UNKNOWN
+    if stopped:  # rows are missing because rows raised
+        return "FAILED"
     if len(rows["missing"]):
         return "INCOMPLETE"
     return "FAILED" if len(rows["failed"]) else "COMPLETED"
@@ -283,7 +299,7 @@ def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str
     res = snap.results
     pending = RowSet()
     for s in open_subs:
-        pending = pending | (_in_rows(s) - res.recorded_rows(s.index))
+        pending = pending | (in_rows(s) - res.recorded_rows(s.index))
     done, failed = res.done_rows(), res.failed_rows()
     return {
         "n_done": len(done - pending),
@@ -291,10 +307,6 @@ def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str
         "missing": (done | failed | pending).complement(snap.manifest.n_rows),
         "pending": pending,
     }
-
-
-def _in_rows(s: "Submission") -> RowSet:
-    return RowSet.from_runs([a for a, _ in s.rows], [b for _, b in s.rows])
 
 
 def _named(snap: Snapshot, failed: RowSet, missing: RowSet, most: int = 50) -> Dict[int, Any]:
@@ -332,77 +344,3 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
             if kind == "done" and m.get("ended")]
     ends += [t for t in (snap.log_mtime(sub.index, task) for task in range(sub.n_tasks)) if t]
     return max(ends) - sub.submitted_at if ends else None
-
-
-def _why_missing(snap: Snapshot, missing: RowSet, details: List[TaskStatus]) -> RowReasons:
-    """Blame each missing row on the task that had taken its chunk in the latest submission
-    that included it (the one it was in flight in, if its chunk was taken over after that
-    task died), or say it was never started. Chunk by chunk, never row by row."""
-    by_task = {(d.submission, d.task): d for d in details}
-    left = missing
-    reasons = RowReasons()
-    for s in reversed(snap.manifest.submissions):
-        if not left:
-            break
-        here = left & _in_rows(s)
-        if not here:
-            continue
-        left = left - here
-        chains = snap.claims(s.index)
-        states = [d.state for d in details if d.submission == s.index]
-        blame = functools.lru_cache(maxsize=None)(lambda who: _blame(s, who, states, by_task))
-        starts, stops, chunks = _chunk_runs(s, snap.chunk_bounds(s.n_rows, s.n_chunks))
-        by_text: Dict[str, List[int]] = {}
-        for i in _overlapping(starts, stops, here).tolist():
-            chain = chains.get(int(chunks[i]))
-            by_text.setdefault(blame(chain.owner if chain is not None else None), []).append(i)
-            for r, who in (chain.lost.items() if chain is not None else ()):
-                if starts[i] <= r < stops[i] and r in here:
-                    reasons.set_row(r, blame(who))
-        for text, idx in by_text.items():
-            reasons.add(here & RowSet.from_runs(starts[idx], stops[idx]), text)
-    if left:
-        reasons.add(left, "not in any submission")
-    return reasons
-
-
-def _chunk_runs(s: "Submission", bounds: List[Tuple[int, int]]) -> Tuple[Any, Any, Any]:
-    """(row starts, row stops, chunk) of each stretch of rows of one chunk of ``s``: chunks
-    are ranges of the submission's positions, which map onto its ranges of rows."""
-    import numpy as np
-
-    r_start = np.array([a for a, _ in s.rows], dtype=np.int64)
-    r_len = np.array([b - a for a, b in s.rows], dtype=np.int64)
-    r_pos = np.cumsum(r_len) - r_len  # the position of each range's first row
-    c_pos = np.array([a for a, _ in bounds], dtype=np.int64)
-    cuts = np.unique(np.concatenate((r_pos, c_pos, [int(r_len.sum())])))
-    lo, hi = cuts[:-1], cuts[1:]
-    rng = np.searchsorted(r_pos, lo, side="right") - 1
-    chunk = np.searchsorted(c_pos, lo, side="right") - 1
-    start = r_start[rng] + lo - r_pos[rng]
-    return start, start + (hi - lo), chunk
-
-
-def _overlapping(starts: Any, stops: Any, rows: RowSet) -> Any:
-    """Indices of the runs [starts, stops) that hold some row of ``rows``."""
-    import numpy as np
-
-    # The first row of ``rows`` at or after each start lies before its stop.
-    j = np.searchsorted(rows.stops, starts, side="right")
-    ok = j < len(rows.starts)
-    first = np.maximum(rows.starts[np.where(ok, j, 0)], starts)
-    return np.flatnonzero(ok & (first < stops))
-
-
-def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
-           by_task: Dict[Tuple[int, int], TaskStatus]) -> str:
-    if who is None:
-        if not s.launched:
-            return "not submitted"
-        if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
-            return "not started yet"
-        counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
-        return f"never started: its tasks ended first ({counts})"
-    d = by_task.get((s.index, who[0]))
-    name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
-    return f"{name}: {d.describe()}" if d else "taken by a task that is gone"

@@ -182,3 +182,99 @@ def test_a_systematic_bug_logs_the_first_errors_then_a_count_and_stores_little(t
     assert len(errors) == n and errors[1234] == _error_info(1234)[:2] + (errors[1234][2],)
     assert errors[1234][2].endswith("ValueError: bad row 1234\n")
     assert 'raise ValueError(f"bad row {x}")' in errors[1234][2]
+
+
+# -- max_failures: stop claiming once N rows have raised -----------------------------------------
+
+
+def _raise_slowly(x):
+    import time
+
+    time.sleep(0.002)
+    raise ValueError(f"bad row {x}")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, 1.0, True, "10", float("nan")])
+def test_max_failures_is_checked(tmp_path, bad):
+    from slurm_apply import InputError
+
+    with pytest.raises(InputError, match="max_failures"):
+        slurm_apply(lambda x: x, pd.DataFrame({"x": [1]}), backend="local", submit=False,
+                    job_dir=tmp_path, max_failures=bad)
+
+
+def test_max_failures_is_recorded_and_a_fraction_counts_the_submissions_rows(tmp_path):
+    job = slurm_apply(lambda x: x, pd.DataFrame({"x": range(20_000)}), backend="local",
+                      submit=False, job_dir=tmp_path, jobname="frac", max_failures=0.01)
+    sub = job.manifest.submissions[0]
+    assert sub.max_failures == 0.01 and sub.failure_limit() == 200
+    assert json.loads((job.job_dir / "manifest.json").read_text())["submissions"][0]["max_failures"] == 0.01
+    assert (jd.stop_path(job.job_dir, 0)).read_bytes() == b""  # made empty, written in place
+
+
+def test_the_budget_counts_every_process_and_stops_claims(tmp_path):
+    from slurm_apply._node import budget
+    from slurm_apply._node.rows import Context
+
+    job = slurm_apply(lambda x: x, pd.DataFrame({"x": range(100)}), backend="local", submit=False,
+                      job_dir=tmp_path, jobname="budget", max_failures=10, nodes=2)
+    ctx = Context(job.job_dir, job.manifest, 0, 0)
+    first, second = budget.Budget(ctx, "a"), budget.Budget(ctx, "b")
+    second.stem = "t0001-p1"  # another process
+    first.add(4, "ValueError: x")
+    second.add(5, "ValueError: y")
+    assert budget.total_failures(job.job_dir, 0) == 9 and not first.stopped()
+    first.add(1)  # not published at once: the count has not doubled (a process's end does it)
+    assert budget.total_failures(job.job_dir, 0) == 9
+    first.flush()
+    assert budget.total_failures(job.job_dir, 0) == 10 and second.stopped()
+    note = budget.read_stop(job.job_dir, 0)
+    assert note["failed"] == 10 and note["max_failures"] == 10 and note["first"] == "ValueError: x"
+    late = claims.Claimer(job.job_dir, 0, 10, 2, 1, task=1, proc=0,
+                          may_claim=lambda: not budget.Budget(ctx, "c").stopped())
+    assert late.next_chunk() is None and late.creates == 0
+
+
+def _assert_stopped_early(st, n, limit):
+    assert st.ended and st.state == "FAILED", str(st)
+    assert limit <= st.rows_failed < n // 4 and st.rows_missing == n - st.rows_failed
+    assert st.notes[0].startswith(f"stopped early: ") and f"(max_failures={limit})" in st.notes[0]
+    assert "; first: row " in st.notes[0] and ": ValueError: bad row " in st.notes[0]
+    assert "note: stopped early" in str(st)
+    (why,) = set(st.missing_by_reason())
+    assert why.startswith("not run: the job stopped early")
+
+
+def test_max_failures_stops_the_job_early(tmp_path):
+    n = 40_000
+    job = slurm_apply(_raise_every_row, pd.DataFrame({"x": range(n)}), backend="local", seed=False,
+                      job_dir=tmp_path, jobname="stop", nodes=2, cpus_per_node=2, max_failures=100)
+    st = job.wait(timeout_s=120, progress=False)
+    _assert_stopped_early(st, n, 100)
+    claimed = claims.read_claims(job.job_dir, 0)
+    assert len(claimed) < job.manifest.submissions[0].n_chunks
+    assert json.loads(json.dumps(st.to_dict()))["notes"][0].startswith("stopped early")
+    again = job.resubmit()  # the missing rows, with the same limit: f still fails, so it stops again
+    assert again.manifest.submissions[1].max_failures == 100
+    st = again.wait(timeout_s=120, progress=False)
+    assert st.state == "FAILED" and st.notes[0].startswith("stopped early")
+
+
+def test_a_process_leaves_the_rest_of_its_chunk_when_the_job_stops(tmp_path):
+    n = 4000  # one chunk per process: only leaving a chunk half-way stops this job early
+    job = slurm_apply(_raise_slowly, pd.DataFrame({"x": range(n)}), backend="local", seed=False,
+                      job_dir=tmp_path, jobname="mid", nodes=1, cpus_per_node=2,
+                      rows_per_chunk=n // 2, max_failures=20)
+    st = job.wait(timeout_s=120, progress=False)
+    _assert_stopped_early(st, n, 20)
+    assert len(claims.read_claims(job.job_dir, 0)) == 2
+
+
+def test_max_failures_on_the_cluster(cluster, job_parent):
+    n = 20_000
+    job = slurm_apply(_raise_every_row, pd.DataFrame({"x": range(n)}), seed=False,
+                      job_dir=job_parent, jobname="stop", nodes=3, cpus_per_node=2,
+                      max_failures=50)
+    st = job.wait(timeout_s=180, progress=False)
+    _assert_stopped_early(st, n, 50)
+    assert set(st.tasks.values()) == {"COMPLETED"}, str(st)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
 from .._store import layout as jd
 from .._store import claims, records
 from .._store.manifest import Manifest
+from .budget import Budget
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
@@ -126,8 +127,9 @@ class Writer:
     was in flight. The process also ends when its parent (the task) has died.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_errors: Callable[[int, str], None] = lambda n, first: None) -> None:
         self.fh = records.open_for_append(path)
+        self.on_errors = on_errors  # told how many rows raised in each frame written
         # Stacks already written, so a traceback repeated row after row is stored once.
         self.tracebacks = records.TracebackCache(self.fh.frames)  # type: ignore[attr-defined]
         self.rows: List[int] = []
@@ -167,7 +169,11 @@ class Writer:
             self.fh.write(frame)
             self.fh.flush()
             self.tracebacks.written()
+            errors = self.errors
             self.rows, self.values, self.errors = [], [], {}
+            if errors:
+                etype, message, _ = next(iter(errors.values()))
+                self.on_errors(len(errors), f"{etype}: {message}")
         now = self.last = time.monotonic()
         if sync or now - self.synced >= FSYNC_INTERVAL_S:
             os.fsync(self.fh.fileno())
@@ -220,6 +226,7 @@ class _Loop:
             ctx.job_dir, ctx.sub, info.n_chunks, info.n_tasks * info.cpus_per_task,
             ctx.task * info.cpus_per_task + work.proc, ctx.task, work.proc, start=work.start,
             may_claim=self.may_claim)
+        self.budget = Budget(ctx, f"task {ctx.task} process {work.proc}")
         self.n_rows = self.n_err = 0
         self.loop_s = 0.0
         self.first_row_at: Optional[float] = None
@@ -230,11 +237,13 @@ class _Loop:
         # After a requeue: skip the rows this process saved before (ids only: nothing unpickled).
         own: Set[int] = saved_rows(rec) if work.read_own and rec.exists() else set()
         params = jd.ParamsReader(jd.params_bin(ctx.job_dir, ctx.sub))
-        writer = Writer(rec)
+        writer = Writer(rec, self.budget.add)
         # The task starts us with SIGTERM blocked, so that no signal came before the handler
         # that saves our rows; a signal that came meanwhile is handled now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         for c, skip, one_by_one in work.resume:
+            if self.budget.stopped():
+                break  # stopped early: what is left of these chunks stays unrun
             at[CHUNK] = c
             self.chunk(params, writer, c, (skip | own) if own else skip, one_by_one)
         while True:
@@ -243,6 +252,7 @@ class _Loop:
                 break
             self.chunk(params, writer, c, own)
         writer.close()
+        self.budget.flush()
         params.close()
         cl = self.claimer
         return {"proc": work.proc, "rows": self.n_rows, "errors": self.n_err,
@@ -255,8 +265,10 @@ class _Loop:
         self.at[CHUNK] = c
 
     def may_claim(self) -> bool:
-        # The directory may hold another job now: claim nothing of it.
-        return not jd.job_replaced(self.ctx.job_dir, self.ctx.manifest.token)
+        # The directory may hold another job now: claim nothing of it. Nor once the job was
+        # stopped early (max_failures).
+        return not (jd.job_replaced(self.ctx.job_dir, self.ctx.manifest.token)
+                    or self.budget.stopped())
 
     def chunk(self, params: jd.ParamsReader, writer: Writer, c: int, skip: Any,
               one_by_one: int = 0) -> None:
@@ -267,16 +279,17 @@ class _Loop:
             self.first_row_at = time.time()
         m = self.ctx.manifest
         k = min(one_by_one, len(rows))
-        if k:
-            self.rows_loop(writer, rows[:k], names, [col[:k] for col in cols], skip, m.seed,
-                           m.seed_arg, -1.0)
-        self.rows_loop(writer, rows[k:], names, [col[k:] for col in cols] if k else cols, skip,
-                       m.seed, m.seed_arg, WRITE_INTERVAL_S)
+        stopped = k and self.rows_loop(writer, rows[:k], names, [col[:k] for col in cols], skip,
+                                       m.seed, m.seed_arg, -1.0)
+        if not stopped:
+            self.rows_loop(writer, rows[k:], names, [col[k:] for col in cols] if k else cols,
+                           skip, m.seed, m.seed_arg, WRITE_INTERVAL_S)
         writer.flush()  # the chunk's rows go to the OS before the next chunk is taken
 
     def rows_loop(self, writer: Writer, rows: List[int], names: List[str],
                   cols: List[Sequence[Any]], skip: Any, seed: Optional[int],
-                  seed_arg: Optional[str], interval: float) -> None:
+                  seed_arg: Optional[str], interval: float) -> bool:
+        """Run these rows; True if the job was stopped early meanwhile (the rest not run)."""
         import random
 
         f, at, slot_row = self.ctx.f, self.at, ROW
@@ -286,6 +299,7 @@ class _Loop:
             np_mod = sys.modules.get("numpy")
             np_random = np_mod.random.seed if np_mod is not None else None
         n_rows = n_err = 0
+        stopped = False
         monotonic, perf = time.monotonic, time.perf_counter
         t0 = perf()
         w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
@@ -318,13 +332,17 @@ class _Loop:
             if monotonic() > flush_at or len(w_rows) >= FLUSH_ROWS:
                 self.loop_s += perf() - t0
                 writer.flush()
+                if self.budget.stop_now():  # max_failures: leave the rest of the chunk
+                    stopped = True
+                    break
                 t0 = perf()
                 w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
                 flush_at = writer.last + interval
-        self.loop_s += perf() - t0
+        else:
+            self.loop_s += perf() - t0
         self.n_rows += n_rows
         self.n_err += n_err
-
+        return stopped
 
     def log_error(self, row: int, exc: BaseException, before: int) -> None:
         """Print a row's error to the task's log, while this process has printed few."""

@@ -30,6 +30,7 @@ from .._store import layout as jd
 from .._store import claims, records
 from . import lease
 from . import markers
+from .budget import Budget
 from . import rows as rowloop
 
 MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a row
@@ -114,6 +115,7 @@ class Task:
         self.settled: Set[int] = set()
         self.finished: Set[int] = set()
         self._params: Optional[jd.ParamsReader] = None
+        self.budget = Budget(ctx, f"task {ctx.task}")  # its rows dying count as raising
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     # -- processes ------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class Task:
                 os.fsync(fh.fileno())
         self._new_rows(p)  # past our own frame: it is no progress of the process
         self._say(f"row {row} failed: WorkerDied: {message}")
+        self.budget.add(1, f"WorkerDied: {message}")
 
     def _say(self, text: str) -> None:
         print(f"slurm_apply: {text}", flush=True)
@@ -242,6 +245,9 @@ class Task:
     def take_over(self, idle: List[int], now: float) -> bool:
         """Look for dead tasks; give their unfinished chunks to idle processes. True if any."""
         ctx = self.ctx
+        if self.budget.stopped():  # stopped early (max_failures): nothing more is run
+            self.watching = set()
+            return False
         dead, running = lease.dead_tasks(ctx.job_dir, ctx.sub, ctx.task, now)
         self.settled -= running
         dead = {t: note for t, note in dead.items() if t not in self.settled}

@@ -20,6 +20,8 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
         s0/tasks/t0003.done      JSON written when a task has gone through every chunk
         s0/tasks/t0003.live      the task's heartbeat (its mtime), or its stop note (_node/lease.py)
+        s0/failures/t0003-p812.17  rows that raised in process 812 of task 3 (max_failures only)
+        s0/stop.json             written when the submission stopped early (max_failures)
         logs/s0_t3.out           Slurm's output for each array task
 """
 
@@ -31,10 +33,9 @@ import json
 import os
 import pickle
 import stat
-import struct
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
@@ -261,6 +262,16 @@ def write_token(job_dir: Path, token: str) -> None:
     write_bytes(token_path(job_dir, token), b"")
 
 
+def stop_path(job_dir: Path, sub: int) -> Path:
+    """Written when a submission stopped early (``max_failures``): its tasks claim no more."""
+    return sub_dir(job_dir, sub) / "stop.json"
+
+
+def failures_dir(job_dir: Path, sub: int) -> Path:
+    """Each task process's count of rows that raised, in its file's name (``_node/budget.py``)."""
+    return sub_dir(job_dir, sub) / "failures"
+
+
 def job_replaced(job_dir: Path, token: str) -> bool:
     """True when the directory no longer holds the job with this token (it was replaced)."""
     return not token_path(job_dir, token).exists()
@@ -297,51 +308,6 @@ def remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Chunked parameters: one file per submission, an index of offsets up front, so a worker reads
-# only the chunks it takes (a task never loads the whole table).
-
-_PARAMS_MAGIC = b"SAPARAM1"
-
-
-def write_params_bin(path: Path, chunks: Sequence[bytes]) -> None:
-    offsets: List[Tuple[int, int]] = []
-    pos = 0
-    for blob in chunks:
-        offsets.append((pos, len(blob)))
-        pos += len(blob)
-    index = pickle.dumps(offsets, protocol=pickle.HIGHEST_PROTOCOL)
-    with atomic_open(path) as fh:
-        fh.write(_PARAMS_MAGIC + struct.pack("<Q", len(index)))
-        fh.write(index)
-        for blob in chunks:
-            fh.write(blob)
-
-
-class ParamsReader:
-    """Random access to the chunks of a ``params.bin``."""
-
-    def __init__(self, path: Path) -> None:
-        self._fh = open(path, "rb")
-        head = self._fh.read(16)
-        if head[:8] != _PARAMS_MAGIC:
-            raise JobDirError(f"{path} is not a slurm_apply parameter file")
-        (n,) = struct.unpack("<Q", head[8:])
-        self.offsets: List[Tuple[int, int]] = pickle.loads(self._fh.read(n))
-        self._base = 16 + n
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def chunk(self, i: int) -> Any:
-        off, size = self.offsets[i]
-        self._fh.seek(self._base + off)
-        return pickle.loads(self._fh.read(size))
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,3 +384,7 @@ def is_job_dir(p: Path) -> bool:
         return p.name.startswith(DIR_PREFIX) and (p / MANIFEST).is_file()
     except OSError:
         return False
+
+
+# The parameter file's format has its own module; callers reach it through this one.
+from .params import ParamsReader, write_params_bin  # noqa: E402,F401
