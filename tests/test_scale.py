@@ -96,6 +96,9 @@ def test_a_process_lists_instead_of_trying_claimed_chunks(tmp_path, monkeypatch)
     # One create in its own share finds it taken: it lists and skips the rest of its share;
     # then it lists the free chunks and makes one create; a last listing finds none left.
     assert counted.creates == 2 and counted.listings == 3 and late.creates == 2
+    # That last listing found every chunk claimed and said so: a later process stops at once.
+    later = claims.Claimer(tmp_path, 0, 100, 10, 4, task=2, proc=0)
+    assert later.next_chunk() is None and later.creates == later.listings == 0
 
 
 def test_a_stopped_claimer_claims_nothing(tmp_path):

@@ -15,9 +15,12 @@ never leaves an empty claim (a SIGKILL still can: it reads as an unknown owner).
 
 A process does not try every chunk (:class:`Claimer`): a thousand tasks doing so would make
 millions of synchronous creates on a shared file system. It first claims its own round-robin
-share, front to back; then it lists the claims directory once and tries only chunks not listed,
-from the back of the others' shares (their owners work from the front), listing again only after
-a few creates in a row found the chunk taken. A job's creates are about its number of chunks.
+share, front to back (after one create that finds a chunk of it taken, it lists the directory
+and skips what is taken: it started late); then it lists the claims directory and tries only
+chunks not listed, in an order of its own, listing again only after a few creates in a row
+found the chunk taken. The first process to find every chunk claimed says so in a file,
+``claims/all``, and a process that starts or runs out later looks no further. A job's creates
+are about its number of chunks, and its listings about its number of processes.
 """
 
 from __future__ import annotations
@@ -114,6 +117,11 @@ def try_take_over(job_dir: Path, sub: int, chunk: int, gen: int, owner: Owner,
     return _create(jd.claims_dir(job_dir, sub) / claim_name(chunk, gen), text)
 
 
+# Made in the claims directory by the first process that finds every chunk claimed: claims are
+# never removed, so from then on a process looks no further than this one name.
+ALL_CLAIMED = "all"
+
+
 def claimed_chunks(job_dir: Path, sub: int) -> Set[int]:
     """Chunks with a first claim, from one listing of the claims directory (nothing opened)."""
     try:
@@ -122,10 +130,24 @@ def claimed_chunks(job_dir: Path, sub: int) -> Set[int]:
         return set()
     out: Set[int] = set()
     for name in names:
+        if len(name) == 7 and name[0] == "c" and name[1:].isdigit():  # the usual name, fast
+            out.add(int(name[1:]))
+            continue
         parsed = parse_claim_name(name)
         if parsed is not None and parsed[1] == 0:
             out.add(parsed[0])
     return out
+
+
+def all_claimed(job_dir: Path, sub: int) -> bool:
+    return (jd.claims_dir(job_dir, sub) / ALL_CLAIMED).exists()
+
+
+def _mark_all_claimed(job_dir: Path, sub: int) -> None:
+    try:
+        os.close(os.open(jd.claims_dir(job_dir, sub) / ALL_CLAIMED, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        pass  # only an optimisation
 
 
 class Claimer:
@@ -167,6 +189,7 @@ class Claimer:
         self._free: List[int] = []
         self._taken: Optional[Set[int]] = None  # claimed chunks, as last listed in our share
         self._missed = 0  # creates in a row that found the chunk taken
+        self._looked = False  # whether ALL_CLAIMED was looked for
 
     def _try(self, chunk: int) -> bool:
         t0 = time.perf_counter()
@@ -179,8 +202,17 @@ class Claimer:
         t0 = time.perf_counter()
         self.listings += 1
         taken = claimed_chunks(self.job_dir, self.sub)
+        if len(taken) >= self.n_chunks:
+            _mark_all_claimed(self.job_dir, self.sub)
         self.seconds += time.perf_counter() - t0
         return taken
+
+    def _none_left(self) -> bool:
+        """Every chunk was claimed, as a process that listed them all said (one stat)."""
+        t0 = time.perf_counter()
+        found = all_claimed(self.job_dir, self.sub)
+        self.seconds += time.perf_counter() - t0
+        return found
 
     def _list_free(self) -> List[int]:
         """Unclaimed chunks, in an order of this process's own: processes that list at the
@@ -204,6 +236,11 @@ class Claimer:
         ``before(chunk)`` is called just before each create (the task's parent is told which
         chunk may become ours, in case we die right after the create).
         """
+        if not self._looked and self.pos <= len(self.own):
+            self._looked = True
+            if self._none_left():  # a late start: every chunk was taken meanwhile
+                self.pos = self.NO_MORE
+                return None
         while self.pos < len(self.own):
             c = self.own[self.pos]
             self.pos += 1
