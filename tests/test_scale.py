@@ -241,7 +241,7 @@ def test_the_budget_counts_every_process_and_stops_claims(tmp_path):
 def _assert_stopped_early(st, n, limit):
     assert st.ended and st.state == "FAILED", str(st)
     assert limit <= st.rows_failed < n // 4 and st.rows_missing == n - st.rows_failed
-    assert st.notes[0].startswith(f"stopped early: ") and f"(max_failures={limit})" in st.notes[0]
+    assert st.notes[0].startswith("stopped early: ") and f"(max_failures={limit})" in st.notes[0]
     assert "; first: row " in st.notes[0] and ": ValueError: bad row " in st.notes[0]
     assert "note: stopped early" in str(st)
     (why,) = set(st.missing_by_reason())
