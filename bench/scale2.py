@@ -223,75 +223,99 @@ def s4(root: Path, libs: Dict[str, Path], rows: int, backend: str) -> Dict[str, 
     return out
 
 
-def table(res: Dict[str, Any]) -> List[List[Any]]:
-    rows: List[List[Any]] = []
+class Table:
+    """Rows of [workload, figure, value, baseline, baseline is, ratio, target, PASS/FAIL]."""
 
-    def add(work: str, fig: str, value: float, base: Optional[float], base_name: str,
-            target: Optional[float] = None, on: str = "value") -> None:
+    def __init__(self) -> None:
+        self.rows: List[List[Any]] = []
+
+    def add(self, work: str, fig: str, value: float, base: Optional[float] = None,
+            base_name: str = "", target: Optional[float] = None) -> None:
         ratio = value / base if base else None
-        judged = value if on == "value" else ratio
-        ok = "" if target is None or judged is None else ("PASS" if judged < target else "FAIL")
-        rows.append([work, fig, value, base, base_name, ratio, target, ok])
+        ok = "" if target is None else ("PASS" if value < target else "FAIL")
+        self.rows.append([work, fig, value, base, base_name, ratio, target, ok])
 
-    w = res["workloads"]
-    if "S1" in w:
-        r, st = w["S1"], w["S1"]["status"]
-        med = lambda runs, k: statistics.median(x[k] for x in runs)  # noqa: E731
-        run = r["run"]
-        add("S1", "submit s", run["submit_s"], None, "")
-        add("S1", "end to end s (submit, wait, get_output)", run["end_to_end_s"], None, "")
-        add("S1", "get_output() s, fresh process", med(r["collect"], "collect_s"), None, "")
-        add("S1", "get_output() peak RSS MB (whole process)", med(r["collect"], "peak_rss_kb") / 1024,
-            None, "")
-        numpy_s = med(st["python -c 'import numpy'"], "wall_s")
-        numpy_mb = med(st["python -c 'import numpy'"], "peak_rss_mb")
-        for who in ("now", "before"):
-            if f"status ({who})" in st:
-                runs = st[f"status ({who})"]
-                add("S1", f"`slurm-apply status` s ({who})", med(runs, "wall_s"), numpy_s,
-                    "python -c 'import numpy' s", 0.3 if who == "now" else None)
-                add("S1", f"`slurm-apply status` peak RSS MB ({who})", med(runs, "peak_rss_mb"),
-                    numpy_mb, "python -c 'import numpy' MB", 150 if who == "now" else None)
-        if "status (before)" in st:
-            add("S1", "status s: now / before", med(st["status (now)"], "wall_s"),
-                med(st["status (before)"], "wall_s"), "status s (before)")
-    if "S2" in w:
-        r = w["S2"]
-        frac = [t["claim_s"] / t["wall_s"] for t in r["tasks"]]
-        total = sum(t["claim_s"] for t in r["tasks"]) / sum(t["wall_s"] for t in r["tasks"])
-        old = r["n_chunks"] * r["create_s"]  # per process, trying every chunk
-        wall = statistics.median(t["wall_s"] for t in r["tasks"])
-        add("S2", "claiming / task wall, median task", statistics.median(frac), old / wall,
-            "old scheme, projected", 0.01)
-        add("S2", "tasks claiming under 1% of their wall", sum(f < 0.01 for f in frac),
-            r["n_tasks"], "tasks")
-        add("S2", "claiming / task wall, worst task", max(frac), None, "")
-        add("S2", "claiming / task wall, all tasks together", total, None, "")
-        creates = sum(t["creates"] for t in r["tasks"])
-        add("S2", f"O_EXCL creates in all ({r['n_chunks']} chunks)", creates,
-            r["n_chunks"] * r["n_tasks"], "old scheme: processes x chunks")
-        add("S2", "directory listings in all", sum(t["listings"] for t in r["tasks"]), None, "")
-        add("S2", "one create on this file system ms", r["create_s"] * 1000, None, "")
-        f = r["files"]
-        add("S2", "files in the job directory", f["files"], r["n_tasks"], "tasks")
-        add("S2", "bytes in the job directory MB", f["bytes"] / MB, f["input_bytes"] / MB, "inputs MB")
-        add("S2", "scheduler queries while waiting", r["scheduler_queries"], r["wait_s"], "wait s")
-    if "S4" in w:
-        r = w["S4"]
-        stop = r["now max_failures=100"]
-        add("S4", "100th error to the last row raised s", stop["t_last_error"] - stop["t_limit"], None,
-            "", 5.0)
-        add("S4", "100th error to the last task's end s", stop["last_task_end"] - stop["t_limit"],
-            None, "", 5.0)
-        add("S4", "rows that raised (limit 100)", stop["rows_failed"], None, "")
-        for name, run in r.items():
-            base = r["now max_failures=None"]
-            add("S4", f"wall s ({name})", run["wall_s"], base["wall_s"], "wall s, no limit")
-            add("S4", f"job directory MB ({name})", run["files"]["bytes"] / MB,
-                base["files"]["bytes"] / MB, "no limit MB", 10.0 if "=100" in name else None)
-            add("S4", f"written by the run MB ({name})",
-                (run["files"]["bytes"] - run["files"]["input_bytes"]) / MB, None, "")
-    return rows
+
+def _med(runs: List[Dict[str, Any]], key: str) -> float:
+    return statistics.median(x[key] for x in runs)
+
+
+def s1_rows(t: Table, r: Dict[str, Any]) -> None:
+    run, st = r["run"], r["status"]
+    t.add("S1", "submit s", run["submit_s"])
+    t.add("S1", "end to end s (submit, wait, get_output)", run["end_to_end_s"])
+    t.add("S1", "get_output() s, fresh process", _med(r["collect"], "collect_s"))
+    t.add("S1", "get_output(): peak RSS of that process MB", _med(r["collect"], "peak_rss_kb") / 1024)
+    floor = st["python -c 'import numpy'"]
+    for who in ("now", "before"):
+        if f"status ({who})" in st:
+            runs = st[f"status ({who})"]
+            t.add("S1", f"`slurm-apply status` s ({who})", _med(runs, "wall_s"),
+                  _med(floor, "wall_s"), "python -c 'import numpy' s", 0.3 if who == "now" else None)
+            t.add("S1", f"`slurm-apply status` peak RSS MB ({who})", _med(runs, "peak_rss_mb"),
+                  _med(floor, "peak_rss_mb"), "python -c 'import numpy' MB",
+                  150 if who == "now" else None)
+    if "status (before)" in st:
+        t.add("S1", "status s: now / before", _med(st["status (now)"], "wall_s"),
+              _med(st["status (before)"], "wall_s"), "status s (before)")
+
+
+def s2_rows(t: Table, r: Dict[str, Any]) -> None:
+    frac = [x["claim_s"] / x["wall_s"] for x in r["tasks"]]
+    total = sum(x["claim_s"] for x in r["tasks"]) / sum(x["wall_s"] for x in r["tasks"])
+    old = r["n_chunks"] * r["create_s"]  # per process, trying every chunk
+    wall = statistics.median(x["wall_s"] for x in r["tasks"])
+    t.add("S2", "claiming / task wall, median task", statistics.median(frac), old / wall,
+          "old scheme, projected", 0.01)
+    t.add("S2", "tasks claiming under 1% of their wall", sum(f < 0.01 for f in frac),
+          r["n_tasks"], "tasks")
+    t.add("S2", "claiming / task wall, worst task", max(frac))
+    t.add("S2", "claiming / task wall, all tasks together", total)
+    t.add("S2", f"O_EXCL creates in all ({r['n_chunks']} chunks)",
+          sum(x["creates"] for x in r["tasks"]), r["n_chunks"] * r["n_tasks"],
+          "old scheme: processes x chunks")
+    t.add("S2", "directory listings in all", sum(x["listings"] for x in r["tasks"]))
+    t.add("S2", "one create on this file system ms", r["create_s"] * 1000)
+    f = r["files"]
+    t.add("S2", "files in the job directory", f["files"], r["n_tasks"], "tasks")
+    t.add("S2", "bytes in the job directory MB", f["bytes"] / MB, f["input_bytes"] / MB, "inputs MB")
+    t.add("S2", "scheduler queries while waiting", r["scheduler_queries"], r["wait_s"], "wait s")
+
+
+def s4_rows(t: Table, r: Dict[str, Any]) -> None:
+    stop, base = r["now max_failures=100"], r["now max_failures=None"]
+    t.add("S4", "100th error to the last row raised s", stop["t_last_error"] - stop["t_limit"],
+          target=5.0)
+    t.add("S4", "100th error to the last task's end s", stop["last_task_end"] - stop["t_limit"],
+          target=5.0)
+    t.add("S4", "rows that raised (limit 100)", stop["rows_failed"])
+    for name, run in r.items():
+        t.add("S4", f"wall s ({name})", run["wall_s"], base["wall_s"], "wall s, no limit")
+        t.add("S4", f"job directory MB ({name})", run["files"]["bytes"] / MB,
+              base["files"]["bytes"] / MB, "no limit MB", 10.0 if "=100" in name else None)
+        t.add("S4", f"written by the run MB ({name})",
+              (run["files"]["bytes"] - run["files"]["input_bytes"]) / MB)
+
+
+def table(res: Dict[str, Any]) -> List[List[Any]]:
+    t = Table()
+    for name, rows in (("S1", s1_rows), ("S2", s2_rows), ("S4", s4_rows)):
+        if name in res["workloads"]:
+            rows(t, res["workloads"][name])
+    return t.rows
+
+
+def libraries(root: Path, before: str) -> Dict[str, Path]:
+    """Copies of this checkout's slurm_apply and of ``before``'s (unless "none")."""
+    libs = {"now": root / "lib"}
+    shutil.copytree(REPO / "slurm_apply", libs["now"] / "slurm_apply",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if before != "none":
+        libs["before"] = root / "before"
+        libs["before"].mkdir()
+        subprocess.run(f"git -C {REPO} archive {before} slurm_apply | tar -x -C {libs['before']}",
+                       shell=True, check=True)
+    return libs
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -316,15 +340,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.chmod(root, 0o755)
     git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True,  # noqa: E731
                                     text=True, check=True).stdout.strip()
-    libs = {"now": root / "lib"}
-    shutil.copytree(REPO / "slurm_apply", libs["now"] / "slurm_apply",
-                    ignore=shutil.ignore_patterns("__pycache__"))
     before = args.before or git("merge-base", "HEAD", "main")
-    if before != "none":
-        libs["before"] = root / "before"
-        libs["before"].mkdir()
-        subprocess.run(f"git -C {REPO} archive {before} slurm_apply | tar -x -C {libs['before']}",
-                       shell=True, check=True)
+    libs = libraries(root, before)
     res: Dict[str, Any] = {"meta": {
         "command": " ".join(["python bench/scale2.py", *(sys.argv[1:] if argv is None else argv)]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git("rev-parse", "--short", "HEAD"),
