@@ -67,7 +67,7 @@ class _File:
         """The tracebacks frame ``number`` stored, which later frames of the file refer to."""
         if number not in self.stacks:
             with RecordFile(self.path) as rf:
-                frame = rf.frame(self.starts[number], number, ids=array_ids)
+                frame = rf.frame(self.starts[number], number, ids=array_ids, done=False)
             self.stacks[number] = errtab.stacks(frame.errors_json)
         return self.stacks[number]
 
@@ -276,7 +276,7 @@ class Results:
             keys = _distinct(won[(won >= 0) & (won < SUCCESS_BIT)])
             wanted = set(idx.tolist())
         out: Dict[int, ErrorInfo] = {}
-        for key, frame, _ in self._frames(keys):
+        for key, frame, _ in self._frames(keys, done=False):
             f = self._files[split_key(key)[1:4]]
             err = np.asarray(frame.err, dtype=np.int64)
             wins = self.key_of(err) == key
@@ -296,9 +296,10 @@ class Results:
 
     # -- output --------------------------------------------------------------------------------
 
-    def _frames(self, keys: np.ndarray) -> Iterator[Tuple[int, Frame, RecordFile]]:
+    def _frames(self, keys: np.ndarray, done: bool = True) -> Iterator[Tuple[int, Frame, RecordFile]]:
         """(key, frame, its open file) for each frame named by ``keys`` (distinct, ascending:
-        so grouped by file, in file order), indexed again; each file opened once."""
+        so grouped by file, in file order), indexed again; each file opened once. With
+        ``done=False`` the frames come without their done ids (for their errors)."""
         files = keys >> PROC_SHIFT  # kind, submission, task, process: one file (and one kind)
         cuts = np.flatnonzero(files[1:] != files[:-1]) + 1
         for group in np.split(keys, cuts) if len(keys) else []:
@@ -306,7 +307,7 @@ class Results:
             f = self._files[(sub, task, proc)]
             with RecordFile(f.path) as rf:
                 for key, number in zip(group.tolist(), (group & (1 << FRAME_BITS) - 1).tolist()):
-                    frame = rf.frame(f.starts[number], number, ids=numpy_ids)
+                    frame = rf.frame(f.starts[number], number, ids=numpy_ids, done=done)
                     if frame.meta_crc != f.meta_crcs[number]:
                         raise JobDirError(f"{f.path} changed since it was read (frame {number} "
                                           "differs); was the job directory replaced?")

@@ -142,6 +142,9 @@ class RowSet(Sequence[int]):
 
     def __getitem__(self, i: Union[int, slice]) -> Union[int, List[int]]:
         if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:  # the first rows only: nothing past ``stop`` is expanded
+                return self.head(stop).tolist()[start:]
             return self.tolist()[i]
         n = len(self)
         if i < 0:

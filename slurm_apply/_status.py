@@ -111,7 +111,7 @@ class JobStatus:
 
         if not self.row_labels:
             return compress_rows(positions, limit)
-        shown = [self.row_name(r) for r in list(positions)[:limit]]
+        shown = [self.row_name(r) for r in positions[:limit]]
         more = f", ... ({len(positions)} rows)" if len(positions) > limit else ""
         return ", ".join(shown) + more
 

@@ -213,8 +213,10 @@ def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta
         limit -= 1
 
 
-def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom) -> Frame:
-    return Frame(path, number, m.pos, ids_from_runs(ids, m.done_pairs),
+def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom, done: bool = True) -> Frame:
+    """The frame's index entry; ``done=False`` leaves its done ids out (empty), for readers of
+    its errors alone: a frame of a million rows then costs no million-id array."""
+    return Frame(path, number, m.pos, ids_from_runs(ids, m.done_pairs if done else b""),
                  ids_from_runs(ids, m.err_pairs), m.errors_json, m.meta_crc, m.values_at,
                  m.values_length, m.values_crc, m.columnar)
 
@@ -322,13 +324,14 @@ class RecordFile:
     def __exit__(self, *exc: Any) -> None:
         self._fh.close()
 
-    def frame(self, offset: int, number: int, ids: IdsFrom = numpy_ids) -> Frame:
-        """The frame starting at ``offset``; JobDirError if there is no valid frame there."""
+    def frame(self, offset: int, number: int, ids: IdsFrom = numpy_ids, done: bool = True) -> Frame:
+        """The frame starting at ``offset``; JobDirError if there is no valid frame there.
+        ``done=False``: without its done ids (see ``_frame``)."""
         found = list(_metas(self._fh, offset, self._size, limit=1))
         if not found:
             raise JobDirError(f"{self.path} changed since it was read: no valid record frame at "
                               f"byte {offset} any more (was the job directory replaced?)")
-        return _frame(self.path, number, found[0], ids)
+        return _frame(self.path, number, found[0], ids, done)
 
     def values(self, frame: Frame) -> List[Any]:
         """:func:`read_values` through this open file."""
