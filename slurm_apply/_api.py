@@ -50,6 +50,7 @@ def slurm_apply(
     seed: Union[int, None, bool] = None,
     seed_arg: Optional[str] = None,
     rows_per_chunk: Optional[int] = None,
+    max_failures: Union[int, float, None] = None,
     overwrite: bool = False,
     force: bool = False,
     preflight: bool = True,
@@ -105,7 +106,15 @@ def slurm_apply(
     seed_arg : str, optional
         Also pass the row's seed to ``f`` as this keyword argument.
     rows_per_chunk : int, optional
-        Rows per unit of work handed to a process (default: balanced automatically).
+        Rows per unit of work handed to a process (default: balanced automatically). A job
+        has at most 10,000 chunks (each is a claim file), so a smaller value is raised to fit.
+    max_failures : int or float, optional
+        Stop early when this many rows have raised (an integer), or this fraction of the rows
+        (a number between 0 and 1, e.g. 0.01): no task then starts another chunk, and a process
+        leaves the rest of its chunk, so a bug that makes every row fail costs seconds, not the
+        whole job. The status says the job was stopped early and why; the rows not run are
+        missing, for ``resubmit()`` once ``f`` is fixed. Resubmissions inherit it. Default:
+        run every row whatever fails.
     overwrite : bool, default False
         Replace an existing job directory of the same name. Refused (JobActiveError) while
         that job has tasks queued, running or unknown: cancel it first.
@@ -125,7 +134,8 @@ def slurm_apply(
                       cpus_per_node=cpus_per_node, slurm_options=slurm_options, setup=setup,
                       more_args=more_args, jobname=jobname, job_dir=job_dir, backend=backend,
                       max_concurrent=max_concurrent, seed=seed, seed_arg=seed_arg,
-                      rows_per_chunk=rows_per_chunk, overwrite=overwrite), caller)
+                      rows_per_chunk=rows_per_chunk, max_failures=max_failures,
+                      overwrite=overwrite), caller)
     if c.path.exists():  # overwrite=True: the old job must be over (or force)
         _replace_old_job(c.path, force)
     manifest = Manifest(
@@ -141,7 +151,8 @@ def slurm_apply(
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=c.cpus_per_node, n_chunks=0,
                        nodes=c.nodes, backend=c.backend, slurm_options=c.options,
-                       max_concurrent=c.max_concurrent, setup=tuple(c.setup))
+                       max_concurrent=c.max_concurrent, setup=tuple(c.setup),
+                       max_failures=c.max_failures)
     _write_job(c.path, manifest, first, (c.f, c.objects), params_df, overwrite=overwrite,
                preflight=preflight, started=started)
     if submit:
@@ -166,6 +177,7 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     c.cpus_per_node = v.check_positive_int("cpus_per_node", site["cpus_per_node"])
     c.max_concurrent = v.check_optional_positive_int("max_concurrent", a["max_concurrent"])
     c.rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", a["rows_per_chunk"])
+    c.max_failures = v.check_max_failures(a["max_failures"])
     c.seed = v.check_seed(a["seed"])
     v.check_seed_arg(seed_arg, c.seed, df)
     c.more_args = v.check_more_args(f, a["more_args"], df, seed_arg)

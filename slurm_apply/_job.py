@@ -11,6 +11,7 @@ from ._store import layout as jd
 from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
+from ._node.budget import read_stops
 from ._results import Results, list_record_files
 from ._submit import chunk_bounds
 from ._rows import RowNames
@@ -129,7 +130,8 @@ class SlurmJob:
             log_path=lambda k, t: str(self.log_path(k, t)),
             log_mtime=lambda k, t: jd.mtime(self.log_path(k, t)),
             claims=lambda k: ClaimReader(self.job_dir, k).chains(),
-            chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none)
+            chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none,
+            stops=read_stops(self.job_dir, m.launched()))
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""

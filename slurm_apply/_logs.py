@@ -57,7 +57,7 @@ def failed_logs(job: "SlurmJob", chosen: List[Tuple[int, int, Path]]
         t = states.get((sub, task))
         if t is None or t.state == "NOT_SUBMITTED":
             continue
-        raised = count_raised(path)
+        raised = count_raised(path, _done_marker(job, sub, task))
         if t.state in HEALTHY_STATES and not raised:
             continue
         note = f"task {task}: {one_line(t.describe())}"
@@ -70,7 +70,20 @@ def failed_logs(job: "SlurmJob", chosen: List[Tuple[int, int, Path]]
     return keep, notes
 
 
-def count_raised(path: Path) -> int:
+def _done_marker(job: "SlurmJob", sub: int, task: int) -> Optional[Dict]:
+    from ._store import layout as jd
+
+    try:
+        return jd.read_json(jd.task_marker(job.job_dir, sub, task, "done"))
+    except (OSError, ValueError):
+        return None
+
+
+def count_raised(path: Path, done: Optional[Dict] = None) -> int:
+    """Rows that raised in a task: its end marker's count, else the lines its log has (a
+    process prints only its first few)."""
+    if done is not None and isinstance(done.get("errors"), int):
+        return done["errors"]
     try:
         with open(path, "rb") as fh:
             return sum(1 for line in fh if ROW_RAISED.match(line))

@@ -308,13 +308,28 @@ def duration(seconds: Optional[float]) -> str:
 
 def compress_rows(rows: Sequence[int], limit: int = 12) -> str:
     """[1, 2, 3, 7, 9, 10] -> '1-3, 7, 9-10' (shortened with '...' past ``limit`` ranges)."""
+    runs = getattr(rows, "runs", None)  # a RowSet: its runs are the ranges, nothing to expand
+    if runs is not None:
+        return compress_runs(runs[0], runs[1], limit)
     ranges: List[List[int]] = []
     for r in sorted(rows):
-        if ranges and ranges[-1][1] == r - 1:
-            ranges[-1][1] = r
+        if ranges and ranges[-1][1] == r:
+            ranges[-1][1] = r + 1
         else:
-            ranges.append([r, r])
-    text = [f"{a}-{b}" if a != b else f"{a}" for a, b in ranges[:limit]]
-    if len(ranges) > limit:
-        text.append(f"... ({len(rows)} rows)")
+            ranges.append([r, r + 1])
+    return _ranges_text([a for a, _ in ranges], [b for _, b in ranges], len(rows), limit)
+
+
+def compress_runs(starts: Sequence[int], stops: Sequence[int], limit: int = 12) -> str:
+    """Runs [start, stop) as '1-3, 7, 9-10', the first ``limit`` of them."""
+    total = int(sum(int(b) - int(a) for a, b in zip(starts, stops)))
+    return _ranges_text([int(a) for a in starts[:limit + 1]], [int(b) for b in stops[:limit + 1]],
+                        total, limit, more=len(starts) > limit)
+
+
+def _ranges_text(starts: List[int], stops: List[int], total: int, limit: int,
+                 more: bool = False) -> str:
+    text = [f"{a}-{b - 1}" if b - 1 != a else f"{a}" for a, b in zip(starts[:limit], stops[:limit])]
+    if more or len(starts) > limit:
+        text.append(f"... ({total} rows)")
     return ", ".join(text)

@@ -1,29 +1,17 @@
-"""Every row's outcome across all submissions, with one merge rule for rows recorded twice.
+"""Every row's outcome across all submissions, read incrementally from the record files.
 
-A row can be recorded more than once: it raised in one submission and was rerun, a requeued
-task ran it again, or two processes wrote it. Each record gets a key; the greatest key wins::
-
-    bit  63      always 0 (keys are non-negative; -1 means "no record")
-    bit  62      kind: 1 success, 0 error           -> a success beats any error
-    bits 54-61   submission (8 bits: 0..255)        -> then the later submission wins
-    bits 32-53   array task (22 bits: 0..4,194,303; Slurm's MaxArraySize is at most 4,000,001)
-    bits 23-31   process in the task (9 bits: 0..511)
-    bits  0-22   frame number in the record file (23 bits: 0..8,388,607)
-
-Task, process and frame only break ties between records of the same kind and submission (a
-fixed, arbitrary order), and make a key name exactly one frame, so the winning frame of a row is
-found from its key. :func:`make_key` refuses fields outside these widths. The merge is then
-``best = max(best, key)`` per row (:func:`merge`): the outcome cannot depend on the order in
-which files or frames are read, nor on how reads are split into refreshes.
-
-Per-row state is NumPy arrays (8 bytes a row for the winning key, 1 byte a row for each
-submission that has records); per frame only its offset and meta checksum are kept. Status-side
-queries never unpickle a value: only :meth:`Results.values` does, one frame at a time.
+Rows recorded more than once count once, by the merge rule of ``_merge.py`` (a success beats an
+error; then the later submission wins). Records name their rows as runs
+(``_store/rowruns.py``), so the state is runs too: the winning key of each stretch of rows, and
+per submission the rows it recorded (a :class:`~slurm_apply._runs.RowSet`); per frame only its
+offset and meta checksum are kept. Memory and time grow with frames, not rows: a finished
+ten-million-row job is a few thousand runs. Per-row arrays are made only when asked for
+(output, masks). Status-side queries never unpickle a value: only :meth:`Results.values` does,
+one frame at a time.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from array import array
 from pathlib import Path
@@ -33,62 +21,15 @@ import numpy as np
 
 from ._store import layout as jd
 from ._errors import JobDirError
-from ._store.records import ErrorInfo, Frame, RecordFile, RecordReader, array_ids, parse_name
-
-NO_RECORD = -1
-ERROR, SUCCESS = 0, 1
-KIND_SHIFT, SUB_SHIFT, TASK_SHIFT, PROC_SHIFT = 62, 54, 32, 23
-SUB_BITS, TASK_BITS, PROC_BITS, FRAME_BITS = 8, 22, 9, 23
-SUCCESS_BIT = 1 << KIND_SHIFT
+# The rule's names are re-exported: callers and tests import them from here.
+from ._merge import (ERROR, FRAME_BITS, NO_RECORD, PROC_SHIFT, SUCCESS, SUCCESS_BIT,  # noqa: F401
+                     envelope, make_key, merge, split_key)
+from ._runs import RowSet, combine
+from ._store import errtab
+from ._store.records import (ErrorInfo, Frame, RecordFile, RecordReader, array_ids, numpy_ids,
+                             parse_name)
 
 FileEntry = Tuple[int, int, int, Path]  # (submission, task, process, path)
-
-
-def make_key(kind: int, sub: int, task: int, proc: int, frame: int) -> int:
-    """The merge key of a record; raises ValueError when a field does not fit its bits."""
-    for name, value, bits in (("submission", sub, SUB_BITS), ("task", task, TASK_BITS),
-                              ("process", proc, PROC_BITS), ("frame", frame, FRAME_BITS)):
-        if not 0 <= value < 1 << bits:
-            raise ValueError(f"record {name} {value} is outside 0..{(1 << bits) - 1}: the merge "
-                             f"key keeps {bits} bits for it (see slurm_apply._results)")
-    if kind not in (ERROR, SUCCESS):
-        raise ValueError(f"record kind must be {ERROR} or {SUCCESS}; got {kind!r}")
-    return (kind << KIND_SHIFT | sub << SUB_SHIFT | task << TASK_SHIFT | proc << PROC_SHIFT
-            | frame)
-
-
-def split_key(key: int) -> Tuple[int, int, int, int, int]:
-    """(kind, submission, task, process, frame) of a key made by :func:`make_key`."""
-    key = int(key)
-    return (key >> KIND_SHIFT & 1, key >> SUB_SHIFT & (1 << SUB_BITS) - 1,
-            key >> TASK_SHIFT & (1 << TASK_BITS) - 1, key >> PROC_SHIFT & (1 << PROC_BITS) - 1,
-            key & (1 << FRAME_BITS) - 1)
-
-
-def merge(best: np.ndarray, rows: np.ndarray, keys: np.ndarray,
-          out: Optional[np.ndarray] = None) -> np.ndarray:
-    """The merge rule: each row keeps the greatest key recorded for it.
-
-    Parameters
-    ----------
-    best : ndarray of int64
-        The winning key of every row so far (``NO_RECORD`` where none).
-    rows, keys : ndarray of int64
-        New records, in any order; a row may repeat.
-    out : ndarray, optional
-        Where to write the result; pass ``best`` to update it in place.
-
-    Returns
-    -------
-    ndarray
-        ``max(best, keys of each row)``. Without ``out`` a new array; ``best`` is untouched.
-    """
-    if out is None:
-        out = best.copy()
-    elif out is not best:
-        out[...] = best
-    np.maximum.at(out, rows, keys)
-    return out
 
 
 def list_record_files(job_dir: "os.PathLike[str] | str", subs: Iterable[int]) -> List[FileEntry]:
@@ -120,6 +61,19 @@ class _File:
         self.starts = array("q")
         self.meta_crcs = array("q")
         self.by_column = array("b")  # per frame: its values are stored by column
+        self.stacks: Dict[int, List[str]] = {}  # frame -> its table of tracebacks, once read
+
+    def stacks_of(self, number: int) -> List[str]:
+        """The tracebacks frame ``number`` stored, which later frames of the file refer to."""
+        if number not in self.stacks:
+            with RecordFile(self.path) as rf:
+                frame = rf.frame(self.starts[number], number, ids=array_ids, done=False)
+            self.stacks[number] = errtab.stacks(frame.errors_json)
+        return self.stacks[number]
+
+
+def _pairs(buf: bytes) -> np.ndarray:
+    return np.frombuffer(buf, dtype="<i8").reshape(-1, 2)
 
 
 class Results:
@@ -136,10 +90,12 @@ class Results:
     def __init__(self, job_dir: "os.PathLike[str] | str", n_rows: int) -> None:
         self.job_dir = Path(job_dir)
         self.n_rows = int(n_rows)
-        self._best = np.full(self.n_rows, NO_RECORD, dtype=np.int64)
-        self._seen: Dict[int, np.ndarray] = {}
+        empty = np.empty(0, dtype=np.int64)
+        self._s, self._e, self._k = empty, empty, empty  # the winning key of each run of rows
+        self._new: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # runs not merged yet
+        self._seen: Dict[int, RowSet] = {}
+        self._seen_new: Dict[int, List[Tuple[np.ndarray, np.ndarray]]] = {}
         self._files: Dict[Tuple[int, int, int], _File] = {}
-        self._counts: Optional[Tuple[int, int, int]] = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -171,93 +127,91 @@ class Results:
                 if f is None:
                     f = _File(Path(path), sub, task, proc)
                     self._files[(sub, task, proc)] = f
-                new = self._read(f)
+                n_frames += self._read(f)
             except ValueError as exc:  # a key would not fit, or a row the job does not have
                 bad.append(f"{path}: {exc}")
-                continue
-            if new is not None:
-                # File by file: the rule does not care about order, and the peak memory
-                # is one file's records, not the whole job's.
-                merge(self._best, new[0], new[1], out=self._best)
-                self._counts = None
-                n_frames += new[2]
         if bad:
             raise JobDirError("; ".join(bad))
         return n_frames
 
-    def _read(self, f: "_File") -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
-        """A file's new records as (rows, keys, frames), or None. On ValueError the file is left
-        as it was, to be read (and refused) again: nothing of it is half taken in."""
+    def _read(self, f: "_File") -> int:
+        """Take in a file's new frames; their number. On ValueError the file is left as it
+        was, to be read (and refused) again: nothing of it is half taken in."""
         start = (f.reader.offset, f.reader.frames)
         batch = f.reader.read_new_batch()
         k = len(batch.starts)
         if not k:
-            return None
+            return 0
         try:
             last = batch.first + k - 1
             base = make_key(ERROR, f.sub, f.task, f.proc, last) - last  # checks the last frame
             numbers = np.arange(batch.first, last + 1, dtype=np.int64)
-            rows = np.concatenate((np.frombuffer(batch.done, "<i8"),
-                                   np.frombuffer(batch.err, "<i8")))
-            keys = np.concatenate((np.repeat(base | SUCCESS_BIT | numbers, batch.n_done),
-                                   np.repeat(base | numbers, batch.n_err)))
-            if len(rows) and (rows.min() < 0 or rows.max() >= self.n_rows):
-                raise ValueError(f"it records row {int(rows.max())} (or a negative one) but the "
-                                 f"job has {self.n_rows} rows: it does not belong to this job")
+            pairs = np.concatenate((_pairs(batch.done_pairs), _pairs(batch.err_pairs)))
+            keys = np.concatenate((np.repeat(base | SUCCESS_BIT | numbers, batch.done_runs),
+                                   np.repeat(base | numbers, batch.err_runs)))
+            if len(pairs) and (pairs.min() < 0 or pairs[:, 1].max() > self.n_rows
+                               or np.any(pairs[:, 1] <= pairs[:, 0])):
+                raise ValueError(f"it records row {int(pairs[:, 1].max()) - 1} (or a negative one) "
+                                 f"but the job has {self.n_rows} rows: it does not belong to this job")
         except ValueError:
             f.reader.offset, f.reader.frames = start
             raise
         f.starts.extend(batch.starts)
         f.meta_crcs.extend(batch.meta_crcs)
         f.by_column.extend(batch.columnar)
-        self._seen_in(f.sub)[rows] = True
-        return rows, keys, k
+        starts, stops = pairs[:, 0].copy(), pairs[:, 1].copy()
+        self._new.append((starts, stops, keys))
+        self._seen_new.setdefault(f.sub, []).append((starts, stops))
+        return k
 
-    def _seen_in(self, sub: int) -> np.ndarray:
-        if sub not in self._seen:
-            self._seen[sub] = np.zeros(self.n_rows, dtype=bool)
-        return self._seen[sub]
+    def _merged(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The winning runs, with every record read so far merged in."""
+        if self._new:
+            parts = [(self._s, self._e, self._k)] + self._new
+            self._s, self._e, self._k = envelope(*(np.concatenate(p) for p in zip(*parts)))
+            self._new = []
+        return self._s, self._e, self._k
 
-    def _frames(self, keys: np.ndarray) -> Iterator[Tuple[int, Frame, RecordFile]]:
-        """(key, frame, its open file) for each frame named by ``keys`` (distinct, ascending:
-        so grouped by file, in file order), indexed again; each file opened once."""
-        files = keys >> PROC_SHIFT  # kind, submission, task, process: one file (and one kind)
-        cuts = np.flatnonzero(files[1:] != files[:-1]) + 1
-        for group in np.split(keys, cuts) if len(keys) else []:
-            _, sub, task, proc, _ = split_key(int(group[0]))
-            f = self._files[(sub, task, proc)]
-            with RecordFile(f.path) as rf:
-                for key, number in zip(group.tolist(), (group & (1 << FRAME_BITS) - 1).tolist()):
-                    frame = rf.frame(f.starts[number], number, ids=array_ids)
-                    if frame.meta_crc != f.meta_crcs[number]:
-                        raise JobDirError(f"{f.path} changed since it was read (frame {number} "
-                                          "differs); was the job directory replaced?")
-                    yield key, frame, rf
+    def _where(self, kind: str) -> RowSet:
+        s, e, k = self._merged()
+        pick = k >= SUCCESS_BIT if kind == "done" else k < SUCCESS_BIT
+        return RowSet(s[pick], e[pick], _normal=False)
+
+    def key_of(self, rows: np.ndarray) -> np.ndarray:
+        """The winning key of each of ``rows`` (``NO_RECORD`` where none)."""
+        s, e, k = self._merged()
+        rows = np.asarray(rows, dtype=np.int64)
+        i = np.searchsorted(s, rows, side="right") - 1
+        j = np.where(i >= 0, i, 0)
+        hit = (i >= 0) & (rows < e[j]) if len(s) else np.zeros(len(rows), bool)
+        return np.where(hit, k[j] if len(s) else NO_RECORD, NO_RECORD)
 
     # -- status-side queries: none of them unpickles a value ------------------------------------
 
-    @property
-    def keys(self) -> np.ndarray:
-        """The winning key of every row (``NO_RECORD`` where none), read-only."""
-        view = self._best.view()
-        view.flags.writeable = False
-        return view
+    def done_rows(self) -> RowSet:
+        """Rows whose winning record is a success, as runs."""
+        return self._where("done")
 
-    def failed_mask(self) -> np.ndarray:
-        """Bool per row: its winning record is an error."""
-        return (self._best >= 0) & (self._best < SUCCESS_BIT)
+    def failed_rows(self) -> RowSet:
+        """Rows whose winning record is an error, as runs."""
+        return self._where("failed")
 
-    def done_mask(self) -> np.ndarray:
-        """Bool per row: its winning record is a success."""
-        return self._best >= SUCCESS_BIT
+    def recorded_rows(self, sub: int) -> RowSet:
+        """Rows submission ``sub`` has some record of (winning or not), as runs."""
+        new = self._seen_new.pop(sub, None)
+        if new:
+            old = self._seen.get(sub, RowSet())
+            s, e = combine([old.runs] + new, 1)
+            self._seen[sub] = RowSet(s, e, _normal=True)
+        return self._seen.get(sub, RowSet())
 
     def counts(self) -> Tuple[int, int, int]:
         """(done, failed, no record): rows whose winning record is a success, an error, none."""
-        if self._counts is None:
-            done = int(np.count_nonzero(self._best >= SUCCESS_BIT))
-            none = int(np.count_nonzero(self._best < 0))
-            self._counts = (done, self.n_rows - done - none, none)
-        return self._counts
+        s, e, k = self._merged()
+        length = e - s
+        done = int(length[k >= SUCCESS_BIT].sum())
+        failed = int(length[k < SUCCESS_BIT].sum())
+        return done, failed, self.n_rows - done - failed
 
     @property
     def n_done(self) -> int:
@@ -269,26 +223,38 @@ class Results:
         """Rows whose winning record is an error."""
         return self.counts()[1]
 
+    @property
+    def keys(self) -> np.ndarray:
+        """The winning key of every row (``NO_RECORD`` where none), one per row (made on demand)."""
+        s, e, k = self._merged()
+        out = np.full(self.n_rows, NO_RECORD, dtype=np.int64)
+        out[RowSet(s, e, _normal=True).rows()] = np.repeat(k, e - s)
+        return out
+
+    def failed_mask(self) -> np.ndarray:
+        """Bool per row: its winning record is an error."""
+        return self.failed_rows().mask(self.n_rows)
+
+    def done_mask(self) -> np.ndarray:
+        """Bool per row: its winning record is a success."""
+        return self.done_rows().mask(self.n_rows)
+
     def done(self) -> np.ndarray:
         """Rows whose winning record is a success, ascending."""
-        return np.flatnonzero(self._best >= SUCCESS_BIT)
+        return self.done_rows().rows()
 
     def failed(self) -> np.ndarray:
         """Rows whose winning record is an error, ascending."""
-        return np.flatnonzero(self.failed_mask())
+        return self.failed_rows().rows()
 
     def unrecorded(self) -> np.ndarray:
         """Rows no submission has recorded yet, ascending."""
-        return np.flatnonzero(self._best < 0)
+        s, e, _ = self._merged()
+        return RowSet(s, e).complement(self.n_rows).rows()
 
     def recorded_in(self, sub: int) -> np.ndarray:
-        """Bool per row: submission ``sub`` has some record of it (winning or not), read-only."""
-        seen = self._seen.get(sub)
-        if seen is None:
-            return np.zeros(self.n_rows, dtype=bool)
-        view = seen.view()
-        view.flags.writeable = False
-        return view
+        """Bool per row: submission ``sub`` has some record of it (winning or not)."""
+        return self.recorded_rows(sub).mask(self.n_rows)
 
     def errors(self, rows: Optional[Iterable[int]] = None) -> Dict[int, ErrorInfo]:
         """{row: (type, message, traceback)} of rows whose winning record is an error.
@@ -300,36 +266,57 @@ class Results:
             of the frames holding the wanted errors is parsed.
         """
         if rows is None:
-            return self._errors_at(np.flatnonzero(self.failed_mask()), restrict=False)
-        idx = rows if isinstance(rows, np.ndarray) else np.fromiter(rows, dtype=np.int64)
-        won = self._best[idx]
-        return self._errors_at(_distinct(idx[(won >= 0) & (won < SUCCESS_BIT)]), restrict=True)
-
-    def _errors_at(self, rows: np.ndarray, restrict: bool) -> Dict[int, ErrorInfo]:
-        """The winning errors of ``rows`` (all failed, ascending), reading each frame once."""
-        best = memoryview(self._best)  # Python ints at C speed, for the per-row checks below
-        wanted = set(rows.tolist()) if restrict else None
+            s, e, k = self._merged()
+            keys = _distinct(k[k < SUCCESS_BIT])
+            wanted = None
+        else:
+            idx = np.asarray(rows if isinstance(rows, (np.ndarray, RowSet)) else list(rows),
+                             dtype=np.int64).ravel()
+            won = self.key_of(idx)
+            keys = _distinct(won[(won >= 0) & (won < SUCCESS_BIT)])
+            wanted = set(idx.tolist())
         out: Dict[int, ErrorInfo] = {}
-        for key, frame, _ in self._frames(_distinct(self._best[rows])):
-            info = json.loads(frame.errors_json)
-            for r, (t, m, tb) in zip(frame.err, info):
-                if best[r] == key and (wanted is None or r in wanted):
-                    out[r] = (str(t), str(m), str(tb))
+        for key, frame, _ in self._frames(keys, done=False):
+            f = self._files[split_key(key)[1:4]]
+            err = np.asarray(frame.err, dtype=np.int64)
+            wins = self.key_of(err) == key
+            for i, info in enumerate(errtab.decode(frame.errors_json, f.stacks_of)):
+                r = int(err[i])
+                if wins[i] and (wanted is None or r in wanted):
+                    out[r] = info
         return dict(sorted(out.items()))
 
     def first_error(self) -> Optional[Tuple[int, ErrorInfo]]:
         """(row, (type, message, traceback)) of the lowest failed row, or None."""
-        mask = self.failed_mask()
-        if not mask.any():
+        failed = self.failed_rows()
+        if not failed:
             return None
-        row = int(np.argmax(mask))
+        row = failed[0]
         return row, self.errors([row])[row]
 
     # -- output --------------------------------------------------------------------------------
 
+    def _frames(self, keys: np.ndarray, done: bool = True) -> Iterator[Tuple[int, Frame, RecordFile]]:
+        """(key, frame, its open file) for each frame named by ``keys`` (distinct, ascending:
+        so grouped by file, in file order), indexed again; each file opened once. With
+        ``done=False`` the frames come without their done ids (for their errors)."""
+        files = keys >> PROC_SHIFT  # kind, submission, task, process: one file (and one kind)
+        cuts = np.flatnonzero(files[1:] != files[:-1]) + 1
+        for group in np.split(keys, cuts) if len(keys) else []:
+            _, sub, task, proc, _ = split_key(int(group[0]))
+            f = self._files[(sub, task, proc)]
+            with RecordFile(f.path) as rf:
+                for key, number in zip(group.tolist(), (group & (1 << FRAME_BITS) - 1).tolist()):
+                    frame = rf.frame(f.starts[number], number, ids=numpy_ids, done=done)
+                    if frame.meta_crc != f.meta_crcs[number]:
+                        raise JobDirError(f"{f.path} changed since it was read (frame {number} "
+                                          "differs); was the job directory replaced?")
+                    yield key, frame, rf
+
     def _winners(self) -> np.ndarray:
         """The distinct keys of winning successes: each names one frame."""
-        return _distinct(self._best[self._best >= SUCCESS_BIT])
+        _, _, k = self._merged()
+        return _distinct(k[k >= SUCCESS_BIT])
 
     def values(self) -> List[Any]:
         """Every row's returned value (None where its winning record is not a success).
@@ -342,24 +329,24 @@ class Results:
             If some values cannot be unpickled in this Python (see ``read_values``).
         """
         out: List[Any] = [None] * self.n_rows
-        best = memoryview(self._best)
-        for key, frame, rf in self._frames(self._winners()):
-            for r, v in zip(frame.done, rf.values(frame)):
-                if best[r] == key:
-                    out[r] = v
+        for frame, rf, won in self.winning_frames():
+            values = rf.values(frame)
+            for r, i in zip(np.asarray(frame.done)[won].tolist(), won.tolist()):
+                out[r] = values[i]
         return out
 
     def values_at(self, rows: np.ndarray) -> Dict[int, Any]:
         """{row: value} for these rows whose winning record is a success, unpickling only the
         frames that hold them (for results read as they come in)."""
         rows = np.asarray(rows, dtype=np.int64)
-        keys = self._best[rows]
+        keys = self.key_of(rows)
         wanted = set(rows[keys >= SUCCESS_BIT].tolist())
         out: Dict[int, Any] = {}
-        best = memoryview(self._best)
         for key, frame, rf in self._frames(_distinct(keys[keys >= SUCCESS_BIT])):
-            for r, v in zip(frame.done, rf.values(frame)):
-                if r in wanted and best[r] == key:
+            done = np.asarray(frame.done, dtype=np.int64)
+            wins = self.key_of(done) == key
+            for r, v, w in zip(done.tolist(), rf.values(frame), wins.tolist()):
+                if w and r in wanted:
                     out[r] = v
         return out
 
@@ -375,5 +362,5 @@ class Results:
         """(frame, its open file, the positions in ``frame.done`` of the rows it wins) for every
         frame holding winning successes, each once, in file order."""
         for key, frame, rf in self._frames(self._winners()):
-            done = np.frombuffer(frame.done, dtype=np.int64)
-            yield frame, rf, np.flatnonzero(self._best[done] == key)
+            done = np.asarray(frame.done, dtype=np.int64)
+            yield frame, rf, np.flatnonzero(self.key_of(done) == key)

@@ -62,18 +62,18 @@ class RowNames:
 def as_completed(job: "SlurmJob", results: "Results", timeout_s: Optional[float]) -> Iterator[Tuple[Any, Any]]:
     """(label, value or FailedRow) for each row once it has an outcome its submission will not
     change, walking the one wait loop."""
-    import numpy as np
-
     from ._output import FailedRow
+    from ._runs import RowSet
     from ._wait import Pace, statuses
 
-    told = np.zeros(job.n_rows, dtype=bool)
+    told = RowSet()  # as runs: a poll costs what the new rows cost, not the job's size
     for status in statuses(job, Pace(0.05, 1.0, 5.0, 30.0), timeout_s):
-        settled = (results.done_mask() | results.failed_mask()) & ~status.pending_mask()
-        new = np.flatnonzero(settled & ~told)
-        if not len(new):
+        pending = getattr(status, "_pending", RowSet())
+        fresh = ((results.done_rows() | results.failed_rows()) - pending) - told
+        if not fresh:
             continue
-        told[new] = True
+        told = told | fresh
+        new = fresh.rows()
         values = results.values_at(new)
         errors = results.errors(new)
         for r, label in zip(new.tolist(), job.labels(new.tolist())):

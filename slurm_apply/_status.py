@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, astuple, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backends import Answer, TaskKey, TaskRecord
 from ._classify import ACTIVE_STATES, UNKNOWN, classify
+from ._missing import in_rows, why_missing
+from ._runs import RowReasons, RowSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,12 +65,15 @@ class JobStatus:
         Task index -> state, and -> why (when there is something to say), latest submission.
     task_details : list of TaskStatus
         Every task of every submission.
-    failed_rows, missing_rows : list of int
-        Row positions (0-based, in ``params_df`` order).
-    missing_reasons : dict
-        Missing row -> why (the state of the task that had it, or why it never started).
+    failed_rows, missing_rows : RowSet
+        Row positions (0-based, in ``params_df`` order): read-only lists of int, held as runs
+        (a million missing rows cost a few numbers).
+    missing_reasons : mapping
+        Missing row -> why (the state of the task that had it, or why it never started); a
+        read-only dict, held as runs too.
     notes : list of str
-        How the status was got, when that matters (e.g. sacct failed and squeue answered).
+        How the status was got, when that matters (e.g. sacct failed and squeue answered, or
+        the job was stopped early by ``max_failures``).
     elapsed_s : float or None
         Wall time of the latest submission: from its submission to now, or to its last end.
     """
@@ -86,9 +91,9 @@ class JobStatus:
     reasons: Dict[int, str]
     rows_pending: int = 0
     task_details: List[TaskStatus] = field(default_factory=list)
-    failed_rows: List[int] = field(default_factory=list)
-    missing_rows: List[int] = field(default_factory=list)
-    missing_reasons: Dict[int, str] = field(default_factory=dict)
+    failed_rows: Sequence[int] = field(default_factory=RowSet)
+    missing_rows: Sequence[int] = field(default_factory=RowSet)
+    missing_reasons: Mapping[int, str] = field(default_factory=dict)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
     notes: List[str] = field(default_factory=list)
@@ -106,29 +111,36 @@ class JobStatus:
 
         if not self.row_labels:
             return compress_rows(positions, limit)
-        shown = [self.row_name(r) for r in list(positions)[:limit]]
+        shown = [self.row_name(r) for r in positions[:limit]]
         more = f", ... ({len(positions)} rows)" if len(positions) > limit else ""
         return ", ".join(shown) + more
 
-    def missing_by_reason(self) -> Dict[str, List[int]]:
+    def missing_by_reason(self) -> Dict[str, Sequence[int]]:
         """The missing rows grouped by why they are missing, in row order."""
-        out: Dict[str, List[int]] = {}
+        by = getattr(self.missing_reasons, "by_reason", None)
+        if by is not None and isinstance(self.missing_rows, RowSet):
+            out = by(self.missing_rows)
+            left = self.missing_rows - RowSet.from_runs(*self.missing_reasons.runs)
+            return {**out, NOT_FINISHED: left} if left else out
+        grouped: Dict[str, List[int]] = {}
         for r in self.missing_rows:
-            out.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
-        return out
+            grouped.setdefault(self.missing_reasons.get(r, NOT_FINISHED), []).append(r)
+        return dict(grouped)
 
     def pending_mask(self) -> "np.ndarray":
         """A bool per row: pending (its submission has not ended and has not recorded it)."""
-        import numpy as np
-
-        mask = getattr(self, "_pending", None)
-        return mask if mask is not None else np.zeros(self.rows_total, dtype=bool)
+        return getattr(self, "_pending", RowSet()).mask(self.rows_total)
 
     def tasks_in(self, *states: str) -> List[TaskStatus]:
         return [t for t in self.task_details if t.state in states]
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """Every field as plain JSON-able values (row sets as lists)."""
+        out = asdict(self)
+        out["failed_rows"] = list(self.failed_rows)
+        out["missing_rows"] = list(self.missing_rows)
+        out["missing_reasons"] = dict(self.missing_reasons.items())
+        return out
 
     def tasks_frame(self) -> "pd.DataFrame":
         """Every task of every submission, one row each.
@@ -175,6 +187,8 @@ class Snapshot:
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
+    # submission -> its stop note, when it stopped early (max_failures): stop.json's contents
+    stops: Dict[int, Dict[str, Any]] = field(default_factory=dict)
     # params_df's labels of the given positions, or None when the index is the default 0..n-1
     labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
 
@@ -193,7 +207,11 @@ def valid_done(markers: Markers, task: int) -> Optional[Dict[str, Any]]:
 
 
 def build(snap: Snapshot) -> JobStatus:
-    """The status of a job from one snapshot."""
+    """The status of a job from one snapshot.
+
+    Rows are handled as runs (``RowSet``): the cost grows with the tasks and record frames,
+    not the rows, and nothing is done per missing row.
+    """
     m = snap.manifest
     details = [_task_status(snap, s, t) for s in m.submissions for t in range(s.n_tasks)]
     open_subs = {d.submission for d in details if d.state in ACTIVE_STATES or d.state == UNKNOWN}
@@ -202,34 +220,49 @@ def build(snap: Snapshot) -> JobStatus:
     active = [d for d in details if d.state in ACTIVE_STATES]
     unknown = [d for d in details if d.state == UNKNOWN]
     ended = launched and not active and not unknown
-    missing = rows["missing"].tolist()
+    missing, failed = rows["missing"], rows["failed"]
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
+    stopped = snap.stops.get(latest)
     status = JobStatus(
-        jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
+        jobname=m.jobname, job_dir=m.job_dir,
+        state=_job_state(launched, active, unknown, rows, stopped is not None),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
-        rows_done=int(rows["n_done"]), rows_failed=len(rows["failed"]), rows_missing=len(missing),
-        rows_pending=int(rows["n_pending"]),
+        rows_done=rows["n_done"], rows_failed=len(failed), rows_missing=len(missing),
+        rows_pending=len(rows["pending"]),
         tasks={d.task: d.state for d in details if d.submission == latest},
         reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
-        task_details=details, failed_rows=rows["failed"].tolist(), missing_rows=missing,
-        missing_reasons=_why_missing(snap, missing, details) if missing and (abnormal or ended) else {},
+        task_details=details, failed_rows=failed, missing_rows=missing,
+        missing_reasons=(why_missing(snap, missing, details) if missing and (abnormal or ended)
+                         else RowReasons()),
         job_ids=[s.job_id for s in m.submissions if s.job_id],
-        first_error=_first_error(snap, rows["failed"]), notes=list(snap.notes),
-        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, rows["failed"], missing))
-    status._pending = rows["pending"]  # not a field: a bool per row, for the output's state column
+        first_error=_first_error(snap, failed), notes=list(snap.notes),
+        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing))
+    if stopped is not None:
+        status.notes.insert(0, stopped_note(stopped, status.first_error))
+    status._pending = rows["pending"]  # not a field: for the output's state column
     return status
 
 
+def stopped_note(stop: Dict[str, Any], first_error: str) -> str:
+    """"stopped early: 100 rows raised (max_failures=100); first: row 0: ValueError: ..."."""
+    first = first_error or stop.get("first", "")
+    return (f"stopped early: {stop.get('failed', '?')} rows raised (max_failures="
+            f"{stop.get('max_failures')}), so no task started another chunk"
+            + (f"; first: {first}" if first else ""))
+
+
 def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
-               rows: Dict[str, Any]) -> str:
+               rows: Dict[str, Any], stopped: bool) -> str:
     if not launched:
         return "NOT_SUBMITTED"
     if active:
         return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
     if unknown:
         return UNKNOWN
+    if stopped:  # rows are missing because rows raised
+        return "FAILED"
     if len(rows["missing"]):
         return "INCOMPLETE"
     return "FAILED" if len(rows["failed"]) else "COMPLETED"
@@ -261,44 +294,32 @@ def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
 
 
 def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str, Any]:
-    """Rows by outcome. A row in a submission that has not ended, with no record from it yet,
-    is pending whatever older submissions recorded for it."""
-    import numpy as np
-
+    """Rows by outcome, as runs. A row in a submission that has not ended, with no record from
+    it yet, is pending whatever older submissions recorded for it."""
     res = snap.results
-    pending = np.zeros(snap.manifest.n_rows, dtype=bool)
+    pending = RowSet()
     for s in open_subs:
-        pending |= _in_rows(s, snap.manifest.n_rows) & ~res.recorded_in(s.index)
-    done, failed = res.done_mask(), res.failed_mask()
+        pending = pending | (in_rows(s) - res.recorded_rows(s.index))
+    done, failed = res.done_rows(), res.failed_rows()
     return {
-        "n_done": int(np.count_nonzero(done & ~pending)),
-        "failed": np.flatnonzero(failed & ~pending),
-        "missing": np.flatnonzero(~(done | failed | pending)),
-        "n_pending": int(np.count_nonzero(pending)),
+        "n_done": len(done - pending),
+        "failed": failed - pending,
+        "missing": (done | failed | pending).complement(snap.manifest.n_rows),
         "pending": pending,
     }
 
 
-def _in_rows(s: "Submission", n_rows: int) -> "np.ndarray":
-    import numpy as np
-
-    mask = np.zeros(n_rows, dtype=bool)
-    for a, b in s.rows:
-        mask[a:b] = True
-    return mask
-
-
-def _named(snap: Snapshot, failed: "np.ndarray", missing: List[int], most: int = 50) -> Dict[int, Any]:
+def _named(snap: Snapshot, failed: RowSet, missing: RowSet, most: int = 50) -> Dict[int, Any]:
     """Labels of the rows a status names (the first of each kind), when the index has labels."""
-    rows = sorted(set(failed[:most].tolist()) | set(missing[:most]))
+    rows = sorted(set(failed.head(most).tolist()) | set(missing.head(most).tolist()))
     labels = snap.labels(rows) if rows else None
     return dict(zip(rows, labels)) if labels is not None else {}
 
 
-def _first_error(snap: Snapshot, failed: "np.ndarray") -> str:
-    if not len(failed):
+def _first_error(snap: Snapshot, failed: RowSet) -> str:
+    if not failed:
         return ""
-    r0 = int(failed[0])
+    r0 = failed[0]
     etype, emsg, _ = snap.results.errors([r0])[r0]
     labels = snap.labels([r0])
     name = repr(labels[0]) if labels is not None else str(r0)
@@ -323,42 +344,3 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
             if kind == "done" and m.get("ended")]
     ends += [t for t in (snap.log_mtime(sub.index, task) for task in range(sub.n_tasks)) if t]
     return max(ends) - sub.submitted_at if ends else None
-
-
-def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) -> Dict[int, str]:
-    """Blame each missing row on the task that had taken its chunk in the latest submission
-    that included it (the one it was in flight in, if its chunk was taken over after that
-    task died), or say it was never started."""
-    by_task = {(d.submission, d.task): d for d in details}
-    left = set(missing)
-    out: Dict[int, str] = {}
-    for s in reversed(snap.manifest.submissions):
-        if not left:
-            break
-        rows = s.row_positions()
-        chains = snap.claims(s.index)
-        states = [d.state for d in details if d.submission == s.index]
-        for c, (a, b) in enumerate(snap.chunk_bounds(len(rows), s.n_chunks)):
-            chain = chains.get(c)
-            for r in rows[a:b]:
-                if r in left:
-                    left.discard(r)
-                    who = chain.lost.get(r, chain.owner) if chain is not None else None
-                    out[r] = _blame(s, who, states, by_task)
-    for r in left:
-        out[r] = "not in any submission"
-    return out
-
-
-def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
-           by_task: Dict[Tuple[int, int], TaskStatus]) -> str:
-    if who is None:
-        if not s.launched:
-            return "not submitted"
-        if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
-            return "not started yet"
-        counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
-        return f"never started: its tasks ended first ({counts})"
-    d = by_task.get((s.index, who[0]))
-    name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
-    return f"{name}: {d.describe()}" if d else "taken by a task that is gone"

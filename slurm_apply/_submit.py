@@ -23,6 +23,8 @@ from ._store.manifest import FAILED, SUBMITTED, Manifest, Submission
 if TYPE_CHECKING:
     import pandas as pd
 
+# Chunks per submission, whatever rows_per_chunk asks: each is a claim file on a shared file
+# system, and a process lists them all once it has run out of its own.
 MAX_CHUNKS = 10_000
 
 
@@ -30,10 +32,12 @@ def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
          rows_per_chunk: Optional[int] = None) -> Tuple[int, int]:
     """(array tasks, chunks) for this many rows.
 
-    No more tasks than rows need, nor than the cluster's MaxArraySize allows. Rows go in 16
+    No more tasks than rows need, nor than the cluster's MaxArraySize allows, nor than there
+    are chunks (a task without a chunk would start only to find nothing to do). Rows go in 16
     chunks per process (one row per chunk for small tables): small enough that idle processes
     can even out uneven rows, few enough that claiming them (a file create each, about half a
-    millisecond on a busy file system) costs nothing next to the rows.
+    millisecond on a busy file system) costs nothing next to the rows. Never more than
+    MAX_CHUNKS, even with ``rows_per_chunk``.
     """
     n_tasks = max(1, min(nodes, -(-n_rows // cpus)))
     if max_array_size is not None:
@@ -41,8 +45,9 @@ def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
     if rows_per_chunk:
         n_chunks = -(-n_rows // rows_per_chunk)
     else:
-        n_chunks = min(n_rows, 16 * n_tasks * cpus, MAX_CHUNKS)
-    return n_tasks, max(1, n_chunks)
+        n_chunks = 16 * n_tasks * cpus
+    n_chunks = max(1, min(n_chunks, n_rows, MAX_CHUNKS))
+    return min(n_tasks, n_chunks), n_chunks
 
 
 def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
@@ -122,6 +127,10 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
                               written_at=time.time())
     rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
     jd.make_submission_dirs(job_dir, sub.index)
+    if sub.max_failures is not None:
+        from ._node import budget
+
+        budget.prepare(job_dir, sub.index)
     params.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
     script = _script.render(
         jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,

@@ -45,6 +45,21 @@ def check_optional_positive_int(name: str, value: Optional[Any]) -> Optional[int
     return None if value is None else check_positive_int(name, value)
 
 
+def check_max_failures(value: Any) -> Any:
+    """None, a number of rows (an integer >= 1) or a fraction of the rows (0 < x < 1)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"max_failures must be a number of rows (e.g. 100) or a fraction of the "
+                         f"rows (e.g. 0.01); got {value!r} ({type(value).__name__})")
+    if isinstance(value, numbers.Integral) and value >= 1:
+        return int(value)
+    if 0 < value < 1:
+        return float(value)
+    raise InputError(f"max_failures must be an integer >= 1 (rows) or a fraction between 0 and 1 "
+                     f"(of the rows); got {value!r}")
+
+
 def check_seed(seed: Any) -> Any:
     """None (draw one), False (no seeding) or a non-negative integer, NumPy's included."""
     if seed is None or seed is False:

@@ -63,7 +63,7 @@ def test_the_node_stores_by_column_without_numpy() -> None:
             "blob = records.encode_frame([0, 1], [{'a': 1.5, 'n': 2}, {'a': 0.5, 'n': 3}], {})\n"
             "print(blob[:4].decode(), 'numpy' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["SAC2", "False"]
+    assert out.stdout.split() == ["SAC3", "False"]
 
 
 # -- the table ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from slurm_apply import JobDirError
 from slurm_apply._backends import TaskRecord, Unknown
+from slurm_apply._runs import RowSet
 from slurm_apply._status import Snapshot, build
 from slurm_apply._store.manifest import FORMAT_VERSION, Manifest, Submission, ranges
 
@@ -88,6 +89,15 @@ class FakeResults:
         for r, (_, s) in self.records.items():
             m[r] = s == sub
         return m
+
+    def done_rows(self):
+        return RowSet.from_mask(self.done_mask())
+
+    def failed_rows(self):
+        return RowSet.from_mask(self.failed_mask())
+
+    def recorded_rows(self, sub):
+        return RowSet.from_mask(self.recorded_in(sub))
 
     def errors(self, rows):
         return {r: ("ValueError", f"row {r}", "tb") for r in rows}

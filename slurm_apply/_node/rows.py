@@ -4,8 +4,8 @@ Imports only what the node needs (no pandas, no NumPy unless rows are seeded).
 
 A process takes chunks by claiming them (``_store/claims.py``): first the chunks it is told to
 resume (a predecessor's, or one taken over from a dead task), then the chunks dealt to it
-round-robin, then any chunk nobody has taken yet. Finished rows are appended to the process's
-own record file in small batches.
+round-robin, then chunks nobody has taken yet (found with one listing, not by trying each).
+Finished rows are appended to the process's own record file in small batches.
 
 The task's parent must know which row a process runs, to blame that row alone if the process
 dies. Each process writes where it is into its *slot*, three int64 words in memory shared with
@@ -27,6 +27,7 @@ from .._store import layout as jd
 from .._store.params import ParamsReader
 from .._store import claims, records
 from .._store.manifest import Manifest
+from .budget import Budget
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
@@ -35,6 +36,9 @@ from .._store.manifest import Manifest
 WRITE_INTERVAL_S = 0.02
 FSYNC_INTERVAL_S = 1.0
 FLUSH_ROWS = 100_000  # and the most rows held in memory before a write
+# A process prints its first LOG_ERRORS row errors to the task's log, then says it stops
+# printing them: a bug that makes every row raise must not write millions of lines.
+LOG_ERRORS = 10
 
 # A process's slot: the chunk it works on (or is about to claim), the row it runs (set before
 # the row starts, left after it ends) and its position in its order of chunks.
@@ -96,7 +100,7 @@ class Work:
 
     proc: int
     resume: Tuple[Resume, ...] = ()
-    start: int = 0  # where to begin in the process's order of chunks to claim
+    start: int = 0  # where to begin in its own share of chunks (see claims.Claimer)
     read_own: bool = True  # skip rows already in its record file (a requeued task's)
 
 
@@ -124,8 +128,11 @@ class Writer:
     was in flight. The process also ends when its parent (the task) has died.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_errors: Callable[[int, str], None] = lambda n, first: None) -> None:
         self.fh = records.open_for_append(path)
+        self.on_errors = on_errors  # told how many rows raised in each frame written
+        # Stacks already written, so a traceback repeated row after row is stored once.
+        self.tracebacks = records.TracebackCache(self.fh.frames)  # type: ignore[attr-defined]
         self.rows: List[int] = []
         self.values: List[Any] = []
         self.errors: Dict[int, Tuple[str, str, str]] = {}
@@ -157,12 +164,17 @@ class Writer:
         self.writing = True
         if self.rows or self.errors:
             try:
-                frame = records.encode_frame(self.rows, self.values, self.errors)
+                frame = records.encode_frame(self.rows, self.values, self.errors, self.tracebacks)
             except Exception:
                 frame = self._encode_row_by_row()
             self.fh.write(frame)
             self.fh.flush()
+            self.tracebacks.written()
+            errors = self.errors
             self.rows, self.values, self.errors = [], [], {}
+            if errors:
+                etype, message, _ = next(iter(errors.values()))
+                self.on_errors(len(errors), f"{etype}: {message}")
         now = self.last = time.monotonic()
         if sync or now - self.synced >= FSYNC_INTERVAL_S:
             os.fsync(self.fh.fileno())
@@ -192,16 +204,11 @@ class Writer:
                 continue
             rows.append(r)
             values.append(v)
-        return records.encode_frame(rows, values, self.errors)
+        return records.encode_frame(rows, values, self.errors, self.tracebacks)
 
     def close(self) -> None:
         self.flush(sync=True)
         self.fh.close()
-
-
-def chunk_order(n_chunks: int, slots: int, slot: int) -> List[int]:
-    """A process's order of chunks to claim: its own round-robin share, then all the others."""
-    return list(range(slot, n_chunks, slots)) + [c for c in range(n_chunks) if c % slots != slot]
 
 
 def saved_rows(path: Path) -> Set[int]:
@@ -216,8 +223,11 @@ class _Loop:
     def __init__(self, ctx: Context, work: Work, at: Any) -> None:
         self.ctx, self.work, self.at = ctx, work, at
         info = ctx.manifest.submissions[ctx.sub]
-        self.order = chunk_order(info.n_chunks, info.n_tasks * info.cpus_per_task,
-                                 ctx.task * info.cpus_per_task + work.proc)
+        self.claimer = claims.Claimer(
+            ctx.job_dir, ctx.sub, info.n_chunks, info.n_tasks * info.cpus_per_task,
+            ctx.task * info.cpus_per_task + work.proc, ctx.task, work.proc, start=work.start,
+            may_claim=self.may_claim)
+        self.budget = Budget(ctx, f"task {ctx.task} process {work.proc}")
         self.n_rows = self.n_err = 0
         self.loop_s = 0.0
         self.first_row_at: Optional[float] = None
@@ -228,25 +238,38 @@ class _Loop:
         # After a requeue: skip the rows this process saved before (ids only: nothing unpickled).
         own: Set[int] = saved_rows(rec) if work.read_own and rec.exists() else set()
         params = ParamsReader(jd.params_bin(ctx.job_dir, ctx.sub))
-        writer = Writer(rec)
+        writer = Writer(rec, self.budget.add)
         # The task starts us with SIGTERM blocked, so that no signal came before the handler
         # that saves our rows; a signal that came meanwhile is handled now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         for c, skip, one_by_one in work.resume:
+            if self.budget.stopped():
+                break  # stopped early: what is left of these chunks stays unrun
             at[CHUNK] = c
             self.chunk(params, writer, c, (skip | own) if own else skip, one_by_one)
-        for i in range(work.start, len(self.order)):
-            c = self.order[i]
-            at[POS] = i
-            at[CHUNK] = c  # before the claim: if we die just after it, the parent still knows
-            if jd.job_replaced(ctx.job_dir, ctx.manifest.token):
-                break  # the directory holds another job now: claim nothing of it
-            if claims.try_claim(ctx.job_dir, ctx.sub, c, ctx.task, work.proc):
-                self.chunk(params, writer, c, own)
+        while True:
+            c = self.claimer.next_chunk(self.before_claim)
+            if c is None:
+                break
+            self.chunk(params, writer, c, own)
         writer.close()
+        self.budget.flush()
         params.close()
+        cl = self.claimer
         return {"proc": work.proc, "rows": self.n_rows, "errors": self.n_err,
-                "loop_s": self.loop_s, "first_row_at": self.first_row_at}
+                "loop_s": self.loop_s, "first_row_at": self.first_row_at,
+                "claim_s": cl.seconds, "claim_creates": cl.creates, "claim_listings": cl.listings}
+
+    def before_claim(self, c: int) -> None:
+        # Before the create: if we die just after it, the parent still knows the chunk is ours.
+        self.at[POS] = self.claimer.pos
+        self.at[CHUNK] = c
+
+    def may_claim(self) -> bool:
+        # The directory may hold another job now: claim nothing of it. Nor once the job was
+        # stopped early (max_failures).
+        return not (jd.job_replaced(self.ctx.job_dir, self.ctx.manifest.token)
+                    or self.budget.stopped())
 
     def chunk(self, params: ParamsReader, writer: Writer, c: int, skip: Any,
               one_by_one: int = 0) -> None:
@@ -257,16 +280,17 @@ class _Loop:
             self.first_row_at = time.time()
         m = self.ctx.manifest
         k = min(one_by_one, len(rows))
-        if k:
-            self.rows_loop(writer, rows[:k], names, [col[:k] for col in cols], skip, m.seed,
-                           m.seed_arg, -1.0)
-        self.rows_loop(writer, rows[k:], names, [col[k:] for col in cols] if k else cols, skip,
-                       m.seed, m.seed_arg, WRITE_INTERVAL_S)
+        stopped = k and self.rows_loop(writer, rows[:k], names, [col[:k] for col in cols], skip,
+                                       m.seed, m.seed_arg, -1.0)
+        if not stopped:
+            self.rows_loop(writer, rows[k:], names, [col[k:] for col in cols] if k else cols,
+                           skip, m.seed, m.seed_arg, WRITE_INTERVAL_S)
         writer.flush()  # the chunk's rows go to the OS before the next chunk is taken
 
     def rows_loop(self, writer: Writer, rows: List[int], names: List[str],
                   cols: List[Sequence[Any]], skip: Any, seed: Optional[int],
-                  seed_arg: Optional[str], interval: float) -> None:
+                  seed_arg: Optional[str], interval: float) -> bool:
+        """Run these rows; True if the job was stopped early meanwhile (the rest not run)."""
         import random
 
         f, at, slot_row = self.ctx.f, self.at, ROW
@@ -276,6 +300,7 @@ class _Loop:
             np_mod = sys.modules.get("numpy")
             np_random = np_mod.random.seed if np_mod is not None else None
         n_rows = n_err = 0
+        stopped = False
         monotonic, perf = time.monotonic, time.perf_counter
         t0 = perf()
         w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
@@ -297,8 +322,8 @@ class _Loop:
                 value = f(**kwargs)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from f cost its row only
                 w_errors[row] = (type(exc).__qualname__, str(exc), traceback.format_exc())
+                self.log_error(row, exc, self.n_err + n_err)
                 n_err += 1
-                print(f"slurm_apply: row {row} raised {type(exc).__qualname__}: {exc}", flush=True)
             else:
                 w_values.append(value)  # value first: see Writer
                 w_rows.append(row)
@@ -308,12 +333,26 @@ class _Loop:
             if monotonic() > flush_at or len(w_rows) >= FLUSH_ROWS:
                 self.loop_s += perf() - t0
                 writer.flush()
+                if self.budget.stop_now():  # max_failures: leave the rest of the chunk
+                    stopped = True
+                    break
                 t0 = perf()
                 w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
                 flush_at = writer.last + interval
-        self.loop_s += perf() - t0
+        else:
+            self.loop_s += perf() - t0
         self.n_rows += n_rows
         self.n_err += n_err
+        return stopped
+
+    def log_error(self, row: int, exc: BaseException, before: int) -> None:
+        """Print a row's error to the task's log, while this process has printed few."""
+        if before < LOG_ERRORS:
+            print(f"slurm_apply: row {row} raised {type(exc).__qualname__}: {exc}", flush=True)
+        elif before == LOG_ERRORS:
+            print(f"slurm_apply: process {self.work.proc} stops printing row errors after "
+                  f"{LOG_ERRORS}; the task's last line counts them, get_errors() has them all",
+                  flush=True)
 
 
 def run_process(ctx: Context, work: Work, at: Any) -> Dict[str, Any]:

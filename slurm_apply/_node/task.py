@@ -31,6 +31,7 @@ from .._store.params import ParamsReader
 from .._store import claims, records
 from . import lease
 from . import markers
+from .budget import Budget
 from . import rows as rowloop
 
 MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a row
@@ -115,6 +116,7 @@ class Task:
         self.settled: Set[int] = set()
         self.finished: Set[int] = set()
         self._params: Optional[ParamsReader] = None
+        self.budget = Budget(ctx, f"task {ctx.task}")  # its rows dying count as raising
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     # -- processes ------------------------------------------------------------------------------
@@ -179,8 +181,8 @@ class Task:
     def _new_rows(self, p: int) -> Set[int]:
         batch = self.readers[p].read_new_batch()
         ids = set(records.array_ids(batch.done)) | set(records.array_ids(batch.err))
-        self.tally.rows += len(batch.done) // 8 + len(batch.err) // 8
-        self.tally.errors += len(batch.err) // 8
+        self.tally.rows += sum(batch.n_done) + sum(batch.n_err)
+        self.tally.errors += sum(batch.n_err)
         return ids
 
     def _death(self, child: _Child, code: Optional[int]) -> None:
@@ -234,6 +236,7 @@ class Task:
                 os.fsync(fh.fileno())
         self._new_rows(p)  # past our own frame: it is no progress of the process
         self._say(f"row {row} failed: WorkerDied: {message}")
+        self.budget.add(1, f"WorkerDied: {message}")
 
     def _say(self, text: str) -> None:
         print(f"slurm_apply: {text}", flush=True)
@@ -243,6 +246,9 @@ class Task:
     def take_over(self, idle: List[int], now: float) -> bool:
         """Look for dead tasks; give their unfinished chunks to idle processes. True if any."""
         ctx = self.ctx
+        if self.budget.stopped():  # stopped early (max_failures): nothing more is run
+            self.watching = set()
+            return False
         dead, running = lease.dead_tasks(ctx.job_dir, ctx.sub, ctx.task, now)
         self.settled -= running
         dead = {t: note for t, note in dead.items() if t not in self.settled}
@@ -266,7 +272,8 @@ class Task:
                              if o.lost is not None else ""))
         self.settled |= set(dead)  # taken over here, by another task, or nothing left
         for p, resume in works.items():
-            self.start(rowloop.Work(p, tuple(resume), _order_end(ctx), read_own=False))
+            # A taker claims nothing new: every chunk was claimed before its owner died.
+            self.start(rowloop.Work(p, tuple(resume), claims.Claimer.NO_MORE, read_own=False))
         return bool(works)
 
     def take_back(self) -> Dict[int, List[Tuple[int, Any]]]:
@@ -340,9 +347,6 @@ class Task:
                   + (f" (processes {alive} did not stop in {STOP_WAIT_S:.0f} s)" if alive else ""))
 
 
-def _order_end(ctx: rowloop.Context) -> int:
-    """A taker's position in its order of chunks: past the end (every chunk is claimed)."""
-    return ctx.manifest.submissions[ctx.sub].n_chunks
 
 
 def _kill(pid: int) -> None:

@@ -20,6 +20,8 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
         s0/tasks/t0003.done      JSON written when a task has gone through every chunk
         s0/tasks/t0003.live      the task's heartbeat (its mtime), or its stop note (_node/lease.py)
+        s0/failures/t0003-p812.17  rows that raised in process 812 of task 3 (max_failures only)
+        s0/stop.json             written when the submission stopped early (max_failures)
         logs/s0_t3.out           Slurm's output for each array task
 """
 
@@ -260,6 +262,16 @@ def write_token(job_dir: Path, token: str) -> None:
     write_bytes(token_path(job_dir, token), b"")
 
 
+def stop_path(job_dir: Path, sub: int) -> Path:
+    """Written when a submission stopped early (``max_failures``): its tasks claim no more."""
+    return sub_dir(job_dir, sub) / "stop.json"
+
+
+def failures_dir(job_dir: Path, sub: int) -> Path:
+    """Each task process's count of rows that raised, in its file's name (``_node/budget.py``)."""
+    return sub_dir(job_dir, sub) / "failures"
+
+
 def job_replaced(job_dir: Path, token: str) -> bool:
     """True when the directory no longer holds the job with this token (it was replaced)."""
     return not token_path(job_dir, token).exists()
@@ -382,3 +394,4 @@ def is_job_dir(p: Path) -> bool:
         return p.name.startswith(DIR_PREFIX) and (p / MANIFEST).is_file()
     except OSError:
         return False
+

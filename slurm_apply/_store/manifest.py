@@ -8,6 +8,7 @@ override.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -41,11 +42,20 @@ class Submission:
     error: str = ""
     submitted_by: str = ""  # "hand" for a script written with submit=False and run with sbatch
     setup: Tuple[str, ...] = ()  # shell lines run before the worker
+    max_failures: Optional[float] = None  # rows (>= 1) or a fraction of them (< 1); see below
 
     @property
     def launched(self) -> bool:
         """It has a job id: its tasks were queued (and may have run)."""
         return bool(self.job_id)
+
+    def failure_limit(self) -> Optional[int]:
+        """After how many rows raise its tasks stop claiming chunks (None: never)."""
+        if self.max_failures is None:
+            return None
+        if self.max_failures >= 1:
+            return int(self.max_failures)
+        return max(1, math.ceil(self.max_failures * self.n_rows))
 
     def row_positions(self) -> List[int]:
         return [r for a, b in self.rows for r in range(a, b)]

@@ -1,20 +1,23 @@
-"""Result records, format 2: one append-only file per task process, a frame per batch of rows.
+"""Result records: one append-only file per task process, a frame per batch of rows.
 
 A frame is::
 
-    head   magic b"SAR2" (values by row) or b"SAC2" (by column) | meta length (u64) |
+    head   magic b"SAR3" (values by row) or b"SAC3" (by column) | meta length (u64) |
            values length (u64) | CRC32 of meta (u32) | CRC32 of values (u32)  (LE, 28 bytes)
-    meta   n_done (u32) | n_err (u32) | done row ids (int64 LE, n_done) |
-           error row ids (int64 LE, n_err) | errors: UTF-8 JSON list, aligned with the error
-           ids, of [exception type, message, traceback text]
-    values pickle of the list of returned values, aligned with the done ids; or, in a b"SAC2"
+    meta   n_done (u32) | n_err (u32) | done runs (u32) | error runs (u32) |
+           done row ids as runs, (start, stop) int64 LE pairs, in order (``rowruns.py``) |
+           error row ids, the same | errors: UTF-8 JSON, each distinct traceback once, aligned
+           with the error ids (``errtab.py``)
+    values pickle of the list of returned values, aligned with the done ids; or, in a b"SAC3"
            frame, of (keys, tags, columns) when the rows returned numbers (or strings) of one
            shape (see ``columns.py``): one array per column, no Python object per value
 
-Row ids and errors sit in the meta, apart from the values, so the login side learns which rows
-finished or failed by reading heads and metas and seeking over the values: status never
-unpickles a result (cheap on big jobs, and it works where the module of a result cannot be
-imported). Values are unpickled only by :func:`read_values`, for output.
+Frames of format 2 (b"SAR2", b"SAC2": every row id as an int64, a traceback per error) are
+still read. Row ids and errors sit in the meta, apart from the values, so the login side learns
+which rows finished or failed by reading heads and metas and seeking over the values: status
+never unpickles a result (cheap on big jobs, and it works where the module of a result cannot
+be imported), and as ids are runs, the meta of a frame is a few bytes whatever its rows. Values
+are unpickled only by :func:`read_values`, for output.
 
 A frame is accepted when its head is sane, its meta matches its CRC and its whole values part
 is on disk. A writer killed half-way leaves a torn last frame: readers stop there and take it up
@@ -27,32 +30,35 @@ a function the caller chooses (:func:`numpy_ids` on the login side, :func:`array
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
 import struct
-import sys
 import zlib
 from array import array
 from pathlib import Path
-from typing import (Any, BinaryIO, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import Any, BinaryIO, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from .._errors import JobDirError, ResultsError
-from .columns import Columns, decode as decode_columns, encode as encode_columns
+from .._errors import JobDirError
+from . import errtab, rowruns
+from .columns import Columns, encode as encode_columns
+from .rowruns import IdsFrom, array_ids, ids_from_runs, numpy_ids
 
-MAGIC, MAGIC_COLUMNS = b"SAR2", b"SAC2"
+MAGIC, MAGIC_COLUMNS = b"SAR3", b"SAC3"
+OLD_MAGIC, OLD_MAGIC_COLUMNS = b"SAR2", b"SAC2"  # format 2: one int64 per row id
+_COLUMNAR = {MAGIC: False, MAGIC_COLUMNS: True, OLD_MAGIC: False, OLD_MAGIC_COLUMNS: True}
 HEAD = struct.Struct("<4sQQII")
-COUNTS = struct.Struct("<II")
+COUNTS = struct.Struct("<IIII")
+OLD_COUNTS = struct.Struct("<II")
 ID_SIZE = 8
+PAIR_SIZE = 16
 # Reads go through a buffer this big, so the heads and metas of small frames cost no system call
 # each (a seek inside the buffer moves a pointer); a big values part is skipped with one lseek.
 _READ_BUFFER = 1 << 16
 _NAME = re.compile(r"t(\d+)_p(\d+)\.rec")
 
-ErrorInfo = Tuple[str, str, str]  # (exception type, message, traceback text)
-IdsFrom = Callable[[memoryview], Any]  # little-endian int64 ids -> an array
+ErrorInfo = errtab.ErrorInfo  # (exception type, message, traceback text)
+TracebackCache = errtab.TracebackCache
 
 
 class Frame(NamedTuple):
@@ -75,22 +81,6 @@ class Frame(NamedTuple):
     columnar: bool = False  # the values are stored by column
 
 
-def numpy_ids(buf: "memoryview | bytes") -> Any:
-    """Row ids as a read-only NumPy int64 array over ``buf`` (no copy)."""
-    import numpy as np
-
-    return np.frombuffer(buf, dtype="<i8")
-
-
-def array_ids(buf: "memoryview | bytes") -> "array[int]":
-    """Row ids as an ``array.array('q')``: what the node uses, without NumPy."""
-    out = array("q")
-    out.frombytes(buf)
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out
-
-
 def dumps(obj: Any) -> bytes:
     """Pickle with the standard pickler, falling back to cloudpickle (lambdas and the like)."""
     try:
@@ -101,18 +91,13 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _id_bytes(rows: Sequence[int]) -> bytes:
-    ids = array("q", rows)
-    if sys.byteorder == "big":
-        ids.byteswap()
-    return ids.tobytes()
-
-
 def encode_frame(done_rows: Sequence[int], values: Sequence[Any],
-                 errors: Mapping[int, ErrorInfo]) -> bytes:
+                 errors: Mapping[int, ErrorInfo], tracebacks: Optional[TracebackCache] = None) -> bytes:
     """One frame, to be appended with a single write, recording ``done_rows`` (aligned with
     the ``values`` they returned; stored by column when they have one shape) and ``errors``,
-    {row: (type, message, traceback)} of rows that raised.
+    {row: (type, message, traceback)} of rows that raised. With ``tracebacks`` (the writing
+    process's cache) a stack an earlier frame stored is referred to, not stored again; call
+    its ``written()`` once the frame is written.
 
     Raises
     ------
@@ -123,10 +108,10 @@ def encode_frame(done_rows: Sequence[int], values: Sequence[Any],
     if len(done_rows) != len(values):
         raise ValueError(f"{len(done_rows)} rows but {len(values)} values")
     err_rows = list(errors)
-    info = [list(errors[r]) for r in err_rows]
-    # ASCII-only JSON: a message holding a lone surrogate still encodes, and reads back equal.
-    meta = b"".join((COUNTS.pack(len(done_rows), len(err_rows)), _id_bytes(done_rows),
-                     _id_bytes(err_rows), json.dumps(info, separators=(",", ":")).encode()))
+    done_runs, err_runs = rowruns.runs_bytes(done_rows), rowruns.runs_bytes(err_rows)
+    meta = b"".join((COUNTS.pack(len(done_rows), len(err_rows), len(done_runs) // PAIR_SIZE,
+                                 len(err_runs) // PAIR_SIZE), done_runs, err_runs,
+                     errtab.encode([errors[r] for r in err_rows], tracebacks)))
     cols = encode_columns(values)
     if cols is None:
         vals, magic = dumps(values if isinstance(values, list) else list(values)), MAGIC
@@ -139,8 +124,9 @@ def encode_frame(done_rows: Sequence[int], values: Sequence[Any],
 class Batch(NamedTuple):
     """The index of a run of new frames of one file, column by column: no object per frame.
 
-    Row ids are int64 little-endian bytes, frame after frame (done ids of frame k are the
-    ``n_done[k]`` ids after those of frames before it); the arrays are ``array('q')``.
+    Row ids are runs, (start, stop) int64 little-endian pairs, frame after frame (the done runs
+    of frame k are the ``done_runs[k]`` pairs after those of frames before it); the arrays are
+    ``array('q')``. ``done`` and ``err`` give the ids themselves, one int64 each.
     """
 
     first: int  # number of the first frame
@@ -148,17 +134,60 @@ class Batch(NamedTuple):
     meta_crcs: "array[int]"
     n_done: "array[int]"
     n_err: "array[int]"
-    done: bytes
-    err: bytes
+    done_pairs: bytes
+    err_pairs: bytes
+    done_runs: "array[int]"  # per frame, how many pairs
+    err_runs: "array[int]"
     columnar: "array[int]"  # 1 where the frame's values are stored by column
 
+    @property
+    def done(self) -> bytes:
+        return rowruns.to_le(rowruns.expand(rowruns.from_le(self.done_pairs)))
 
-_Meta = Tuple[int, bytes, int, int, int, int, int, int, bool]
+    @property
+    def err(self) -> bytes:
+        return rowruns.to_le(rowruns.expand(rowruns.from_le(self.err_pairs)))
+
+
+class _Meta(NamedTuple):
+    pos: int
+    meta_crc: int
+    n_done: int
+    n_err: int
+    done_pairs: bytes
+    err_pairs: bytes
+    errors_json: bytes
+    values_at: int
+    values_length: int
+    values_crc: int
+    columnar: bool
+
+
+def _parse_meta(magic: bytes, meta: bytes) -> Optional[Tuple[int, int, bytes, bytes, bytes]]:
+    """(n_done, n_err, done pairs, error pairs, errors JSON) of a meta, or None if it does not
+    add up. Format 2's ids become runs here."""
+    if magic in (MAGIC, MAGIC_COLUMNS):
+        if len(meta) < COUNTS.size:
+            return None
+        n_done, n_err, r_done, r_err = COUNTS.unpack_from(meta)
+        mid = COUNTS.size + PAIR_SIZE * r_done
+        end = mid + PAIR_SIZE * r_err
+        if end > len(meta):
+            return None
+        return n_done, n_err, meta[COUNTS.size:mid], meta[mid:end], meta[end:]
+    if len(meta) < OLD_COUNTS.size:
+        return None
+    n_done, n_err = OLD_COUNTS.unpack_from(meta)
+    mid = OLD_COUNTS.size + ID_SIZE * n_done
+    end = mid + ID_SIZE * n_err
+    if end > len(meta):
+        return None
+    return (n_done, n_err, rowruns.runs_bytes(array_ids(meta[OLD_COUNTS.size:mid])),
+            rowruns.runs_bytes(array_ids(meta[mid:end])), meta[end:])
 
 
 def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta]:
-    """(start, meta, meta CRC, n_done, n_err, values offset, values length, values CRC, by
-    column) of each accepted frame from ``pos`` up to ``size``, reading heads and metas only."""
+    """Each accepted frame from ``pos`` up to ``size``, reading heads and metas only."""
     seek, read, unpack, crc32 = fh.seek, fh.read, HEAD.unpack, zlib.crc32
     while limit:
         meta_at = pos + HEAD.size
@@ -170,26 +199,26 @@ def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta
             return
         magic, meta_len, val_len, meta_crc, val_crc = unpack(head)
         values_at = meta_at + meta_len
-        if magic not in (MAGIC, MAGIC_COLUMNS) or meta_len < COUNTS.size or values_at + val_len > size:
+        if magic not in _COLUMNAR or values_at + val_len > size:
             return  # torn (still being written, or cut by a kill) or not a frame at all
         meta = read(meta_len)
         if len(meta) != meta_len or crc32(meta) != meta_crc:
             return
-        n_done, n_err = COUNTS.unpack_from(meta)
-        if COUNTS.size + ID_SIZE * (n_done + n_err) > meta_len:
+        parsed = _parse_meta(magic, meta)
+        if parsed is None:
             return
-        yield pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc, magic == MAGIC_COLUMNS
+        yield _Meta(pos, meta_crc, parsed[0], parsed[1], parsed[2], parsed[3], parsed[4],
+                    values_at, val_len, val_crc, _COLUMNAR[magic])
         pos = values_at + val_len
         limit -= 1
 
 
-def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom) -> Frame:
-    pos, meta, meta_crc, n_done, n_err, values_at, val_len, val_crc, by_column = m
-    mid = COUNTS.size + ID_SIZE * n_done
-    end = mid + ID_SIZE * n_err
-    view = memoryview(meta)
-    return Frame(path, number, pos, ids(view[COUNTS.size:mid]), ids(view[mid:end]), meta[end:],
-                 meta_crc, values_at, val_len, val_crc, by_column)
+def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom, done: bool = True) -> Frame:
+    """The frame's index entry; ``done=False`` leaves its done ids out (empty), for readers of
+    its errors alone: a frame of a million rows then costs no million-id array."""
+    return Frame(path, number, m.pos, ids_from_runs(ids, m.done_pairs if done else b""),
+                 ids_from_runs(ids, m.err_pairs), m.errors_json, m.meta_crc, m.values_at,
+                 m.values_length, m.values_crc, m.columnar)
 
 
 class RecordReader:
@@ -238,33 +267,35 @@ class RecordReader:
         with fh:
             for m in _metas(fh, self.offset, os.fstat(fh.fileno()).st_size):
                 out.append(_frame(self.path, self.frames, m, self._ids))
-                self.offset = m[5] + m[6]
+                self.offset = m.values_at + m.values_length
                 self.frames += 1
         return out
 
     def read_new_batch(self) -> Batch:
         """Like :meth:`read_new`, as columns: what a big job's status reads, cheaply."""
-        starts, crcs, n_done, n_err, by_column = array("q"), array("q"), array("q"), array("q"), array("b")
+        starts, crcs, n_done, n_err = array("q"), array("q"), array("q"), array("q")
+        r_done, r_err, by_column = array("q"), array("q"), array("b")
         done: List[bytes] = []
         err: List[bytes] = []
         first = self.frames
         fh = self._open()
         if fh is not None:
             with fh:
-                for pos, meta, meta_crc, nd, ne, values_at, val_len, _, cols in _metas(
-                        fh, self.offset, os.fstat(fh.fileno()).st_size):
-                    mid = COUNTS.size + ID_SIZE * nd
-                    done.append(meta[COUNTS.size:mid])
-                    if ne:
-                        err.append(meta[mid:mid + ID_SIZE * ne])
-                    starts.append(pos)
-                    crcs.append(meta_crc)
-                    n_done.append(nd)
-                    n_err.append(ne)
-                    by_column.append(cols)
-                    self.offset = values_at + val_len
+                for m in _metas(fh, self.offset, os.fstat(fh.fileno()).st_size):
+                    done.append(m.done_pairs)
+                    if m.err_pairs:
+                        err.append(m.err_pairs)
+                    starts.append(m.pos)
+                    crcs.append(m.meta_crc)
+                    n_done.append(m.n_done)
+                    n_err.append(m.n_err)
+                    r_done.append(len(m.done_pairs) // PAIR_SIZE)
+                    r_err.append(len(m.err_pairs) // PAIR_SIZE)
+                    by_column.append(m.columnar)
+                    self.offset = m.values_at + m.values_length
             self.frames += len(starts)
-        return Batch(first, starts, crcs, n_done, n_err, b"".join(done), b"".join(err), by_column)
+        return Batch(first, starts, crcs, n_done, n_err, b"".join(done), b"".join(err), r_done,
+                     r_err, by_column)
 
 
 class RecordFile:
@@ -293,13 +324,14 @@ class RecordFile:
     def __exit__(self, *exc: Any) -> None:
         self._fh.close()
 
-    def frame(self, offset: int, number: int, ids: IdsFrom = numpy_ids) -> Frame:
-        """The frame starting at ``offset``; JobDirError if there is no valid frame there."""
+    def frame(self, offset: int, number: int, ids: IdsFrom = numpy_ids, done: bool = True) -> Frame:
+        """The frame starting at ``offset``; JobDirError if there is no valid frame there.
+        ``done=False``: without its done ids (see ``_frame``)."""
         found = list(_metas(self._fh, offset, self._size, limit=1))
         if not found:
             raise JobDirError(f"{self.path} changed since it was read: no valid record frame at "
                               f"byte {offset} any more (was the job directory replaced?)")
-        return _frame(self.path, number, found[0], ids)
+        return _frame(self.path, number, found[0], ids, done)
 
     def values(self, frame: Frame) -> List[Any]:
         """:func:`read_values` through this open file."""
@@ -310,70 +342,12 @@ class RecordFile:
         return read_columns(frame, self._fh)
 
 
-def parse_errors(frame: Frame) -> Dict[int, ErrorInfo]:
-    """{row: (type, message, traceback)} of a frame's rows that raised."""
-    info = json.loads(frame.errors_json)
-    return {int(r): (str(t), str(m), str(tb)) for r, (t, m, tb) in zip(frame.err, info)}
-
-
-def read_values(frame: Frame, fh: Optional[BinaryIO] = None) -> List[Any]:
-    """The values of a frame's done rows, aligned with ``frame.done``; the only unpickling here,
-    with :func:`read_columns`. ``fh``, if given, is the frame's file open for reading.
-
-    Raises
-    ------
-    JobDirError
-        If the values part is missing or fails its checksum.
-    ResultsError
-        If the values cannot be unpickled in this Python (say, the module of a returned
-        object is not importable here); the pickle error is the ``__cause__``.
-    """
-    values = _unpickle(frame, fh)
-    if frame.columnar:
-        values = decode_columns(values)
-    if len(values) != len(frame.done):
-        raise JobDirError(f"{frame.path}: record frame {frame.number} has {len(frame.done)} "
-                          f"row ids but {len(values)} values")
-    return values
-
-
-def read_columns(frame: Frame, fh: Optional[BinaryIO] = None) -> Columns:
-    """(keys, tags, columns) of a frame whose values are stored by column; errors as
-    :func:`read_values`."""
-    keys, tags, cols = _unpickle(frame, fh)
-    if not frame.columnar or any(len(c) != len(frame.done) for c in cols):
-        raise JobDirError(f"{frame.path}: record frame {frame.number} does not hold "
-                          f"{len(frame.done)} values by column")
-    return keys, tags, cols
-
-
-def _unpickle(frame: Frame, fh: Optional[BinaryIO]) -> Any:
-    if fh is None:
-        with open(frame.path, "rb") as own:
-            own.seek(frame.values_offset)
-            data = own.read(frame.values_length)
-    else:
-        fh.seek(frame.values_offset)
-        data = fh.read(frame.values_length)
-    if len(data) != frame.values_length or zlib.crc32(data) != frame.values_crc:
-        raise JobDirError(f"{frame.path}: the values of record frame {frame.number} are corrupt "
-                          "(checksum mismatch); its rows can be run again with resubmit()")
-    try:
-        return pickle.loads(data)
-    except Exception as exc:
-        first = int(frame.done[0]) if len(frame.done) else -1
-        raise ResultsError(
-            f"the values returned by {len(frame.done)} row(s) (from row {first}; {frame.path}, "
-            f"frame {frame.number}) cannot be unpickled in this Python: {type(exc).__name__}: "
-            f"{exc}. Load them where the nodes' environment is importable (same packages and "
-            "PYTHONPATH).", rows=[int(r) for r in frame.done]) from exc
-
-
 def open_for_append(path: "os.PathLike[str] | str") -> BinaryIO:
     """Open a record file to add frames, first cutting off a torn tail left by a killed writer.
 
     Only what no reader can have accepted is cut (the rule of :class:`RecordReader`), so frame
-    numbers that a reader has already seen keep their meaning.
+    numbers that a reader has already seen keep their meaning. The file object's ``frames``
+    is the number the next frame will have.
     """
     reader = RecordReader(path)
     reader.read_new_batch()  # no ids function is called: NumPy stays unloaded on the node
@@ -382,6 +356,7 @@ def open_for_append(path: "os.PathLike[str] | str") -> BinaryIO:
     if fh.tell() != good:
         fh.truncate(good)
         fh.seek(good)
+    fh.frames = reader.frames  # type: ignore[attr-defined]
     return fh
 
 
@@ -389,3 +364,8 @@ def parse_name(name: str) -> Optional[Tuple[int, int]]:
     """``t0003_p01.rec`` -> (task 3, process 1); anything else -> None."""
     m = _NAME.fullmatch(name)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+# What a frame holds beyond its ids (its errors, its values) is read by frame_content.py; its
+# functions are part of this module's interface.
+from .frame_content import parse_errors, read_columns, read_values  # noqa: E402,F401
