@@ -16,6 +16,7 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         s0/params.bin            that submission's rows, in chunks a worker can seek to
         s0/claims/c000012        which task process took chunk 12 (created with O_EXCL;
                                  c000012.1, ... when live tasks took it over: _store/claims.py)
+        s0/claims/all            made once every chunk is claimed (processes look no further)
         s0/results/t0003_p01.rec append-only framed records of finished rows (_store/records.py)
         s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
         s0/tasks/t0003.done      JSON written when a task has gone through every chunk
