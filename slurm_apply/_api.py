@@ -6,7 +6,6 @@ import functools
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 import warnings
@@ -18,8 +17,9 @@ from . import _config
 from ._store import layout as jd
 from . import _submit
 from . import _validate as v
-from ._errors import InputError, JobDirError, PreflightError, SubmissionError
+from ._errors import InputError, JobDirError, SubmissionError
 from ._job import SlurmJob
+from ._preflight import Preflight
 from ._store.manifest import Manifest, Submission
 from ._store.payload import sync as sync_payload, write_payload
 
@@ -207,13 +207,13 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
                params_df: "pd.DataFrame", *, overwrite: bool, preflight: bool, started: float) -> None:
     """Write the whole job directory, or nothing: on any error the directory is removed."""
     jd.create(path, overwrite=overwrite)
-    check: Optional[_Preflight] = None
+    check: Optional[Preflight] = None
     try:
         jd.write_token(path, manifest.token)
         # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
         manifest.payload_bytes = write_payload(path, *payload, sync=False)
         if preflight:
-            check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
+            check = Preflight(path / jd.PAYLOAD, manifest.pkgs)
         sync_payload(path)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
@@ -241,42 +241,6 @@ def _submit_first(path: Path, manifest: Manifest) -> None:
             f"{exc}\nThe job directory {path} is kept, marked as not submitted; "
             "SlurmJob.from_dir() on it shows that status. Fix the cause and call slurm_apply "
             "again with overwrite=True.", stderr=exc.stderr) from None
-
-
-class _Preflight:
-    """Load the payload with the interpreter the nodes will run, as they will, in a fresh process.
-
-    Started as soon as the payload is written, so it runs while the rows are being written.
-    """
-
-    def __init__(self, payload: Path, pkgs: Sequence[str]) -> None:
-        env = dict(os.environ)
-        pp = _submit.caller_pythonpath()
-        if pp:
-            env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.python = sys.executable
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "slurm_apply._worker", "--preflight", str(payload), *pkgs],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=os.getcwd())
-
-    def result(self) -> None:
-        _, stderr = self.proc.communicate()
-        if self.proc.returncode == 0:
-            return
-        err = stderr.strip().splitlines()
-        last = err[0] if err else f"exit code {self.proc.returncode}"
-        raise PreflightError(
-            f"the pickled function and objects do not load in a fresh Python ({self.python}), so "
-            f"they would fail on every node: {last}. Typical causes: f or a class it uses is "
-            "defined in a module the nodes cannot import (put it in an importable module or define "
-            "it in the notebook/script itself), or pkgs names a module that fails to import. "
-            "Full error:\n" + stderr.strip()[-3000:])
-
-    def cancel(self) -> None:
-        if self.proc.returncode is None:  # still running: an earlier step failed
-            self.proc.kill()
-            self.proc.communicate()
 
 
 @functools.lru_cache(maxsize=32)

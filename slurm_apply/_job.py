@@ -11,6 +11,7 @@ from ._store import layout as jd
 from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
+from ._logs import mtime, read_tail
 from ._results import Results, list_record_files
 from ._status import JobStatus, Snapshot, build, valid_done
 
@@ -121,9 +122,9 @@ class SlurmJob:
         notes = self._ask(unfinished, ask)
         return Snapshot(
             manifest=m, markers=markers, answers=self._answers, results=self._results,
-            read_log=lambda k, t: _read_tail(self.log_path(k, t)),
+            read_log=lambda k, t: read_tail(self.log_path(k, t)),
             log_path=lambda k, t: str(self.log_path(k, t)),
-            log_mtime=lambda k, t: _mtime(self.log_path(k, t)),
+            log_mtime=lambda k, t: mtime(self.log_path(k, t)),
             claims=lambda k: jd.read_claims(self.job_dir, k),
             chunk_bounds=_chunk_bounds, notes=notes, labels=self._labels_or_none)
 
@@ -373,21 +374,3 @@ def _chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
     from ._submit import chunk_bounds
 
     return chunk_bounds(n_rows, n_chunks)
-
-
-def _mtime(path: Path) -> Optional[float]:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _read_tail(path: Path, n_bytes: int = 65536) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - n_bytes))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""

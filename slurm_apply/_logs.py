@@ -108,3 +108,22 @@ def tail(path: Path, n: int, block: int = 65536) -> List[str]:
             fh.seek(pos)
             data = fh.read(step) + data
     return data.decode(errors="replace").splitlines()[-n:]
+
+
+def mtime(path: Path) -> Optional[float]:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def read_tail(path: Path, n_bytes: int = 65536) -> str:
+    """The last ``n_bytes`` of a log as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - n_bytes))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
