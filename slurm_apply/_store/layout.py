@@ -13,12 +13,14 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
                                  (format and code: _store/payload.py)
         params.pkl               the caller's DataFrame (to rebuild the output table)
         submit.sh, submit_s1.sh  one sbatch array script per submission
+        retry_s0.sh              its follow-up, when rows are retried automatically
         s0/params.bin            that submission's rows, in chunks a worker can seek to
         s0/claims/c000012        which task process took chunk 12 (created with O_EXCL)
         s0/results/t0003_p01.rec append-only framed records of finished rows (_store/records.py)
         s0/tasks/t0003.start     JSON written when a task starts (job id, node, restarts)
         s0/tasks/t0003.done      JSON written when a task has gone through every chunk
         logs/s0_t3.out           Slurm's output for each array task
+        logs/s0_retry.out        the follow-up's output: what it decided and why
 """
 
 from __future__ import annotations
@@ -54,6 +56,15 @@ def default_dir(jobname: str, parent: "os.PathLike[str] | str | None" = None) ->
 
 def script_name(sub: int) -> str:
     return "submit.sh" if sub == 0 else f"submit_s{sub}.sh"
+
+
+def followup_script_name(sub: int) -> str:
+    """The follow-up of submission ``sub``: it retries the rows whose task died."""
+    return f"retry_s{sub}.sh"
+
+
+def followup_log_path(job_dir: Path, sub: int) -> Path:
+    return job_dir / LOGS / f"s{sub}_retry.out"
 
 
 def sub_dir(job_dir: Path, sub: int) -> Path:
