@@ -11,6 +11,7 @@ from ._store import layout as jd
 from ._backends import Answer, TaskKey, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
+from ._history import decided_meanwhile
 from ._logs import mtime, read_tail
 from ._results import Results, list_record_files
 from ._status import JobStatus, Snapshot, build, valid_done
@@ -43,6 +44,7 @@ class SlurmJob:
         self._manifest = jd.load_manifest(self.job_dir)
         self._results = Results(self.job_dir, self._manifest.n_rows)
         self._answers: Dict[TaskKey, Answer] = {}  # the scheduler's last answers
+        self._followups: Dict[int, Answer] = {}  # and about the follow-ups (automatic retries)
         self.scheduler_queries = 0  # how often this handle asked a scheduler (the benchmark counts)
 
     @classmethod
@@ -109,7 +111,7 @@ class SlurmJob:
         """
         return build(self._snapshot(ask_scheduler))
 
-    def _snapshot(self, ask: bool) -> Snapshot:
+    def _snapshot(self, ask: bool, again: bool = True) -> Snapshot:
         self._reload()
         m = self._manifest
         self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
@@ -117,16 +119,19 @@ class SlurmJob:
         for s in m.submissions:
             if not s.launched and s.state == "written":
                 self._adopt(s, markers[s.index])
-        unfinished = [s for s in m.launched() if any(
+        to_ask = [s for s in m.launched() if (s.followup and s.decision is None) or any(
             not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))]
-        notes = self._ask(unfinished, ask)
+        notes = self._ask(to_ask, ask)
+        if again and decided_meanwhile(m, self._followups, lambda: jd.load_manifest(self.job_dir)):
+            return self._snapshot(ask, again=False)
         return Snapshot(
             manifest=m, markers=markers, answers=self._answers, results=self._results,
             read_log=lambda k, t: read_tail(self.log_path(k, t)),
             log_path=lambda k, t: str(self.log_path(k, t)),
             log_mtime=lambda k, t: mtime(self.log_path(k, t)),
             claims=lambda k: jd.read_claims(self.job_dir, k),
-            chunk_bounds=_chunk_bounds, notes=notes, labels=self._labels_or_none)
+            chunk_bounds=_chunk_bounds, notes=notes, labels=self._labels_or_none,
+            followups=self._followups)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""
@@ -140,11 +145,13 @@ class SlurmJob:
                 q = backend.query(self.job_dir, group)
                 self.scheduler_queries += q.calls
                 self._answers.update(q.answers)
+                self._followups.update(q.followups)
                 notes.extend(q.notes)
             else:
                 for s in group:
                     for t in range(s.n_tasks):
                         self._answers.setdefault((s.index, t), Unknown(NOT_ASKED))
+                    self._followups.setdefault(s.index, Unknown(NOT_ASKED))
         return notes
 
     def _adopt(self, sub: "Submission", markers: Dict[Tuple[int, str], Dict[str, Any]]) -> None:
@@ -179,7 +186,8 @@ class SlurmJob:
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
              poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
              max_scheduler_every_s: float = 30.0) -> JobStatus:
-        """Block until no task is queued, running or unknown; return the final status.
+        """Block until no task is queued, running or unknown, and no automatic retry may
+        follow; return the final status.
 
         Parameters
         ----------
@@ -301,8 +309,9 @@ class SlurmJob:
         """Raise JobActiveError if any task is queued, running or unknown."""
         status = status or self.get_job_status()
         busy = [t for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN]
-        if busy:
-            listed = ", ".join(f"task {t.task}: {t.describe()}" for t in busy[:5])
+        retrying = [f"automatic retries: {status.retries.detail}"] if status.retries.busy else []
+        if busy or retrying:
+            listed = ", ".join([f"task {t.task}: {t.describe()}" for t in busy[:5]] + retrying)
             more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""
             why = ("the scheduler could not be asked about some, so they may still be running; "
                    if any(t.state == UNKNOWN for t in busy) else "")

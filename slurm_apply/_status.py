@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from ._backends import Answer, TaskKey, TaskRecord
 from ._classify import ACTIVE_STATES, UNKNOWN, classify
+from ._history import ASKING, Retries, left_for_retry, outcome_codes, retries
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,9 +50,11 @@ class JobStatus:
     ----------
     state : str
         PENDING, RUNNING, UNKNOWN (unfinished tasks the scheduler could not be asked about),
+        RETRYING (every task has ended; the follow-up decides which rows to run again),
         COMPLETED, FAILED (rows raised), INCOMPLETE (rows missing) or NOT_SUBMITTED.
     ended : bool
-        No task is queued, running or unknown (rows may still be missing).
+        No task is queued, running or unknown, and no follow-up may still retry rows (rows
+        may still be missing).
     completed : bool
         Ended, and every row has a result or an error.
     rows_total, rows_done, rows_failed, rows_pending, rows_missing : int
@@ -66,6 +69,12 @@ class JobStatus:
         Row positions (0-based, in ``params_df`` order).
     missing_reasons : dict
         Missing row -> why (the state of the task that had it, or why it never started).
+    missing_states : dict
+        Missing row -> the state of the task that had it (NOT_STARTED when none took it).
+    retries : Retries
+        Automatic retries: where the latest follow-up is (``state``, ``detail``; while
+        ``busy`` the job has not ended), each retried row's history (``lines``) and the rows
+        not retried, by why (``given_up``).
     notes : list of str
         How the status was got, when that matters (e.g. sacct failed and squeue answered).
     elapsed_s : float or None
@@ -88,6 +97,8 @@ class JobStatus:
     failed_rows: List[int] = field(default_factory=list)
     missing_rows: List[int] = field(default_factory=list)
     missing_reasons: Dict[int, str] = field(default_factory=dict)
+    missing_states: Dict[int, str] = field(default_factory=dict)
+    retries: Retries = field(default_factory=Retries)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
     notes: List[str] = field(default_factory=list)
@@ -174,6 +185,7 @@ class Snapshot:
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
+    followups: Dict[int, Answer] = field(default_factory=dict)  # submission -> its follow-up
     # params_df's labels of the given positions, or None when the index is the default 0..n-1
     labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
 
@@ -200,35 +212,41 @@ def build(snap: Snapshot) -> JobStatus:
     launched = bool(m.launched())
     active = [d for d in details if d.state in ACTIVE_STATES]
     unknown = [d for d in details if d.state == UNKNOWN]
-    ended = launched and not active and not unknown
+    retry = retries(m, details, snap.followups, outcome_codes(rows), snap.now, left_for_retry(m, rows))
+    ended = launched and not active and not unknown and not retry.busy
     missing = rows["missing"].tolist()
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
+    said = missing and (abnormal or ended or retry.busy)  # worth the cost only then
+    why, states = _why_missing(snap, missing, details) if said else ({}, {})
     status = JobStatus(
-        jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows),
+        jobname=m.jobname, job_dir=m.job_dir, state=_job_state(launched, active, unknown, rows, retry),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
         rows_done=int(rows["n_done"]), rows_failed=len(rows["failed"]), rows_missing=len(missing),
         rows_pending=int(rows["n_pending"]),
         tasks={d.task: d.state for d in details if d.submission == latest},
         reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
         task_details=details, failed_rows=rows["failed"].tolist(), missing_rows=missing,
-        missing_reasons=_why_missing(snap, missing, details) if missing and (abnormal or ended) else {},
+        missing_reasons=why, missing_states=states, retries=retry,
         job_ids=[s.job_id for s in m.submissions if s.job_id],
         first_error=_first_error(snap, rows["failed"]), notes=list(snap.notes),
-        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, rows["failed"], missing))
+        elapsed_s=_elapsed_s(snap, ended),
+        row_labels=_named(snap, rows["failed"], missing, retry.shown_rows()))
     status._pending = rows["pending"]  # not a field: a bool per row, for the output's state column
     return status
 
 
 def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
-               rows: Dict[str, Any]) -> str:
+               rows: Dict[str, Any], retry: Retries) -> str:
     if not launched:
         return "NOT_SUBMITTED"
     if active:
         return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
-    if unknown:
+    if unknown or retry.state == ASKING:
         return UNKNOWN
+    if retry.busy:
+        return "RETRYING"  # every task has ended; the follow-up decides what to run again
     if len(rows["missing"]):
         return "INCOMPLETE"
     return "FAILED" if len(rows["failed"]) else "COMPLETED"
@@ -287,9 +305,10 @@ def _in_rows(s: "Submission", n_rows: int) -> "np.ndarray":
     return mask
 
 
-def _named(snap: Snapshot, failed: "np.ndarray", missing: List[int], most: int = 50) -> Dict[int, Any]:
+def _named(snap: Snapshot, failed: "np.ndarray", missing: List[int], retried: List[int],
+           most: int = 50) -> Dict[int, Any]:
     """Labels of the rows a status names (the first of each kind), when the index has labels."""
-    rows = sorted(set(failed[:most].tolist()) | set(missing[:most]))
+    rows = sorted(set(failed[:most].tolist()) | set(missing[:most]) | set(retried))
     labels = snap.labels(rows) if rows else None
     return dict(zip(rows, labels)) if labels is not None else {}
 
@@ -324,12 +343,14 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
     return max(ends) - sub.submitted_at if ends else None
 
 
-def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) -> Dict[int, str]:
+def _why_missing(snap: Snapshot, missing: List[int],
+                 details: List[TaskStatus]) -> Tuple[Dict[int, str], Dict[int, str]]:
     """Blame each missing row on the task that had taken its chunk in the latest submission
-    that included it, or say it was never started."""
+    that included it, or say it was never started: (row -> why, row -> that task's state)."""
     by_task = {(d.submission, d.task): d for d in details}
     left = set(missing)
     out: Dict[int, str] = {}
+    states_of: Dict[int, str] = {}
     for s in reversed(snap.manifest.submissions):
         if not left:
             break
@@ -340,21 +361,22 @@ def _why_missing(snap: Snapshot, missing: List[int], details: List[TaskStatus]) 
             for r in rows[a:b]:
                 if r in left:
                     left.discard(r)
-                    out[r] = _blame(s, claims.get(c), states, by_task)
+                    states_of[r], out[r] = _blame(s, claims.get(c), states, by_task)
     for r in left:
-        out[r] = "not in any submission"
-    return out
+        states_of[r], out[r] = "NOT_SUBMITTED", "not in any submission"
+    return out, states_of
 
 
 def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
-           by_task: Dict[Tuple[int, int], TaskStatus]) -> str:
+           by_task: Dict[Tuple[int, int], TaskStatus]) -> Tuple[str, str]:
+    """(the state of the task to blame, why the row is missing)."""
     if who is None:
         if not s.launched:
-            return "not submitted"
+            return "NOT_SUBMITTED", "not submitted"
         if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
-            return "not started yet"
+            return "NOT_STARTED", "not started yet"
         counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
-        return f"never started: its tasks ended first ({counts})"
+        return "NOT_STARTED", f"never started: its tasks ended first ({counts})"
     d = by_task.get((s.index, who[0]))
     name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
-    return f"{name}: {d.describe()}" if d else "taken by a task that is gone"
+    return (d.state, f"{name}: {d.describe()}") if d else ("LOST", "taken by a task that is gone")
