@@ -20,6 +20,7 @@ from . import _validate as v
 from ._errors import InputError, JobDirError, SubmissionError
 from ._job import SlurmJob
 from ._preflight import Preflight
+from ._retry import stop_followups
 from ._store.manifest import Manifest, Submission
 from ._store.payload import sync as sync_payload, write_payload
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PAYLOAD_WARN_MB = 100
+# A node failure or a preemption is usually over by the next run, and two doublings (4x the
+# memory or time asked for) cover most misestimates without letting a job grow unbounded.
+DEFAULT_RETRIES = 2
 _BACKENDS = ("auto", "slurm", "local")
 
 
@@ -48,6 +52,10 @@ def slurm_apply(
     seed: Union[int, None, bool] = None,
     seed_arg: Optional[str] = None,
     rows_per_chunk: Optional[int] = None,
+    retries: int = DEFAULT_RETRIES,
+    retry_errors: bool = False,
+    max_mem: Optional[str] = None,
+    max_time: Optional[str] = None,
     overwrite: bool = False,
     force: bool = False,
     preflight: bool = True,
@@ -100,6 +108,16 @@ def slurm_apply(
         Also pass the row's seed to ``f`` as this keyword argument.
     rows_per_chunk : int, optional
         Rows per unit of work handed to a process (default: balanced automatically).
+    retries : int, default 2
+        How many times a row whose task died (NODE_FAIL, PREEMPTED, OUT_OF_MEMORY, TIMEOUT,
+        LOST) is run again automatically, with nothing running on the login node: a small
+        follow-up job starts when the array ends and submits the retry. After OUT_OF_MEMORY
+        the retry asks for twice the memory, after TIMEOUT for twice the time. 0: never.
+    retry_errors : bool, default False
+        Retry the rows that raised too (by default an exception is the row's result).
+    max_mem, max_time : str, optional
+        The most memory (e.g. ``"64G"``) and time (e.g. ``"2-00:00:00"``) a retry may ask
+        for; the partition's MaxMemPerNode and MaxTime bound it too.
     overwrite : bool, default False
         Replace an existing job directory of the same name. Refused (JobActiveError) while
         that job has tasks queued, running or unknown: cancel it first.
@@ -126,6 +144,7 @@ def slurm_apply(
     max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
     rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", rows_per_chunk)
     seed = v.check_seed(seed)
+    retry = v.check_retry_policy(retries, retry_errors, max_mem, max_time)
     if seed is False and seed_arg is not None:
         raise InputError("seed_arg needs row seeds, but seed=False turns them off")
     if seed_arg is not None and (not isinstance(seed_arg, str) or not seed_arg.isidentifier()):
@@ -174,7 +193,7 @@ def slurm_apply(
         pythonpath=_submit.caller_pythonpath(), objects=sorted(objects), pkgs=pkgs,
         seed=None if seed is False else (seed if seed is not None else secrets.randbits(32)),
         seed_arg=seed_arg, rows_per_chunk=rows_per_chunk, payload_bytes=size.total,
-        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults)
+        packages=dict(_package_versions(tuple(pkgs))), defaults=defaults, retry=retry)
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=cpus_per_node, n_chunks=0,
                        nodes=nodes, backend=backend, slurm_options=options,
@@ -197,6 +216,7 @@ def _replace_old_job(path: Path, force: bool) -> None:
         return  # unreadable (e.g. another format): nothing can be running from it that we know
     status = old.get_job_status()
     if status.ended or status.state == "NOT_SUBMITTED":
+        stop_followups(old)  # nothing to retry now, and its directory is about to go
         return
     if not force:
         old.refuse_if_active("replace (overwrite=True)", status)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from . import _backends as backends
 from ._store import layout as jd
-from ._backends import Answer, TaskKey, Unknown
+from ._backends import Answer, TaskKey, TaskRecord, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
 from ._history import decided_meanwhile
 from ._logs import mtime, read_tail
 from ._results import Results, list_record_files
+from ._retry import stop_followups, stop_retries
 from ._status import JobStatus, Snapshot, build, valid_done
 
 if TYPE_CHECKING:
@@ -168,6 +169,11 @@ class SlurmJob:
             self._manifest.replace_submission(dataclasses.replace(
                 sub, job_id=job_id, state="submitted", submitted_by="hand"))
 
+    def scheduler_answer(self, sub: int, task: int) -> Optional[TaskRecord]:
+        """The scheduler's last record of a task (None when it has given none)."""
+        answer = self._answers.get((sub, task))
+        return answer if isinstance(answer, TaskRecord) else None
+
     def unfinished_tasks(self) -> List[Tuple[int, int]]:
         """(submission, task) of every launched task without an end marker: one directory
         listing per submission, the cheap check a wait makes often."""
@@ -296,7 +302,9 @@ class SlurmJob:
     # -- acting on the job ---------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Cancel every queued or running task of every submission."""
+        """Cancel every queued or running task of every submission, and stop automatic
+        retries (a follow-up that has not yet decided decides nothing)."""
+        stop_retries(self.job_dir, "cancel()")
         self._reload()
         by_backend: Dict[str, List["Submission"]] = {}
         for s in self._manifest.launched():
@@ -328,6 +336,8 @@ class SlurmJob:
             self.refuse_if_active("delete", status)
         if not status.ended and status.state != "NOT_SUBMITTED":
             self.stop()
+        else:
+            stop_followups(self)
         jd.remove_tree(self.job_dir)
 
     def stop(self, timeout_s: float = 60) -> None:
