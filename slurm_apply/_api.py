@@ -6,7 +6,6 @@ import functools
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import time
 import warnings
@@ -19,8 +18,10 @@ from . import _config
 from ._store import layout as jd
 from . import _submit
 from . import _validate as v
-from ._errors import InputError, JobDirError, PreflightError, SubmissionError
+from ._errors import InputError, JobDirError, SubmissionError
 from ._job import SlurmJob
+from ._preflight import Preflight
+from ._retry import stop_followups
 from ._store.manifest import Manifest, Submission
 from ._store.payload import sync as sync_payload, write_payload
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PAYLOAD_WARN_MB = 100
+# A node failure or a preemption is usually over by the next run, and two doublings (4x the
+# memory or time asked for) cover most misestimates without letting a job grow unbounded.
+DEFAULT_RETRIES = 2
 _BACKENDS = ("auto", "slurm", "local")
 
 
@@ -51,6 +55,10 @@ def slurm_apply(
     seed_arg: Optional[str] = None,
     rows_per_chunk: Optional[int] = None,
     max_failures: Union[int, float, None] = None,
+    retries: int = DEFAULT_RETRIES,
+    retry_errors: bool = False,
+    max_mem: Optional[str] = None,
+    max_time: Optional[str] = None,
     overwrite: bool = False,
     force: bool = False,
     preflight: bool = True,
@@ -115,6 +123,16 @@ def slurm_apply(
         whole job. The status says the job was stopped early and why; the rows not run are
         missing, for ``resubmit()`` once ``f`` is fixed. Resubmissions inherit it. Default:
         run every row whatever fails.
+    retries : int, default 2
+        How many times a row whose task died (NODE_FAIL, PREEMPTED, OUT_OF_MEMORY, TIMEOUT,
+        LOST) is run again automatically, with nothing running on the login node: a small
+        follow-up job starts when the array ends and submits the retry. After OUT_OF_MEMORY
+        the retry asks for twice the memory, after TIMEOUT for twice the time. 0: never.
+    retry_errors : bool, default False
+        Retry the rows that raised too (by default an exception is the row's result).
+    max_mem, max_time : str, optional
+        The most memory (e.g. ``"64G"``) and time (e.g. ``"2-00:00:00"``) a retry may ask
+        for; the partition's MaxMemPerNode and MaxTime bound it too.
     overwrite : bool, default False
         Replace an existing job directory of the same name. Refused (JobActiveError) while
         that job has tasks queued, running or unknown: cancel it first.
@@ -135,6 +153,7 @@ def slurm_apply(
                       more_args=more_args, jobname=jobname, job_dir=job_dir, backend=backend,
                       max_concurrent=max_concurrent, seed=seed, seed_arg=seed_arg,
                       rows_per_chunk=rows_per_chunk, max_failures=max_failures,
+                      retries=retries, retry_errors=retry_errors, max_mem=max_mem, max_time=max_time,
                       overwrite=overwrite), caller)
     if c.path.exists():  # overwrite=True: the old job must be over (or force)
         _replace_old_job(c.path, force)
@@ -147,7 +166,7 @@ def slurm_apply(
         seed=None if c.seed is False else (c.seed if c.seed is not None else secrets.randbits(32)),
         seed_arg=seed_arg, rows_per_chunk=c.rows_per_chunk, payload_bytes=c.size.total,
         packages=dict(_package_versions(tuple(c.pkgs))), defaults=c.defaults,
-        more_args=sorted(c.more_args))
+        more_args=sorted(c.more_args), retry=c.retry)
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=c.cpus_per_node, n_chunks=0,
                        nodes=c.nodes, backend=c.backend, slurm_options=c.options,
@@ -178,6 +197,7 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     c.max_concurrent = v.check_optional_positive_int("max_concurrent", a["max_concurrent"])
     c.rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", a["rows_per_chunk"])
     c.max_failures = v.check_max_failures(a["max_failures"])
+    c.retry = v.check_retry_policy(a["retries"], a["retry_errors"], a["max_mem"], a["max_time"])
     c.seed = v.check_seed(a["seed"])
     v.check_seed_arg(seed_arg, c.seed, df)
     c.more_args = v.check_more_args(f, a["more_args"], df, seed_arg)
@@ -228,6 +248,7 @@ def _replace_old_job(path: Path, force: bool) -> None:
         return  # unreadable (e.g. another format): nothing can be running from it that we know
     status = old.get_job_status()
     if status.ended or status.state == "NOT_SUBMITTED":
+        stop_followups(old)  # nothing to retry now, and its directory is about to go
         return
     if not force:
         old.refuse_if_active("replace (overwrite=True)", status)
@@ -238,13 +259,13 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
                params_df: "pd.DataFrame", *, overwrite: bool, preflight: bool, started: float) -> None:
     """Write the whole job directory, or nothing: on any error the directory is removed."""
     jd.create(path, overwrite=overwrite)
-    check: Optional[_Preflight] = None
+    check: Optional[Preflight] = None
     try:
         jd.write_token(path, manifest.token)
         # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
         manifest.payload_bytes = write_payload(path, *payload, sync=False)
         if preflight:
-            check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
+            check = Preflight(path / jd.PAYLOAD, manifest.pkgs)
         sync_payload(path)
         with jd.atomic_open(path / jd.PARAMS) as fh:
             params_df.to_pickle(fh)
@@ -272,42 +293,6 @@ def _submit_first(path: Path, manifest: Manifest) -> None:
             f"{exc}\nThe job directory {path} is kept, marked as not submitted; "
             "SlurmJob.from_dir() on it shows that status. Fix the cause and call slurm_apply "
             "again with overwrite=True.", stderr=exc.stderr) from None
-
-
-class _Preflight:
-    """Load the payload with the interpreter the nodes will run, as they will, in a fresh process.
-
-    Started as soon as the payload is written, so it runs while the rows are being written.
-    """
-
-    def __init__(self, payload: Path, pkgs: Sequence[str]) -> None:
-        env = dict(os.environ)
-        pp = _submit.caller_pythonpath()
-        if pp:
-            env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.python = sys.executable
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "slurm_apply._node", "--preflight", str(payload), *pkgs],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=os.getcwd())
-
-    def result(self) -> None:
-        _, stderr = self.proc.communicate()
-        if self.proc.returncode == 0:
-            return
-        err = stderr.strip().splitlines()
-        last = err[0] if err else f"exit code {self.proc.returncode}"
-        raise PreflightError(
-            f"the pickled function and objects do not load in a fresh Python ({self.python}), so "
-            f"they would fail on every node: {last}. Typical causes: f or a class it uses is "
-            "defined in a module the nodes cannot import (put it in an importable module or define "
-            "it in the notebook/script itself), or pkgs names a module that fails to import. "
-            "Full error:\n" + stderr.strip()[-3000:])
-
-    def cancel(self) -> None:
-        if self.proc.returncode is None:  # still running: an earlier step failed
-            self.proc.kill()
-            self.proc.communicate()
 
 
 @functools.lru_cache(maxsize=32)

@@ -46,6 +46,17 @@ _CANCELLED = re.compile(r"\*\*\* JOB \S+ ON (\S+) CANCELLED AT (\S+)(?: \*\*\*)?
 _PY_ERROR = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception|Exit)\b.*)$", re.M)
 
 
+def scheduler_state(name: str) -> str:
+    """Our name for a state the scheduler prints (CONFIGURING is RUNNING, REVOKED CANCELLED...)."""
+    return _SLURM_TO_STATE.get(name, name)
+
+
+def memory_limit_mb(log_text: str) -> Optional[float]:
+    """The memory limit slurmstepd enforced, from the last kill line of a task's log."""
+    found = _MEMORY.findall(log_text)
+    return int(found[-1][1]) / 2**20 if found else None
+
+
 def mib(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:.0f}M"
 

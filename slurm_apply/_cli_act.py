@@ -91,7 +91,9 @@ def cancel(job_dir: Path) -> None:
         click.echo(f"nothing to cancel: {job.jobname} was never submitted")
         return
     job.cancel()
-    click.echo(f"cancelled the queued and running tasks of {job.jobname} ({', '.join(job.job_ids)})")
+    retries = " and stopped its automatic retries" if job.manifest.retry.retries else ""
+    click.echo(f"cancelled the queued and running tasks of {job.jobname} ({', '.join(job.job_ids)})"
+               f"{retries}")
 
 
 @cli.command()

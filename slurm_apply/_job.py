@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Un
 
 from . import _backends as backends
 from ._store import layout as jd
-from ._backends import Answer, TaskKey, Unknown
+from ._backends import Answer, TaskKey, TaskRecord, Unknown
 from ._classify import ACTIVE_STATES, UNKNOWN
 from ._errors import InputError, JobActiveError, JobTimeoutError
 from ._node.budget import read_stops
 from ._results import Results, list_record_files
 from ._submit import chunk_bounds
 from ._rows import RowNames
+from ._history import decided_meanwhile
+from ._retry import stop_followups, stop_retries
 from ._status import JobStatus, Snapshot, build, valid_done
 from ._store.claims import ClaimReader
 
@@ -47,6 +49,7 @@ class SlurmJob:
         self._results = Results(self.job_dir, self._manifest.n_rows)
         self._answers: Dict[TaskKey, Answer] = {}  # the scheduler's last answers
         self._names = RowNames(self.job_dir, self._manifest.n_rows)
+        self._followups: Dict[int, Answer] = {}  # and about the follow-ups (automatic retries)
         self.scheduler_queries = 0  # how often this handle asked a scheduler (the benchmark counts)
 
     @classmethod
@@ -113,7 +116,7 @@ class SlurmJob:
         """
         return build(self._snapshot(ask_scheduler))
 
-    def _snapshot(self, ask: bool) -> Snapshot:
+    def _snapshot(self, ask: bool, again: bool = True) -> Snapshot:
         self._reload()
         m = self._manifest
         self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
@@ -121,9 +124,11 @@ class SlurmJob:
         for s in m.submissions:
             if not s.launched and s.state == "written":
                 self._adopt(s, markers[s.index])
-        unfinished = [s for s in m.launched() if any(
+        to_ask = [s for s in m.launched() if (s.followup and s.decision is None) or any(
             not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))]
-        notes = self._ask(unfinished, ask)
+        notes = self._ask(to_ask, ask)
+        if again and decided_meanwhile(m, self._followups, lambda: jd.load_manifest(self.job_dir)):
+            return self._snapshot(ask, again=False)
         return Snapshot(
             manifest=m, markers=markers, answers=self._answers, results=self._results,
             read_log=lambda k, t: jd.read_tail(self.log_path(k, t)),
@@ -131,7 +136,7 @@ class SlurmJob:
             log_mtime=lambda k, t: jd.mtime(self.log_path(k, t)),
             claims=lambda k: ClaimReader(self.job_dir, k).chains(),
             chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none,
-            stops=read_stops(self.job_dir, m.launched()))
+            stops=read_stops(self.job_dir, m.launched()), followups=self._followups)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""
@@ -145,11 +150,13 @@ class SlurmJob:
                 q = backend.query(self.job_dir, group)
                 self.scheduler_queries += q.calls
                 self._answers.update(q.answers)
+                self._followups.update(q.followups)
                 notes.extend(q.notes)
             else:
                 for s in group:
                     for t in range(s.n_tasks):
                         self._answers.setdefault((s.index, t), Unknown(NOT_ASKED))
+                    self._followups.setdefault(s.index, Unknown(NOT_ASKED))
         return notes
 
     def _adopt(self, sub: "Submission", markers: Dict[Tuple[int, str], Dict[str, Any]]) -> None:
@@ -165,6 +172,11 @@ class SlurmJob:
         if job_id:
             self._manifest.replace_submission(dataclasses.replace(
                 sub, job_id=job_id, state="submitted", submitted_by="hand"))
+
+    def scheduler_answer(self, sub: int, task: int) -> Optional[TaskRecord]:
+        """The scheduler's last record of a task (None when it has given none)."""
+        answer = self._answers.get((sub, task))
+        return answer if isinstance(answer, TaskRecord) else None
 
     def unfinished_tasks(self) -> List[Tuple[int, int]]:
         """(submission, task) of every launched task without an end marker: one directory
@@ -184,7 +196,8 @@ class SlurmJob:
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
              poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
              max_scheduler_every_s: float = 30.0) -> JobStatus:
-        """Block until no task is queued, running or unknown; return the final status.
+        """Block until no task is queued, running or unknown, and no automatic retry may
+        follow; return the final status.
 
         Parameters
         ----------
@@ -313,7 +326,9 @@ class SlurmJob:
     # -- acting on the job ---------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Cancel every queued or running task of every submission."""
+        """Cancel every queued or running task of every submission, and stop automatic
+        retries (a follow-up that has not yet decided decides nothing)."""
+        stop_retries(self.job_dir, "cancel()")
         self._reload()
         by_backend: Dict[str, List["Submission"]] = {}
         for s in self._manifest.launched():
@@ -326,8 +341,9 @@ class SlurmJob:
         """Raise JobActiveError if any task is queued, running or unknown."""
         status = status or self.get_job_status()
         busy = [t for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN]
-        if busy:
-            listed = ", ".join(f"task {t.task}: {t.describe()}" for t in busy[:5])
+        retrying = [f"automatic retries: {status.retries.detail}"] if status.retries.busy else []
+        if busy or retrying:
+            listed = ", ".join([f"task {t.task}: {t.describe()}" for t in busy[:5]] + retrying)
             more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""
             why = ("the scheduler could not be asked about some, so they may still be running; "
                    if any(t.state == UNKNOWN for t in busy) else "")
@@ -344,6 +360,8 @@ class SlurmJob:
             self.refuse_if_active("delete", status)
         if not status.ended and status.state != "NOT_SUBMITTED":
             self.stop()
+        else:
+            stop_followups(self)
         jd.remove_tree(self.job_dir)
 
     def stop(self, timeout_s: float = 60) -> None:

@@ -121,3 +121,4 @@ def tail(path: Path, n: int, block: int = 65536) -> List[str]:
             fh.seek(pos)
             data = fh.read(step) + data
     return data.decode(errors="replace").splitlines()[-n:]
+

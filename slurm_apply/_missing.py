@@ -19,13 +19,17 @@ if TYPE_CHECKING:
     from ._store.manifest import Submission
 
 
-def why_missing(snap: "Snapshot", missing: RowSet, details: List["TaskStatus"]) -> RowReasons:
+def why_missing(snap: "Snapshot", missing: RowSet,
+                details: List["TaskStatus"]) -> Tuple[RowReasons, RowReasons]:
     """Blame each missing row on the task that had taken its chunk in the latest submission
     that included it (the one it was in flight in, if its chunk was taken over after that
-    task died), or say it was never started. Chunk by chunk, never row by row."""
+    task died), or say it was never started. Chunk by chunk, never row by row.
+
+    Returns (row -> why, row -> the state of the task to blame): NOT_STARTED when no task
+    took its chunk, STOPPED when the job stopped early, NOT_SUBMITTED when nothing ran it."""
     by_task = {(d.submission, d.task): d for d in details}
     left = missing
-    reasons = RowReasons()
+    reasons, states = RowReasons(), RowReasons()
     for s in reversed(snap.manifest.submissions):
         if not left:
             break
@@ -34,25 +38,29 @@ def why_missing(snap: "Snapshot", missing: RowSet, details: List["TaskStatus"]) 
             continue
         left = left - here
         chains = snap.claims(s.index)
-        states = [d.state for d in details if d.submission == s.index]
+        task_states = [d.state for d in details if d.submission == s.index]
         stop = snap.stops.get(s.index)
         stopped = (f"not run: the job stopped early ({stop.get('failed', '?')} rows raised, "
                    f"max_failures={stop.get('max_failures')})") if stop is not None else ""
         blame = functools.lru_cache(maxsize=None)(
-            lambda who: _blame(s, who, states, by_task, stopped))
+            lambda who: _blame(s, who, task_states, by_task, stopped))
         starts, stops, chunks = _chunk_runs(s, snap.chunk_bounds(s.n_rows, s.n_chunks))
-        by_text: Dict[str, List[int]] = {}
+        by_blame: Dict[Tuple[str, str], List[int]] = {}
         for i in _overlapping(starts, stops, here).tolist():
             chain = chains.get(int(chunks[i]))
-            by_text.setdefault(blame(chain.owner if chain is not None else None), []).append(i)
+            by_blame.setdefault(blame(chain.owner if chain is not None else None), []).append(i)
             for r, who in (chain.lost.items() if chain is not None else ()):
                 if starts[i] <= r < stops[i] and r in here:
-                    reasons.set_row(r, blame(who))
-        for text, idx in by_text.items():
-            reasons.add(here & RowSet.from_runs(starts[idx], stops[idx]), text)
+                    states.set_row(r, blame(who)[0])
+                    reasons.set_row(r, blame(who)[1])
+        for (state, text), idx in by_blame.items():
+            rows = here & RowSet.from_runs(starts[idx], stops[idx])
+            reasons.add(rows, text)
+            states.add(rows, state)
     if left:
         reasons.add(left, "not in any submission")
-    return reasons
+        states.add(left, "NOT_SUBMITTED")
+    return reasons, states
 
 
 def _chunk_runs(s: "Submission", bounds: List[Tuple[int, int]]) -> Tuple[Any, Any, Any]:
@@ -80,19 +88,20 @@ def _overlapping(starts: Any, stops: Any, rows: RowSet) -> Any:
 
 
 def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
-           by_task: Dict[Tuple[int, int], "TaskStatus"], stopped: str = "") -> str:
+           by_task: Dict[Tuple[int, int], "TaskStatus"], stopped: str = "") -> Tuple[str, str]:
+    """(the state of the task to blame, why the row is missing)."""
     if stopped and (who is None or getattr(by_task.get((s.index, who[0])), "state", "") == "COMPLETED"):
-        return stopped  # its task left it when the job stopped early
+        return "STOPPED", stopped  # its task left it when the job stopped early
     if who is None:
         if not s.launched:
-            return "not submitted"
+            return "NOT_SUBMITTED", "not submitted"
         if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
-            return "not started yet"
+            return "NOT_STARTED", "not started yet"
         counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
-        return f"never started: its tasks ended first ({counts})"
+        return "NOT_STARTED", f"never started: its tasks ended first ({counts})"
     d = by_task.get((s.index, who[0]))
     name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
-    return f"{name}: {d.describe()}" if d else "taken by a task that is gone"
+    return (d.state, f"{name}: {d.describe()}") if d else ("LOST", "taken by a task that is gone")
 
 
 def in_rows(s: "Submission") -> RowSet:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
+    from ._history import RetryLine
     from ._status import JobStatus, TaskStatus
 
 # Task states that need no explanation in a status, and that `logs --failed` leaves out.
@@ -36,6 +37,7 @@ class _Facts:
     task_head: List[str]
     task_rows: List[List[str]]
     problems: List[Tuple[str, str]] = field(default_factory=list)  # (label, text)
+    retries: List[Tuple[str, str]] = field(default_factory=list)  # (label, text)
     hints: List[Tuple[str, str]] = field(default_factory=list)  # (key of _HINT_LEADS, text)
 
 
@@ -48,7 +50,7 @@ def _facts(st: "JobStatus", *, cli: bool, verbose: bool = False) -> _Facts:
         ids=", ".join(st.job_ids) or "not submitted", handled=handled,
         pct=int(100 * handled / st.rows_total) if st.rows_total else 100, over=over,
         rows_line=_rows_line(st, over), task_head=head, task_rows=rows,
-        problems=_problems(st, over), hints=_hints(st, cli))
+        problems=_problems(st, over), retries=_retries(st), hints=_hints(st, cli))
 
 
 def status_text(st: "JobStatus", *, verbose: bool = False, cli: bool = False,
@@ -68,9 +70,9 @@ def status_text(st: "JobStatus", *, verbose: bool = False, cli: bool = False,
         "",
     ]
     lines.extend("  " + line for line in table(fx.task_head, fx.task_rows))
-    if fx.problems:
+    if fx.problems or fx.retries:
         lines.append("")
-        lines.extend(f"  {label}: {text}" for label, text in fx.problems)
+        lines.extend(f"  {label}: {text}" for label, text in fx.problems + fx.retries)
     lines.extend(f"  note: {n}" for n in st.notes)
     if fx.hints:
         lines.append("")
@@ -95,6 +97,48 @@ def _problems(st: "JobStatus", over: bool) -> List[Tuple[str, str]]:
         for why, rows in st.missing_by_reason().items():
             out.append(("missing rows", f"{st.rows_text(rows)} ({why})"))
     return out
+
+
+# What the follow-up of the latest submission is doing, or did, when it is worth saying.
+_RETRY_WORDS = {
+    "deciding": "deciding what to run again ({})", "unknown": "the scheduler could not be asked "
+    "about the follow-up ({})", "stopped": "{}", "gave up": "gave up: {}", "lost": "{}",
+    "off": "off: {}", "used up": "all {} used",
+}
+
+
+def _retries(st: "JobStatus") -> List[Tuple[str, str]]:
+    """Automatic retries: each retried row's history, grouped ("rows 7, 9: OUT_OF_MEMORY at
+    200M, done at 400M"), rows not retried and why, and the latest follow-up's state."""
+    r = st.retries
+    out = [("retried", f"{_line_rows(st, line)}: " + ", ".join(
+        [_at(state, limit) for state, limit in line.steps] + [_at(*line.outcome)]))
+        for line in r.lines]
+    out += [("not retried", f"{_rows(st, rows)} ({why})") for why, rows in r.given_up.items()]
+    if r.state in _RETRY_WORDS and (r.state != "used up" or r.lines):
+        text = _RETRY_WORDS[r.state].format(one_line(r.detail)) if r.detail else r.state
+        out.append(("automatic retries", text))
+    return out
+
+
+def _rows(st: "JobStatus", rows: Sequence[int]) -> str:
+    return ("row " if len(rows) == 1 else "rows ") + st.rows_text(rows)
+
+
+def _line_rows(st: "JobStatus", line: "RetryLine", limit: int = 12) -> str:
+    """The rows of a retry line: by their labels when params_df has some, else as ranges."""
+    word = "row " if line.n_rows == 1 else "rows "
+    if st.row_labels:
+        more = f", ... ({line.n_rows} rows)" if line.n_rows > limit else ""
+        return word + st.rows_text(line.positions(limit)) + more
+    shown = [f"{a}-{b - 1}" if b - a > 1 else f"{a}" for a, b in line.rows[:limit]]
+    more = f", ... ({line.n_rows} rows)" if len(line.rows) > limit else ""
+    return word + ", ".join(shown) + more
+
+
+def _at(what: str, limit: str) -> str:
+    what = "raised" if what == "ERROR" else what  # a row that raised, retried (retry_errors)
+    return f"{what} at {limit}" if limit else what
 
 
 def _hints(st: "JobStatus", cli: bool) -> List[Tuple[str, str]]:
@@ -137,8 +181,8 @@ def _tasks_verbose(tasks: Sequence["TaskStatus"], many_subs: bool) -> Tuple[List
 
 # -- HTML: the notebook's face of the same facts ---------------------------------------------------
 
-_STATE_COLOURS = {"COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "PENDING": "#616161",
-                  "NOT_SUBMITTED": "#616161", "UNKNOWN": "#e65100"}
+_STATE_COLOURS = {"COMPLETED": "#2e7d32", "RUNNING": "#1565c0", "RETRYING": "#1565c0",
+                  "PENDING": "#616161", "NOT_SUBMITTED": "#616161", "UNKNOWN": "#e65100"}
 _RED = "#c62828"  # any other state says something went wrong
 FAILED_COLOUR = "#e53935"  # failed rows, in a bar
 # A progress bar is one colour: when the job ended with rows failed or missing it is amber,
@@ -177,7 +221,7 @@ def status_html(st: "JobStatus", *, title: str = "") -> str:
         more = len(fx.task_rows) - len(rows)
         rows.append(["…"] * (len(fx.task_head) - 1) + [f"and {more} more groups: status.tasks_frame()"])
     out.append(_html_table(fx.task_head, rows, caption="tasks"))
-    out.extend(f"<div><b>{_esc(label)}</b>: {_esc(text)}</div>" for label, text in fx.problems)
+    out.extend(f"<div><b>{_esc(label)}</b>: {_esc(text)}</div>" for label, text in fx.problems + fx.retries)
     out.extend(f'<div style="{_MUTED}">note: {_esc(n)}</div>' for n in st.notes)
     out.extend(f"<div>{_esc(_HINT_LABELS[key])}: <code>{_esc(text)}</code></div>" for key, text in fx.hints)
     out.append(f'<div style="{_MUTED}">logs: <code>{_esc(logs_dir(st))}</code></div></div>')

@@ -43,6 +43,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     chosen = _rows_to_run(job, status, params, rows, failed)
     with jd.manifest_lock(job.job_dir):
         manifest = jd.load_manifest(job.job_dir)
+        manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest
         sub = prev.derive(
             index=len(manifest.submissions), rows=ranges(chosen), n_rows=len(chosen),

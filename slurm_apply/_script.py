@@ -133,3 +133,40 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
 
 def options_to_dict(options: Optional[Mapping[str, OptionValue]]) -> Dict[str, OptionValue]:
     return {normalize_key(k): v for k, v in (options or {}).items()}
+
+
+# The options a follow-up shares with its array: where the user may run and what is charged.
+FOLLOWUP_OPTIONS = ("partition", "p", "account", "A", "qos", "q", "reservation", "wckey")
+
+
+def render_followup(*, jobname: str, log: Path, options: Mapping[str, OptionValue], python: str,
+                    job_dir: Path, sub: int, token: str, workdir: Path, pythonpath: Optional[str],
+                    setup: Sequence[str], mem: str, time: str) -> str:
+    """The follow-up of submission ``sub``: a one-CPU job, started once the array has ended,
+    that runs again the rows whose task died (``python -m slurm_apply._retry``). It goes where
+    the array went (partition, account, qos) and runs the same setup lines, so it finds the
+    same Python."""
+    lines: List[str] = [
+        "#!/bin/bash",
+        f"# slurm_apply follow-up of submission {sub} of {directive_value(jobname)}: "
+        "retries the rows whose task died",
+        f"#SBATCH --job-name={directive_value(jobname + '.retry')}",
+        "#SBATCH --cpus-per-task=1",
+        f"#SBATCH --mem={directive_value(mem)}",
+        f"#SBATCH --time={directive_value(time)}",
+        f"#SBATCH --output={directive_value(_sbatch_path(log))}",
+        "#SBATCH --open-mode=append",
+    ]
+    for key, value in options.items():
+        line = option_line(key, value) if key in FOLLOWUP_OPTIONS else None
+        if line is not None:
+            lines.append(line)
+    lines += ["", "set -e", f"cd {shlex.quote(str(workdir))}"]
+    if pythonpath:
+        lines.append(f"export PYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    if setup:
+        lines.append("# setup lines, as given")
+        lines.extend(setup)
+    lines.append(f"exec {shlex.quote(python)} -m slurm_apply._retry {shlex.quote(str(job_dir))} "
+                 f"{int(sub)} {shlex.quote(token)}")
+    return "\n".join(lines) + "\n"

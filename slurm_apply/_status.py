@@ -13,6 +13,7 @@ from ._backends import Answer, TaskKey, TaskRecord
 from ._classify import ACTIVE_STATES, UNKNOWN, classify
 from ._missing import in_rows, why_missing
 from ._runs import RowReasons, RowSet
+from ._history import ASKING, Retries, left_for_retry, retries
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,9 +53,11 @@ class JobStatus:
     ----------
     state : str
         PENDING, RUNNING, UNKNOWN (unfinished tasks the scheduler could not be asked about),
+        RETRYING (every task has ended; the follow-up decides which rows to run again),
         COMPLETED, FAILED (rows raised), INCOMPLETE (rows missing) or NOT_SUBMITTED.
     ended : bool
-        No task is queued, running or unknown (rows may still be missing).
+        No task is queued, running or unknown, and no follow-up may still retry rows (rows
+        may still be missing).
     completed : bool
         Ended, and every row has a result or an error.
     rows_total, rows_done, rows_failed, rows_pending, rows_missing : int
@@ -71,6 +74,13 @@ class JobStatus:
     missing_reasons : mapping
         Missing row -> why (the state of the task that had it, or why it never started); a
         read-only dict, held as runs too.
+    missing_states : mapping
+        Missing row -> the state of the task that had it (NOT_STARTED when none took it,
+        STOPPED when the job stopped early); read-only, held as runs.
+    retries : Retries
+        Automatic retries: where the latest follow-up is (``state``, ``detail``; while
+        ``busy`` the job has not ended), each retried row's history (``lines``) and the rows
+        not retried, by why (``given_up``).
     notes : list of str
         How the status was got, when that matters (e.g. sacct failed and squeue answered, or
         the job was stopped early by ``max_failures``).
@@ -94,6 +104,8 @@ class JobStatus:
     failed_rows: Sequence[int] = field(default_factory=RowSet)
     missing_rows: Sequence[int] = field(default_factory=RowSet)
     missing_reasons: Mapping[int, str] = field(default_factory=dict)
+    missing_states: Mapping[int, str] = field(default_factory=dict)
+    retries: Retries = field(default_factory=Retries)
     job_ids: List[str] = field(default_factory=list)
     first_error: str = ""
     notes: List[str] = field(default_factory=list)
@@ -140,6 +152,8 @@ class JobStatus:
         out["failed_rows"] = list(self.failed_rows)
         out["missing_rows"] = list(self.missing_rows)
         out["missing_reasons"] = dict(self.missing_reasons.items())
+        out["missing_states"] = dict(self.missing_states.items())
+        out["retries"]["given_up"] = {k: list(v) for k, v in self.retries.given_up.items()}
         return out
 
     def tasks_frame(self) -> "pd.DataFrame":
@@ -189,6 +203,7 @@ class Snapshot:
     now: float = field(default_factory=time.time)
     # submission -> its stop note, when it stopped early (max_failures): stop.json's contents
     stops: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    followups: Dict[int, Answer] = field(default_factory=dict)  # submission -> its follow-up
     # params_df's labels of the given positions, or None when the index is the default 0..n-1
     labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
 
@@ -219,26 +234,28 @@ def build(snap: Snapshot) -> JobStatus:
     launched = bool(m.launched())
     active = [d for d in details if d.state in ACTIVE_STATES]
     unknown = [d for d in details if d.state == UNKNOWN]
-    ended = launched and not active and not unknown
+    retry = retries(m, details, snap.followups, rows, snap.now, left_for_retry(m, rows))
+    ended = launched and not active and not unknown and not retry.busy
     missing, failed = rows["missing"], rows["failed"]
     abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
                    for d in details)
     latest = m.latest.index
     stopped = snap.stops.get(latest)
+    said = missing and (abnormal or ended or retry.busy)  # worth the cost only then
+    why, states = why_missing(snap, missing, details) if said else (RowReasons(), RowReasons())
     status = JobStatus(
         jobname=m.jobname, job_dir=m.job_dir,
-        state=_job_state(launched, active, unknown, rows, stopped is not None),
+        state=_job_state(launched, active, unknown, rows, stopped is not None, retry),
         completed=ended and not missing, ended=ended, rows_total=m.n_rows,
         rows_done=rows["n_done"], rows_failed=len(failed), rows_missing=len(missing),
         rows_pending=len(rows["pending"]),
         tasks={d.task: d.state for d in details if d.submission == latest},
         reasons={d.task: d.reason for d in details if d.submission == latest and d.reason},
         task_details=details, failed_rows=failed, missing_rows=missing,
-        missing_reasons=(why_missing(snap, missing, details) if missing and (abnormal or ended)
-                         else RowReasons()),
+        missing_reasons=why, missing_states=states, retries=retry,
         job_ids=[s.job_id for s in m.submissions if s.job_id],
         first_error=_first_error(snap, failed), notes=list(snap.notes),
-        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing))
+        elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing, retry.shown_rows()))
     if stopped is not None:
         status.notes.insert(0, stopped_note(stopped, status.first_error))
     status._pending = rows["pending"]  # not a field: for the output's state column
@@ -254,13 +271,15 @@ def stopped_note(stop: Dict[str, Any], first_error: str) -> str:
 
 
 def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[TaskStatus],
-               rows: Dict[str, Any], stopped: bool) -> str:
+               rows: Dict[str, Any], stopped: bool, retry: Retries) -> str:
     if not launched:
         return "NOT_SUBMITTED"
     if active:
         return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
-    if unknown:
+    if unknown or retry.state == ASKING:
         return UNKNOWN
+    if retry.busy:
+        return "RETRYING"  # every task has ended; the follow-up decides what to run again
     if stopped:  # rows are missing because rows raised
         return "FAILED"
     if len(rows["missing"]):
@@ -309,9 +328,10 @@ def _row_outcomes(snap: Snapshot, open_subs: Sequence["Submission"]) -> Dict[str
     }
 
 
-def _named(snap: Snapshot, failed: RowSet, missing: RowSet, most: int = 50) -> Dict[int, Any]:
+def _named(snap: Snapshot, failed: RowSet, missing: RowSet, retried: List[int],
+           most: int = 50) -> Dict[int, Any]:
     """Labels of the rows a status names (the first of each kind), when the index has labels."""
-    rows = sorted(set(failed.head(most).tolist()) | set(missing.head(most).tolist()))
+    rows = sorted(set(failed.head(most).tolist()) | set(missing.head(most).tolist()) | set(retried))
     labels = snap.labels(rows) if rows else None
     return dict(zip(rows, labels)) if labels is not None else {}
 

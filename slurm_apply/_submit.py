@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 # Chunks per submission, whatever rows_per_chunk asks: each is a claim file on a shared file
 # system, and a process lists them all once it has run out of its own.
 MAX_CHUNKS = 10_000
+# A follow-up reads the status, and when it retries, the parameter table to write the rows
+# again: a base for Python, pandas and the status, plus room for the table several times over.
+FOLLOWUP_BASE_MB = 512
+FOLLOWUP_TIME = "00:15:00"  # it waits up to 7 minutes for a scheduler that does not answer
 
 
 def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
@@ -140,8 +144,27 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         max_concurrent=sub.max_concurrent, setup=sub.setup,
     )
     jd.write_text(job_dir / sub.script, script, mode=0o700)
+    if manifest.wants_followup(sub):
+        sub = dataclasses.replace(sub, followup=_write_followup(job_dir, manifest, sub))
     manifest.submissions.append(sub)
     return sub
+
+
+def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
+    """Write the script that retries the submission's rows whose task died; return its name."""
+    try:
+        table_mb = (job_dir / jd.PARAMS).stat().st_size / 2**20
+    except OSError:
+        table_mb = 0.0
+    mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
+    name = jd.followup_script_name(sub.index)
+    script = _script.render_followup(
+        jobname=manifest.jobname, log=jd.followup_log_path(job_dir, sub.index),
+        options=sub.slurm_options, python=manifest.python, job_dir=job_dir, sub=sub.index,
+        token=manifest.token, workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
+        setup=sub.setup, mem=f"{mem_mb}M", time=FOLLOWUP_TIME)
+    jd.write_text(job_dir / name, script, mode=0o700)
+    return name
 
 
 def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
@@ -162,6 +185,23 @@ def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
         jd.save_manifest(job_dir, manifest)
         raise
     sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+    manifest.replace_submission(sub)
+    jd.save_manifest(job_dir, manifest)
+    if sub.followup:
+        sub = _launch_followup(job_dir, manifest, backend, sub)
+    return sub
+
+
+def _launch_followup(job_dir: Path, manifest: Manifest, backend: "backends.Backend",
+                     sub: Submission) -> Submission:
+    """Arrange the submission's follow-up. The array runs either way: a follow-up that cannot
+    be submitted turns automatic retries off for it, and says so."""
+    try:
+        sub = dataclasses.replace(sub, followup_id=backend.submit_followup(job_dir, sub))
+    except SubmissionError as exc:
+        sub = dataclasses.replace(sub, followup_error=str(exc))
+        logger.warning("rows of %s whose task dies will not be retried automatically: its "
+                       "follow-up job could not be submitted (%s)", manifest.jobname, exc)
     manifest.replace_submission(sub)
     jd.save_manifest(job_dir, manifest)
     return sub

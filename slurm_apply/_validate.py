@@ -18,6 +18,7 @@ from ._errors import InputError, UnpicklableError
 from ._script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
 
 if TYPE_CHECKING:
+    from ._store.manifest import RetryPolicy
     from ._store.payload import PayloadSize
 
 _JOBNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -68,6 +69,25 @@ def check_seed(seed: Any) -> Any:
         raise InputError(f"seed must be a non-negative integer, None (draw one) or False (do not "
                          f"seed rows); got {seed!r} ({type(seed).__name__})")
     return int(seed)
+
+
+def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: Any) -> "RetryPolicy":
+    """The job's automatic retries, checked: a count, a flag and two sbatch-form ceilings."""
+    from ._store.manifest import RetryPolicy
+
+    if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
+        raise InputError(f"retries must be a whole number, 0 or more (0 turns automatic retries "
+                         f"off); got {retries!r} ({type(retries).__name__})")
+    if not isinstance(retry_errors, bool):
+        raise InputError(f"retry_errors must be True or False; got {retry_errors!r}")
+    for name, value, key in (("max_mem", max_mem, "mem"), ("max_time", max_time, "time")):
+        typed = value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
+        if not typed or (value is not None and sbatch_options.bad_value(key, str(value))):
+            raise InputError(f"{name} must be in sbatch's form for --{key} (e.g. "
+                             f"{'64G' if key == 'mem' else '2-00:00:00'}); got {value!r}")
+    return RetryPolicy(retries=int(retries), retry_errors=retry_errors,
+                       max_mem=None if max_mem is None else str(max_mem),
+                       max_time=None if max_time is None else str(max_time))
 
 
 def check_accepts(f: Callable[..., Any], name: str, what: str) -> None:

@@ -90,7 +90,8 @@ def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> 
         pace.sleep()
         waiting = job.unfinished_tasks()
         killed = bool(waiting) and logs.kill_seen(job.log_path(s, t) for s, t in waiting)
-        if waiting and not pace.query_due(killed):
+        # A follow-up deciding what to retry is asked about at the scheduler's pace too.
+        if (waiting or status.retries.busy) and not pace.query_due(killed):
             status = job.get_job_status(ask_scheduler=False)  # the last answers, new rows
         else:
             status = job.get_job_status()

@@ -117,10 +117,13 @@ def test_a_lost_node_costs_only_its_rows_in_flight(cluster, job_parent):
     Tasks 0 and 2 have work for longer than that (about 25 s after the kill), so they take
     over as they run out of chunks of their own, not while lingering: on this testbed Slurm
     calls the node failed about 25 s after the kill, when a lingering task may just be about
-    to take over (test_node.py shows lingering tasks taking over)."""
+    to take over (test_node.py shows lingering tasks taking over).
+
+    retries=0: the takeover alone is shown here; test_retries_cluster.py shows the rows in
+    flight retried by the follow-up."""
     t, n = time.monotonic(), 240
     job = start(job_parent, "node_lost", {}, n=n, delay=0.5, nodes=3, cpus_per_node=2,
-                rows_per_chunk=5, slurm_options={"no-requeue": True})
+                rows_per_chunk=5, slurm_options={"no-requeue": True}, retries=0)
     deadline = time.monotonic() + 120
     while len(runs(job, 1)) < 2 or sum(len(r) for r in runs(job, 1).values()) < 4:
         assert time.monotonic() < deadline, "task 1 did not start its rows"

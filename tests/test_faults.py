@@ -1,5 +1,6 @@
 """Breaking the real cluster: every fault is classified, no finished row is lost, and resubmit()
-completes the job with each row exactly once, equal to a plain loop."""
+completes the job with each row exactly once, equal to a plain loop. (Automatic retries of the
+same faults: tests/test_retries.py.)"""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def start(parent: Path, name: str, mode: str, n: int = 20, **kw) -> SlurmJob:
     fault.write_text(mode)
     kw.setdefault("nodes", 2)
     kw.setdefault("cpus_per_node", 1)
+    # These tests look at how each fault is classified and then run resubmit() by hand;
+    # automatic retries (tests/test_retries.py) would rerun the rows first.
+    kw.setdefault("retries", 0)
     return slurm_apply(work, pd.DataFrame({"x": range(n)}), add_objects={"FAULT": str(fault)},
                        jobname=name, job_dir=parent, **kw)
 

@@ -256,3 +256,24 @@ def test_compress_rows_and_mem_text():
     assert compress_rows([7, 1, 2, 3, 9, 10]) == "1-3, 7, 9-10"
     assert compress_rows(list(range(0, 40, 2)), limit=3).endswith("... (20 rows)")
     assert mem_text("420968K") == "411M" and mem_text("1.5G") == "1536M" and mem_text("200M") == "200M"
+
+
+# --- a submission's follow-up (automatic retries) and its partition's limits -------------------
+
+
+def test_follow_ups_are_read_from_the_same_sacct_and_squeue_output():
+    sacct = ("7_0|COMPLETED|0:0|00:00:03||500M|n1|00:05:00|1795255140\n"
+             "9|PENDING|0:0|00:00:00||768M|None assigned|00:15:00|Unknown\n9.batch|RUNNING|0:0|||||")
+    assert len(sp.parse_sacct(sacct)) == 1
+    (job_id, rec), = sp.parse_sacct_jobs(sacct).items()
+    assert (job_id, rec.state, rec.task, rec.end_time) == ("9", "PENDING", None, None)
+    squeue = "7|0|RUNNING|None|n1|0:05|5:00|500M|1795255424\n9|N/A|PENDING|Dependency||0:00|15:00|768M|N/A"
+    assert sp.parse_squeue_jobs(squeue)["9"].reason == "Dependency" and len(sp.parse_squeue(squeue)) == 1
+
+
+def test_a_partitions_limits_are_read_from_scontrol():
+    out = ("PartitionName=debug Default=YES MaxTime=UNLIMITED DefMemPerNode=UNLIMITED "
+           "MaxMemPerNode=UNLIMITED TRES=cpu=6,mem=12000M\n"
+           "PartitionName=short Default=NO MaxTime=04:00:00 MaxMemPerCPU=2000\n")
+    parts = sp.parse_partitions(out)
+    assert [p["PartitionName"] for p in parts] == ["debug", "short"] and parts[0]["TRES"] == "cpu=6,mem=12000M"

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from slurm_apply import InputError
-from slurm_apply._script import directive_value, normalize_key, option_line, render
+from slurm_apply._script import directive_value, normalize_key, option_line, render, render_followup
 
 HOSTILE_VALUES = [
     "two words",
@@ -293,3 +293,22 @@ def test_sbatch_itself_reads_every_value_back(tmp_path: Path) -> None:
     assert options["array"] == "0-1"
     assert options["cpus-per-task"] == "1"
     assert options["output"] == f"{directory.replace('%', '%%')}/{name}"
+
+
+def test_the_follow_up_script_goes_where_the_array_went_and_runs_the_retry_decision(tmp_path):
+    job_dir = tmp_path / "it's a dir" / "_rslurm_x"
+    text = render_followup(
+        jobname="x", log=job_dir / "logs" / "s0_retry.out", python="/opt/py 3/bin/python",
+        options={"partition": "long", "A": "lab", "mem": "4G", "time": "1:00:00", "gres": "gpu:1"},
+        job_dir=job_dir, sub=0, token="abc", workdir=tmp_path, pythonpath=None,
+        setup=["module load python"], mem="768M", time="00:15:00")
+    lines = text.splitlines()
+    assert [ln for ln in lines if ln.startswith("#SBATCH")] == [
+        "#SBATCH --job-name=x.retry", "#SBATCH --cpus-per-task=1", "#SBATCH --mem=768M",
+        "#SBATCH --time=00:15:00", f'#SBATCH --output="{job_dir}/logs/s0_retry.out"',
+        "#SBATCH --open-mode=append", "#SBATCH --partition=long", "#SBATCH -A lab"]
+    assert "module load python" in lines
+    assert lines[-1] == (f"exec '/opt/py 3/bin/python' -m slurm_apply._retry "
+                         f"'{tmp_path}/it'\"'\"'s a dir/_rslurm_x' 0 abc")
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)  # valid bash
+

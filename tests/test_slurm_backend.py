@@ -7,6 +7,7 @@ Slurm (they use shell builtins only, since nothing else is on PATH). The end of 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import JobActiveError, SchedulerError, SlurmJob, SubmissionError, slurm_apply
-from slurm_apply._backends import Unknown, get
+from slurm_apply._backends import Limits, Unknown, get
 from slurm_apply._backends import slurm
 from slurm_apply._backends.base import TaskRecord
 from slurm_apply._store.manifest import SUBMITTED, Submission
@@ -309,3 +310,49 @@ def test_held_array_is_asked_of_squeue_with_accounting(cluster, job_parent):
         get("slurm").cancel(job_parent, [s])
     q = _query_until(job_parent, s, _all_ended, timeout_s=30)
     assert {q.answers[0, t].state for t in range(3)} == {"CANCELLED"}
+
+
+# --- a submission's follow-up (automatic retries) ------------------------------------------------
+
+
+def with_followup(job_id: str = "7", followup_id: str = "9") -> Submission:
+    return Submission(index=0, script="submit.sh", rows=((0, 1),), n_rows=1, n_tasks=1, cpus_per_task=1,
+                      n_chunks=1, nodes=1, backend="slurm", state=SUBMITTED, job_id=job_id,
+                      followup="retry_s0.sh", followup_id=followup_id)
+
+
+def test_the_follow_up_is_asked_about_in_the_same_sacct_call(fake, tmp_path):
+    calls = fake(sacct=prints("7_0|COMPLETED|0:0|00:00:03||500M|n1|00:05:00|1795255140\n"
+                              "9|RUNNING|0:0|00:00:01||768M|n2|00:15:00|Unknown"))
+    q = get("slurm").query(tmp_path, [with_followup()])
+    assert q.answers[0, 0].state == "COMPLETED" and q.followups[0].state == "RUNNING"
+    assert q.calls == 1 and calls() == [f"sacct --parsable2 --noheader -j 7,9 -o {slurm.SACCT_FIELDS}"]
+
+
+def test_a_follow_up_sacct_does_not_know_is_asked_of_squeue_and_may_be_unknown(fake, tmp_path):
+    fake(sacct=prints("7_0|COMPLETED|0:0|00:00:03||500M|n1|00:05:00|1795255140"),
+         squeue=prints("9|N/A|PENDING|Dependency||0:00|15:00|768M|N/A"))
+    assert get("slurm").query(tmp_path, [with_followup()]).followups[0].reason == "Dependency"
+    fake(squeue=prints(CONNECT_FAILURE, rc=1, to=">&2"))
+    assert get("slurm").query(tmp_path, [with_followup()]).followups[0] == Unknown(
+        f"squeue failed: {CONNECT_FAILURE}")
+
+
+def test_the_follow_up_depends_on_its_array_and_is_cancelled_with_it(fake, tmp_path):
+    calls = fake(sbatch=prints("12"), scancel="exit 0")
+    assert get("slurm").submit_followup(tmp_path, with_followup(followup_id=None)) == "12"
+    get("slurm").cancel(tmp_path, [with_followup()])
+    assert calls() == [f"sbatch --parsable --dependency=afterany:7 --kill-on-invalid-dep=yes "
+                       f"{tmp_path}/retry_s0.sh", "scancel 7 9"]
+
+
+def test_a_partitions_limits_come_from_scontrol(fake, tmp_path):
+    debug = "PartitionName=debug Default=YES MaxTime=UNLIMITED MaxMemPerNode=UNLIMITED"
+    short = "PartitionName=short Default=NO MaxTime=04:00:00 MaxMemPerCPU=2000"
+    calls = fake(scontrol=f'case "$*" in *short) echo "{short}";; *) printf "%s\\n" "{debug}" "{short}";; esac')
+    assert get("slurm").limits({}) == Limits(max_time_s=math.inf, partition="debug")
+    assert get("slurm").limits({"partition": "short"}) == Limits(
+        max_time_s=14400, max_mem_per_cpu_mb=2000, partition="short")
+    assert calls() == ["scontrol -o show partition", "scontrol -o show partition short"]
+    fake(scontrol=prints("slurm_load_partitions: Unable to contact slurm controller", rc=1, to=">&2"))
+    assert get("slurm").limits({"p": "long"}) == Limits(partition="long")  # unknown: no ceiling

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import Dict
 
-from .base import Answer, Backend, Query, TaskKey, TaskRecord, Unknown
+from .base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
 
-__all__ = ["Answer", "Backend", "Query", "TaskKey", "TaskRecord", "Unknown", "get", "choose", "NAMES"]
+__all__ = ["Answer", "Backend", "Limits", "Query", "TaskKey", "TaskRecord", "Unknown", "get", "choose", "NAMES"]
 
 NAMES = ("slurm", "local")
 _CLASSES = {"slurm": ("slurm", "SlurmBackend"), "local": ("local", "LocalBackend")}

@@ -11,6 +11,10 @@ An answer per task is one of:
   existed): the task is not queued or running;
 * an :class:`Unknown`: the scheduler could not be asked (its commands are not on PATH, the
   controller does not answer, ...). It is never read as "forgotten".
+
+A submission may also have a follow-up (automatic retries, :mod:`slurm_apply._retry`): a small
+job that starts once every task of the submission has ended. A query answers for it in the same
+forms, in :attr:`Query.followups`.
 """
 
 from __future__ import annotations
@@ -59,8 +63,19 @@ class Query:
     (e.g. "sacct failed (...); squeue answered instead"), shown with the status."""
 
     answers: Dict[TaskKey, Answer] = field(default_factory=dict)
+    followups: Dict[int, Answer] = field(default_factory=dict)  # submission -> its follow-up
     notes: List[str] = field(default_factory=list)
     calls: int = 0  # scheduler commands run (the benchmark counts them)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most a submission's partition lets a job ask for (None: no limit known)."""
+
+    max_time_s: Optional[float] = None
+    max_mem_mb: Optional[float] = None  # per node
+    max_mem_per_cpu_mb: Optional[float] = None
+    partition: str = ""
 
 
 class Backend(abc.ABC):
@@ -87,6 +102,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         """Cancel the queued and running tasks of these submissions."""
+
+    def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        """Have the follow-up script ``sub.followup`` run once every task of ``sub`` (already
+        submitted) has ended; return its job id, or None when the backend runs it itself.
+        Raises SubmissionError when it cannot be arranged."""
+        from .._errors import SubmissionError
+
+        raise SubmissionError(f"the {self.name} backend cannot run a follow-up")
+
+    def limits(self, options: Dict[str, object]) -> Limits:
+        """The limits of the partition these sbatch options submit to (none known here)."""
+        return Limits()
 
     def check_usable(self, requested: str) -> None:
         """Raise InputError when this backend cannot run jobs here (``requested`` is what the

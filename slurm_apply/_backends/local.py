@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .._store import layout as jd
 from .._errors import SchedulerError, SubmissionError
+from . import local_followup
 from .base import Answer, Backend, Query, TaskRecord, Unknown
 from .local_exit import remember
 
@@ -175,6 +176,7 @@ class LocalBackend(Backend):
         jd.write_json(state_path(job_dir, sub.index), {
             "format": STATE_FORMAT, "script": sub.script, "cpus_per_task": sub.cpus_per_task,
             "parallel": _width(sub), "tasks": {str(t): {"state": PENDING} for t in range(sub.n_tasks)},
+            "followup": sub.followup,  # run by the supervisor once every task has ended
         })
         try:
             with open(supervisor_log(job_dir, sub.index), "ab") as log:
@@ -196,7 +198,16 @@ class LocalBackend(Backend):
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
         # Reads of two small files per submission: no scheduler command, so calls stays 0.
-        return Query({(sub.index, t): a for sub in subs for t, a in enumerate(_answers(job_dir, sub))})
+        out = Query()
+        for sub in subs:
+            tasks, followup = _answers(job_dir, sub)
+            out.answers.update(((sub.index, t), a) for t, a in enumerate(tasks))
+            if followup is not None:
+                out.followups[sub.index] = followup
+        return out
+
+    def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        return None  # the supervisor runs it: submit() put it in its plan
 
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         for sub in subs:
@@ -223,19 +234,21 @@ def _runner(job_dir: Path, k: int) -> Tuple[Dict[str, Any], bool]:
                          f"{exc}") from None
 
 
-def _answers(job_dir: Path, sub: "Submission") -> List[Answer]:
-    """One answer per task of ``sub``: its record, LOST if its supervisor is gone, or Unknown."""
+def _answers(job_dir: Path, sub: "Submission") -> Tuple[List[Answer], Optional[Answer]]:
+    """One answer per task of ``sub``: its record, LOST if its supervisor is gone, or Unknown;
+    and one for its follow-up (None when it has none)."""
     try:
         ident, alive = _runner(job_dir, sub.index)
         # Read after the liveness check: a supervisor writes its last states before it exits, so
         # a dead one's file is final, and a live one's PENDING/RUNNING are current.
         try:
-            tasks = read_state(job_dir, sub.index)["tasks"]
+            plan = read_state(job_dir, sub.index)
         except (OSError, ValueError) as exc:
             raise CannotTell(f"cannot read the local runner's states {state_path(job_dir, sub.index)}: "
                              f"{exc}") from None
     except CannotTell as exc:
-        return [Unknown(str(exc))] * sub.n_tasks
+        return [Unknown(str(exc))] * sub.n_tasks, Unknown(str(exc)) if sub.followup else None
+    tasks = plan["tasks"]
     pid, host = ident["pid"], ident["host"]
     job_id = sub.job_id or ident.get("job_id") or f"local-{pid}"
     out: List[Answer] = []
@@ -249,7 +262,7 @@ def _answers(job_dir: Path, sub: "Submission") -> List[Answer]:
             state, reason = LOST, f"the local runner (pid {pid} on {host}) is gone"
         out.append(TaskRecord(array_job_id=job_id, task=t, state=state, node_list=host, reason=reason,
                               exit_code=_exit_code(rec.get("exit_code")), end_time=rec.get("ended")))
-    return out
+    return out, local_followup.answer(plan, alive, job_id, host)
 
 
 def _cancel(job_dir: Path, k: int) -> None:
@@ -367,6 +380,7 @@ class _Supervisor:
             self.reap()
         if stop_requested:
             self.stop()
+        local_followup.run(self, stop_requested)
         return 0
 
 

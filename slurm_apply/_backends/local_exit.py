@@ -28,6 +28,12 @@ def remember(job_dir: Path, sub: "Submission") -> None:
     _started.append((job_dir, sub))
 
 
+def hand_over() -> None:
+    """Say nothing at exit of the tasks started so far: their starter (a follow-up that
+    retries rows) hands them on by design."""
+    _started.clear()
+
+
 def _still_running(job_dir: Path, sub: "Submission") -> bool:
     """The runner says a task is queued or running, and it has not written its end marker
     (once every task has, the runner may live a few ms more to record them: no work goes on)."""

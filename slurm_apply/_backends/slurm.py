@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from .._errors import InputError, SchedulerError, SubmissionError
-from .base import Answer, Backend, Query, TaskKey, TaskRecord, Unknown
+from .. import _resources as res
+from .base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
 from .slurm_parse import (ACCOUNTING_DISABLED, SACCT_FIELDS, SQUEUE_FORMAT, expand_task_ranges,
-                          parse_find_array_job, parse_job_name, parse_sacct, parse_sbatch,
-                          parse_scontrol_config, parse_squeue, parse_time)
+                          parse_find_array_job, parse_job_name, parse_partitions, parse_sacct,
+                          parse_sacct_jobs, parse_sbatch, parse_scontrol_config, parse_squeue,
+                          parse_squeue_jobs, parse_time)
 
 if TYPE_CHECKING:
     from .._store.manifest import Submission
@@ -29,7 +31,7 @@ __all__ = [
     "SlurmBackend", "TaskRecord", "cluster_available", "config", "expand_task_ranges",
     "find_array_job", "have_sbatch", "max_array_size", "parse_find_array_job", "parse_job_name",
     "parse_sacct", "parse_sbatch", "parse_scontrol_config", "parse_squeue", "parse_time", "sacct",
-    "sbatch", "scancel", "squeue",
+    "sbatch", "scancel", "squeue", "partition_limits",
 ]
 
 # sbatch, scancel, scontrol: rare calls that act, so worth waiting for.
@@ -106,12 +108,13 @@ def _maybe_queued(script: str) -> str:
             "if it is there.")
 
 
-def sbatch(script: os.PathLike) -> str:
-    """Submit a script; return its job id. Raises SubmissionError, with sbatch's words, when it
-    is refused, cannot be run, or does not answer (the job may then have been queued anyway)."""
+def sbatch(script: os.PathLike, *options: str) -> str:
+    """Submit a script (with more ``options`` before it); return its job id. Raises
+    SubmissionError, with sbatch's words, when it is refused, cannot be run, or does not answer
+    (the job may then have been queued anyway)."""
     path = os.fspath(script)
     try:
-        proc = _run(["sbatch", "--parsable", path], COMMAND_TIMEOUT_S)
+        proc = _run(["sbatch", "--parsable", *options, path], COMMAND_TIMEOUT_S)
     except CommandTimeout as exc:
         raise SubmissionError(f"{exc}. {_maybe_queued(path)}") from None
     except SchedulerError as exc:
@@ -139,34 +142,45 @@ def scancel(job_ids: Iterable[str]) -> None:
 # --- sacct, squeue -----------------------------------------------------------------------------
 
 
-def sacct(array_job_ids: Sequence[str]) -> Optional[List[TaskRecord]]:
-    """One batched sacct call for all the array jobs; None when the cluster keeps no accounting.
+def sacct_text(job_ids: Sequence[str]) -> Optional[str]:
+    """One batched sacct call for all the jobs; None when the cluster keeps no accounting.
     Raises SchedulerError when sacct cannot answer."""
-    if not array_job_ids:
-        return []
-    proc = _run(["sacct", "--parsable2", "--noheader", "-j", ",".join(array_job_ids),
+    if not job_ids:
+        return ""
+    proc = _run(["sacct", "--parsable2", "--noheader", "-j", ",".join(job_ids),
                  "-o", SACCT_FIELDS], QUERY_TIMEOUT_S)
     if proc.returncode != 0:
         if ACCOUNTING_DISABLED in (proc.stderr + proc.stdout).lower():
             return None
         raise SchedulerError(f"sacct failed: {_said(proc)}")
-    return parse_sacct(proc.stdout)
+    return proc.stdout
 
 
-def squeue(array_job_ids: Sequence[str]) -> List[TaskRecord]:
-    """Tasks the controller still knows (queued, running, or ended within MinJobAge). Raises
-    SchedulerError when squeue cannot answer."""
-    if not array_job_ids:
-        return []
-    proc = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(array_job_ids),
+def sacct(array_job_ids: Sequence[str]) -> Optional[List[TaskRecord]]:
+    """The array tasks sacct knows of; None when the cluster keeps no accounting."""
+    text = sacct_text(array_job_ids)
+    return None if text is None else parse_sacct(text)
+
+
+def squeue_text(job_ids: Sequence[str]) -> str:
+    """The jobs the controller still knows (queued, running, or ended within MinJobAge), one
+    line per array task. Raises SchedulerError when squeue cannot answer."""
+    if not job_ids:
+        return ""
+    proc = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(job_ids),
                  "-o", SQUEUE_FORMAT], QUERY_TIMEOUT_S)
     if proc.returncode != 0:
         # Asked only about ids it has forgotten, squeue exits 1 with "Invalid job id": that is
         # an answer (it knows none of them), not a failure.
         if "Invalid job id" in proc.stderr:
-            return []
+            return ""
         raise SchedulerError(f"squeue failed: {_said(proc)}")
-    return parse_squeue(proc.stdout)
+    return proc.stdout
+
+
+def squeue(array_job_ids: Sequence[str]) -> List[TaskRecord]:
+    """The array tasks squeue knows of."""
+    return parse_squeue(squeue_text(array_job_ids))
 
 
 def find_array_job(jobname: str, script: str) -> Optional[str]:
@@ -192,6 +206,29 @@ def config() -> Dict[str, str]:
             raise SchedulerError(f"scontrol show config failed: {_said(proc)}")
         _config_cache[key] = parse_scontrol_config(proc.stdout)
     return _config_cache[key]
+
+
+def partitions(name: str = "") -> List[Dict[str, str]]:
+    """``scontrol show partition`` (all of them, or the one named), one dict per partition."""
+    proc = _run(["scontrol", "-o", "show", "partition", *([name] if name else [])], COMMAND_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise SchedulerError(f"scontrol show partition failed: {_said(proc)}")
+    return parse_partitions(proc.stdout)
+
+
+def partition_limits(options: Dict[str, object]) -> Limits:
+    """MaxTime and MaxMemPerNode/MaxMemPerCPU of the partition the options name (else of the
+    default partition); no limit where the partition cannot be read."""
+    name = str(options.get("partition") or options.get("p") or "")
+    try:
+        found = partitions(name)
+    except SchedulerError:
+        return Limits(partition=name)
+    part = next((p for p in found if not name and p.get("Default") == "YES"), found[0] if found else {})
+    return Limits(max_time_s=res.time_s(part.get("MaxTime", "")),
+                  max_mem_mb=res.mem_mb(part.get("MaxMemPerNode", "")),
+                  max_mem_per_cpu_mb=res.mem_mb(part.get("MaxMemPerCPU", "")),
+                  partition=part.get("PartitionName", name))
 
 
 def max_array_size() -> int:
@@ -222,6 +259,24 @@ def _unanswered(answers: Dict[TaskKey, Answer], subs: Dict[str, "Submission"]) -
             if any((s.index, t) not in answers for t in range(s.n_tasks))]
 
 
+def _fill_followups(out: Dict[int, Answer], followups: Dict[str, "Submission"],
+                    records: Dict[str, TaskRecord]) -> None:
+    for job_id, s in followups.items():
+        if job_id in records:
+            out.setdefault(s.index, records[job_id])
+
+
+def _read(answers: Query, arrays: Dict[str, "Submission"], followups: Dict[str, "Submission"],
+          text: str, sacct_form: bool) -> None:
+    """Fill answers from one command's output: array tasks, and the follow-ups among them."""
+    if sacct_form:
+        _fill(answers.answers, arrays, parse_sacct(text))
+        _fill_followups(answers.followups, followups, parse_sacct_jobs(text))
+    else:
+        _fill(answers.answers, arrays, parse_squeue(text))
+        _fill_followups(answers.followups, followups, parse_squeue_jobs(text))
+
+
 class SlurmBackend(Backend):
     """Array jobs submitted with sbatch; asked about with sacct, else squeue."""
 
@@ -231,34 +286,49 @@ class SlurmBackend(Backend):
         return sbatch(Path(job_dir) / sub.script)
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
-        """One sacct for every array; squeue for what sacct did not answer (no accounting, a
-        failed sacct, arrays too new or held to have a record). Never raises for a command
-        that could not answer: those tasks are Unknown."""
+        """One sacct for every array and undecided follow-up; squeue for what sacct did not
+        answer (no accounting, a failed sacct, jobs too new or held to have a record). Never
+        raises for a command that could not answer: those tasks are Unknown."""
         out = Query()
         by_id = {s.job_id: s for s in subs if s.job_id}
-        if not by_id:
+        follow = {s.followup_id: s for s in subs if s.followup_id and s.decision is None}
+        if not by_id and not follow:
             return out
         out.calls += 1
         try:
-            _fill(out.answers, by_id, sacct(list(by_id)) or [])
+            text = sacct_text([*by_id, *follow])
+            if text is not None:
+                _read(out, by_id, follow, text, sacct_form=True)
         except SchedulerError as exc:
             out.notes.append(f"sacct could not be used, so squeue was asked: {exc}")
         left = _unanswered(out.answers, by_id)
-        if left:
+        left_followups = [j for j, s in follow.items() if s.index not in out.followups]
+        if left or left_followups:
             out.calls += 1
             answer: Answer = None  # asked, and not known: the controller has forgotten them
             try:
-                _fill(out.answers, by_id, squeue(left))
+                _read(out, by_id, follow, squeue_text([*left, *left_followups]), sacct_form=False)
             except SchedulerError as exc:
                 answer = Unknown(str(exc))
             for job_id in left:
                 s = by_id[job_id]
                 for t in range(s.n_tasks):
                     out.answers.setdefault((s.index, t), answer)
+            for job_id in left_followups:
+                out.followups.setdefault(follow[job_id].index, answer)
         return out
 
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
-        scancel([s.job_id for s in subs if s.job_id])
+        scancel([j for s in subs for j in (s.job_id, s.followup_id) if j])
+
+    def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        # afterany: it starts once every task has ended, whatever their states; a dependency
+        # that can never be met (the array forgotten) cancels it rather than leaving it queued.
+        return sbatch(Path(job_dir) / sub.followup, f"--dependency=afterany:{sub.job_id}",
+                      "--kill-on-invalid-dep=yes")
+
+    def limits(self, options: Dict[str, object]) -> Limits:
+        return partition_limits(options)
 
     def check_usable(self, requested: str) -> None:
         if not have_sbatch():

@@ -149,6 +149,46 @@ def parse_squeue(text: str) -> List[TaskRecord]:
     return out
 
 
+def parse_sacct_jobs(text: str) -> Dict[str, TaskRecord]:
+    """The plain (not array) jobs in the same sacct output, by job id: the follow-ups that
+    retry a submission's rows (:func:`parse_sacct` reads only array tasks)."""
+    out: Dict[str, TaskRecord] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 7 or not parts[0].isdigit():  # steps ("124.batch") and arrays are not
+            continue
+        state = parts[1].split()[0] if parts[1] else ""
+        out[parts[0]] = TaskRecord(
+            parts[0], None, state, exit_code=parts[2], elapsed=parts[3], req_mem=parts[5],
+            node_list=parts[6], time_limit=parts[7] if len(parts) > 7 else "",
+            end_time=end_time(state, parts[8]) if len(parts) > 8 else None)
+    return out
+
+
+def parse_squeue_jobs(text: str) -> Dict[str, TaskRecord]:
+    """The plain (not array) jobs in the same squeue output (their task id is "N/A")."""
+    out: Dict[str, TaskRecord] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 8 or not parts[0].isdigit() or parts[1] != "N/A":
+            continue
+        job_id, _, state, reason, nodes, elapsed, limit, mem = parts[:8]
+        out[job_id] = TaskRecord(job_id, None, state, elapsed=elapsed, node_list=nodes,
+                                 reason=reason, req_mem=mem, time_limit=limit,
+                                 end_time=end_time(state, parts[8]) if len(parts) > 8 else None)
+    return out
+
+
+def parse_partitions(text: str) -> List[Dict[str, str]]:
+    """``scontrol -o show partition``: one line per partition of ``Key=value`` words."""
+    out: List[Dict[str, str]] = []
+    for line in text.splitlines():
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        if "PartitionName" in fields:
+            out.append(fields)
+    return out
+
+
 def parse_find_array_job(text: str, script: str) -> Optional[str]:
     """The array id on a ``squeue -o '%F|%o'`` line whose command is ``script``."""
     for line in text.splitlines():

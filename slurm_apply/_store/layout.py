@@ -13,6 +13,7 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
                                  (format and code: _store/payload.py)
         params.pkl               the caller's DataFrame (to rebuild the output table)
         submit.sh, submit_s1.sh  one sbatch array script per submission
+        retry_s0.sh              its follow-up, when rows are retried automatically
         s0/params.bin            that submission's rows, in chunks a worker can seek to
         s0/claims/c000012        which task process took chunk 12 (created with O_EXCL;
                                  c000012.1, ... when live tasks took it over: _store/claims.py)
@@ -24,6 +25,7 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
         s0/failures/t0003-p812.17  rows that raised in process 812 of task 3 (max_failures only)
         s0/stop.json             written when the submission stopped early (max_failures)
         logs/s0_t3.out           Slurm's output for each array task
+        logs/s0_retry.out        the follow-up's output: what it decided and why
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def default_dir(jobname: str, parent: "os.PathLike[str] | str | None" = None) ->
 
 def script_name(sub: int) -> str:
     return "submit.sh" if sub == 0 else f"submit_s{sub}.sh"
+
+
+def followup_script_name(sub: int) -> str:
+    """The follow-up of submission ``sub``: it retries the rows whose task died."""
+    return f"retry_s{sub}.sh"
+
+
+def followup_log_path(job_dir: Path, sub: int) -> Path:
+    return job_dir / LOGS / f"s{sub}_retry.out"
 
 
 def sub_dir(job_dir: Path, sub: int) -> Path:

@@ -2,7 +2,9 @@
 
 One JSON form, written and read here only, with a format version. A resubmission is derived
 from the previous submission (:meth:`Submission.derive`), so it inherits everything it does not
-override.
+override. An automatic retry is a submission too: it says which submission it retries
+(``retry_of``), for what (``retried_for``) and what it raised (``raised``); the submission it
+retries records what its follow-up decided (``decision``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,54 @@ FORMAT_VERSION = 2
 
 # A submission's life: written (script on disk), submitted (has a job id), failed (refused).
 WRITTEN, SUBMITTED, FAILED = "written", "submitted", "failed"
+# What a follow-up decided once its submission had ended.
+RETRIED, NOTHING, STOPPED, GAVE_UP, SUPERSEDED = "retried", "nothing", "stopped", "gave up", "superseded"
+Ranges = Tuple[Tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a job retries rows whose task died: set once, by ``slurm_apply(retries=...)``."""
+
+    retries: int = 0  # automatic retries per row (0: none)
+    retry_errors: bool = False  # rows that raised are retried too
+    max_mem: Optional[str] = None  # the most memory a retry may ask for (sbatch form)
+    max_time: Optional[str] = None  # the longest time limit a retry may ask for
+
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Optional[Dict[str, Any]]) -> "RetryPolicy":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the follow-up of a submission decided, once every task of it had ended."""
+
+    action: str  # RETRIED, NOTHING, STOPPED, GAVE_UP or SUPERSEDED
+    at: float
+    detail: str = ""
+    retry: Optional[int] = None  # the submission that retries its rows (RETRIED)
+    given_up: Dict[str, Ranges] = field(default_factory=dict)  # why not retried -> rows
+
+    def to_json(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["given_up"] = {k: [list(r) for r in v] for k, v in self.given_up.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "Decision":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["given_up"] = {k: _ranges_of(v) for k, v in data.get("given_up", {}).items()}
+        return cls(**kwargs)
+
+
+def _ranges_of(data: Any) -> Ranges:
+    return tuple((int(a), int(b)) for a, b in data)
 
 
 @dataclass(frozen=True)
@@ -43,6 +93,16 @@ class Submission:
     submitted_by: str = ""  # "hand" for a script written with submit=False and run with sbatch
     setup: Tuple[str, ...] = ()  # shell lines run before the worker
     max_failures: Optional[float] = None  # rows (>= 1) or a fraction of them (< 1); see below
+    # Automatic retries: how many retries deep this is (0: the first run, or one by hand), what
+    # it retries, what it raised ({"mem": ["200M", "400M"]}), and its own follow-up.
+    attempt: int = 0
+    retry_of: Optional[int] = None
+    retried_for: Dict[str, Ranges] = field(default_factory=dict)  # task state -> rows
+    raised: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    followup: str = ""  # the follow-up's script: decides what to retry once this one has ended
+    followup_id: Optional[str] = None  # its job id, where the backend gives one
+    followup_error: str = ""  # why it could not be submitted
+    decision: Optional[Decision] = None
 
     @property
     def launched(self) -> bool:
@@ -62,7 +122,9 @@ class Submission:
 
     def derive(self, **changes: Any) -> "Submission":
         """The next submission: this one's settings with ``changes``, not yet submitted."""
-        fresh = dict(state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="")
+        fresh = dict(state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="",
+                     attempt=0, retry_of=None, retried_for={}, raised={}, followup="",
+                     followup_id=None, followup_error="", decision=None)
         fresh.update(changes)
         return dataclasses.replace(self, **fresh)
 
@@ -70,6 +132,9 @@ class Submission:
         out = dataclasses.asdict(self)
         out["rows"] = [list(r) for r in self.rows]
         out["setup"] = list(self.setup)
+        out["retried_for"] = {k: [list(r) for r in v] for k, v in self.retried_for.items()}
+        out["raised"] = {k: list(v) for k, v in self.raised.items()}
+        out["decision"] = self.decision.to_json() if self.decision else None
         return out
 
     @classmethod
@@ -78,6 +143,10 @@ class Submission:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["rows"] = tuple((int(a), int(b)) for a, b in data["rows"])
         kwargs["setup"] = tuple(data.get("setup", ()))
+        kwargs["retried_for"] = {k: _ranges_of(v) for k, v in data.get("retried_for", {}).items()}
+        kwargs["raised"] = {k: (str(v[0]), str(v[1])) for k, v in data.get("raised", {}).items()}
+        decision = data.get("decision")
+        kwargs["decision"] = Decision.from_json(decision) if decision else None
         return cls(**kwargs)
 
 
@@ -106,6 +175,8 @@ class Manifest:
     prepare_s: Optional[float] = None
     defaults: Dict[str, Any] = field(default_factory=dict)  # what the site defaults file gave
     more_args: List[str] = field(default_factory=list)  # names of the constant arguments
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retries_stopped: str = ""  # why automatic retries were stopped (cancel()), "" while they go on
     submissions: List[Submission] = field(default_factory=list)
     format: int = FORMAT_VERSION
 
@@ -116,12 +187,17 @@ class Manifest:
     def launched(self) -> List[Submission]:
         return [s for s in self.submissions if s.launched]
 
+    def wants_followup(self, sub: Submission) -> bool:
+        """Whether ``sub`` gets a follow-up that retries its rows whose task died."""
+        return self.retry.retries > sub.attempt and not self.retries_stopped
+
     def replace_submission(self, sub: Submission) -> None:
         self.submissions[sub.index] = sub
 
     def to_json(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["submissions"] = [s.to_json() for s in self.submissions]
+        out["retry"] = self.retry.to_json()
         return out
 
     @classmethod
@@ -135,6 +211,7 @@ class Manifest:
         kwargs = {k: v for k, v in data.items() if k in known}
         try:
             kwargs["submissions"] = [Submission.from_json(s) for s in data.get("submissions", [])]
+            kwargs["retry"] = RetryPolicy.from_json(data.get("retry"))
             return cls(**kwargs)
         except (TypeError, KeyError, ValueError) as exc:
             raise JobDirError(f"{where} is corrupt: {type(exc).__name__}: {exc}") from None
