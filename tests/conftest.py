@@ -50,7 +50,8 @@ class _ClusterBox:
                 root = tempfile.mkdtemp(prefix="sa-cluster-")
                 os.chmod(root, 0o755)
                 cluster = testbed.SlurmCluster(root, nodes=self.nodes, accounting=self.accounting,
-                                               name="acct" if self.accounting else "noacct")
+                                               name="acct" if self.accounting else "noacct",
+                                               side_partitions=("long",))
                 try:
                     cluster.start()
                 except Exception as exc:  # report it on every test that needs this cluster
@@ -89,7 +90,9 @@ def _use(cluster: testbed.SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> test
 
 @pytest.fixture
 def cluster(_acct_box: _ClusterBox, monkeypatch: pytest.MonkeyPatch) -> testbed.SlurmCluster:
-    """A 3-node cluster with accounting (sacct works); SLURM_CONF points at it for this test."""
+    """A 3-node cluster with accounting (sacct works); SLURM_CONF points at it for this test.
+    Both clusters also have a partition ``long`` of one node of 4 CPUs (``l1``), for jobs that
+    wait out a time limit while other tests run (tests/test_retries_cluster.py)."""
     return _use(_acct_box.get(), monkeypatch)
 
 

@@ -108,23 +108,6 @@ def test_a_task_over_its_memory_is_retried_with_more_memory(any_cluster, job_par
     assert "retried: row 7: OUT_OF_MEMORY at 200M, done at 400M" in str(status)
 
 
-def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct, job_parent, monkeypatch):
-    """Both clusters at once (each takes over two minutes): two processes, one stuck on row 7."""
-    t0 = time.monotonic()
-    jobs = {}
-    for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
-        with on(c, monkeypatch):
-            jobs[kind] = start(job_parent, f"time_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
-                               slurm_options={"time": "00:01:00"})
-    for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
-        with on(c, monkeypatch):
-            status = finished(jobs[kind], 10, {7}, t0, timeout_s=200)
-            assert status.task_details[0].state == "TIMEOUT", str(status)
-            retry = jobs[kind].manifest.latest
-            assert retry.row_positions() == [7] and retry.slurm_options["time"] == "00:02:00"
-            assert "retried: row 7: TIMEOUT at 00:01:00, done at 00:02:00" in str(status)
-
-
 def test_a_task_whose_node_dies_is_retried_elsewhere(cluster, job_parent):
     t0 = time.monotonic()
     # Slurm would requeue the task itself after a node failure; here it must stay NODE_FAIL.
@@ -187,3 +170,38 @@ def test_cancel_during_a_retry_stops_further_retries(cluster_noacct, job_parent)
     assert len(SlurmJob(job.job_dir).manifest.submissions) == 2
     assert max(runs(job).values()) <= 2
     print(f"\n{status}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def time_jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, SlurmJob]]:
+    """The time-limit jobs, one per cluster, started before this module's other tests and
+    checked by the last one: each waits out a one-minute limit and a 70 s retry (about 150 s),
+    on the partition ``long``, whose node no other job uses, so the wait costs the suite little."""
+    jobs: Dict[str, SlurmJob] = {}
+    if any(item.name == "test_a_task_over_its_time_is_retried_with_more_time"
+           for item in request.session.items):
+        parent = tmp_path_factory.mktemp("time_jobs")
+        for kind in ("acct", "noacct"):
+            box = request.getfixturevalue(f"_{kind}_box")
+            with pytest.MonkeyPatch.context() as mp:
+                for k, v in box.get().env().items():
+                    mp.setenv(k, v)
+                # Two processes: one is stuck on row 7, the other finishes the rest.
+                jobs[kind] = start(parent, f"time_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
+                                   slurm_options={"time": "00:01:00", "partition": "long"})
+        jobs["t0"] = time.monotonic()  # type: ignore[assignment]
+    yield jobs
+
+
+def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct, time_jobs, monkeypatch):
+    """Both clusters (started with the module, see time_jobs): row 7 is stuck until the task's
+    time limit; the retry asks for twice the time, and row 7's second run takes 70 s, more than
+    the first limit."""
+    for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
+        with on(c, monkeypatch):
+            status = finished(time_jobs[kind], 10, {7}, time_jobs["t0"], timeout_s=200)
+            assert status.task_details[0].state == "TIMEOUT", str(status)
+            retry = time_jobs[kind].manifest.latest
+            assert retry.row_positions() == [7] and retry.slurm_options["time"] == "00:02:00"
+            assert retry.slurm_options["partition"] == "long"
+            assert "retried: row 7: TIMEOUT at 00:01:00, done at 00:02:00" in str(status)

@@ -279,6 +279,11 @@ class SlurmCluster:
         says ``Slurm accounting storage is disabled``, like many real sites.
     name : str
         Prefix of the ClusterName; a random suffix makes each instance's name unique.
+    side_partitions : tuple of str
+        Extra partitions, not the default, of one node each (``l1`` for ``"long"``: its first
+        letter and 1) with twice ``cpus_per_node``: jobs sent there (``-p long``) never share a
+        node with the default partition's, e.g. a job that waits out a time limit while other
+        tests run. ``node_names`` lists the default partition's nodes only.
 
     Examples
     --------
@@ -296,6 +301,7 @@ class SlurmCluster:
         real_memory_mb: int = 4000,
         accounting: bool = True,
         name: str = "sa",
+        side_partitions: tuple[str, ...] = (),
     ) -> None:
         if not isinstance(nodes, int) or nodes < 1:
             raise ValueError(f"nodes must be a positive integer, got {nodes!r}")
@@ -308,6 +314,11 @@ class SlurmCluster:
                 f"name must be 1 to 20 lowercase letters or digits, starting with a letter "
                 f"(it becomes the ClusterName and MariaDB table names), got {name!r}"
             )
+        for part in side_partitions:
+            if not re.fullmatch(r"[a-mo-z][a-z]{0,15}", part) or part == "debug" or \
+                    [p[0] for p in side_partitions].count(part[0]) > 1:
+                raise ValueError(f"side partition names must be lowercase words with distinct first "
+                                 f"letters other than n (their node is <letter>1), got {part!r}")
         self.root = Path(root).absolute()
         self.nodes = nodes
         self.cpus_per_node = cpus_per_node
@@ -315,6 +326,10 @@ class SlurmCluster:
         self.accounting = accounting
         self.cluster_name = name + secrets.token_hex(3)
         self.node_names = [f"n{index}" for index in range(1, nodes + 1)]
+        # One node of twice the CPUs per side partition, for jobs kept off the default partition's
+        # nodes (e.g. a long wait run beside other tests); node_names are the default's only.
+        self.side_nodes = {part: f"{part[0]}1" for part in side_partitions}
+        self.all_nodes = self.node_names + list(self.side_nodes.values())
 
         self.conf_path = self.root / "etc" / "slurm.conf"
         self.dbd_conf_path = self.root / "etc" / "slurmdbd.conf"
@@ -327,7 +342,7 @@ class SlurmCluster:
         self._mysql_dir = self.root / "mysql"
         self._mysql_socket = self._mysql_dir / "mysql.sock"
 
-        longest_node = max(self.node_names, key=len)
+        longest_node = max(self.all_nodes, key=len)
         longest = len(f"{self._spool_dir / longest_node}{longest_node}") + _STEPD_SOCKET_SUFFIX
         if accounting:
             longest = max(longest, len(str(self._mysql_socket)))
@@ -411,10 +426,10 @@ class SlurmCluster:
         Processes of jobs still running on this cluster's nodes are killed too (found through
         the nodes' spool dirs and the job environment, never by name).  Idempotent.
         """
-        for node in self.node_names:
+        for node in self.all_nodes:
             self._kill_processes_of(node, slurmd=False)
         groups = [
-            [(self._slurmd_pid_path(node), "slurmd") for node in self.node_names],
+            [(self._slurmd_pid_path(node), "slurmd") for node in self.all_nodes],
             [(self._run_dir / "slurmctld.pid", "slurmctld")],
             [(self._run_dir / "slurmdbd.pid", "slurmdbd")],
             [(self._mysql_dir / "mariadbd.pid", "mariadbd")],
@@ -509,7 +524,7 @@ class SlurmCluster:
         deadline = time.monotonic() + timeout_s
         # Started as at first, without -c: slurmctld recovers its jobs from StateSaveLocation.
         self._start_slurmctld(deadline)
-        live = [node for node in self.node_names
+        live = [node for node in self.all_nodes
                 if self._daemon_pid(self._slurmd_pid_path(node), "slurmd") is not None]
         self._wait_until(
             lambda: all(_responding(self._node_states().get(node, "")) for node in live),
@@ -557,7 +572,7 @@ class SlurmCluster:
         """Return the pids of this cluster's running daemons, keyed ``slurmd-n1``, ``munged``..."""
         found = {}
         candidates = [
-            (f"slurmd-{node}", self._slurmd_pid_path(node), "slurmd") for node in self.node_names
+            (f"slurmd-{node}", self._slurmd_pid_path(node), "slurmd") for node in self.all_nodes
         ]
         candidates += [
             ("slurmctld", self._run_dir / "slurmctld.pid", "slurmctld"),
@@ -582,9 +597,9 @@ class SlurmCluster:
 
     def _start_all(self, deadline: float) -> None:
         self._prepare_dirs()
-        ports = _free_ports(self.nodes + 3)
+        ports = _free_ports(len(self.all_nodes) + 3)
         self.ctld_port, self.dbd_port, self.mysql_port = ports[:3]
-        self.node_ports = dict(zip(self.node_names, ports[3:]))
+        self.node_ports = dict(zip(self.all_nodes, ports[3:]))
         self._write_slurm_conf()
         self._start_munge(deadline)
         if self.accounting:
@@ -592,10 +607,10 @@ class SlurmCluster:
             self._write_slurmdbd_conf()
             self._start_slurmdbd(deadline)
         self._start_slurmctld(deadline)
-        for node in self.node_names:
+        for node in self.all_nodes:
             self._start_slurmd(node, deadline)
         self._wait_until(
-            lambda: all(self._node_states().get(node) == "idle" for node in self.node_names),
+            lambda: all(self._node_states().get(node) == "idle" for node in self.all_nodes),
             deadline, "all nodes idle", self.log_dir / "slurmctld.log",
         )
         if self.accounting:
@@ -607,7 +622,7 @@ class SlurmCluster:
     def _prepare_dirs(self) -> None:
         for directory in (self.conf_path.parent, self._state_dir, self._run_dir, self.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        for node in self.node_names:
+        for node in self.all_nodes:
             (self._spool_dir / node).mkdir(parents=True, exist_ok=True)
 
     def _write_slurm_conf(self) -> None:
@@ -669,16 +684,19 @@ class SlurmCluster:
             ]
         else:
             lines.append("AccountingStorageType=accounting_storage/none")
-        for node in self.node_names:
+        for node in self.all_nodes:
+            cpus = self.cpus_per_node * (2 if node not in self.node_names else 1)
             lines.append(
                 f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 "
-                f"Port={self.node_ports[node]} CPUs={self.cpus_per_node} "
+                f"Port={self.node_ports[node]} CPUs={cpus} "
                 f"RealMemory={self.real_memory_mb} State=UNKNOWN"
             )
         lines.append(
             f"PartitionName=debug Nodes={','.join(self.node_names)} Default=YES "
             "MaxTime=INFINITE State=UP"
         )
+        for part, node in self.side_nodes.items():
+            lines.append(f"PartitionName={part} Nodes={node} Default=NO MaxTime=INFINITE State=UP")
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def _start_munge(self, deadline: float) -> None:
@@ -951,8 +969,8 @@ class SlurmCluster:
         return self._run_dir / f"slurmd-{node}.pid"
 
     def _check_node(self, node: str) -> None:
-        if node not in self.node_names:
-            raise ValueError(f"unknown node {node!r}; this cluster has {self.node_names}")
+        if node not in self.all_nodes:
+            raise ValueError(f"unknown node {node!r}; this cluster has {self.all_nodes}")
 
     def _node_states(self) -> dict[str, str]:
         result = self._run(["sinfo", "-h", "-N", "-o", "%N %T"], timeout_s=30)
