@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import early  # noqa: E402
 import testbed  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -110,6 +111,34 @@ def any_cluster(request: pytest.FixtureRequest, _acct_box: _ClusterBox, _noacct_
     return _use(box.get(), monkeypatch)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _early_jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start the early jobs (tests/early.py) of the modules whose selected tests want them."""
+    wanted = {item.module.__name__ for item in request.session.items
+              if "early_jobs" in getattr(item, "fixturenames", ())}
+    for module, name in sorted(k for k in early.STARTERS if k[0] in wanted):
+        kind = early.STARTERS[(module, name)][0]
+        box = request.getfixturevalue(f"_{kind}_box")
+        parent = tmp_path_factory.mktemp(f"early_{name}")
+        os.chmod(parent, 0o755)
+        with pytest.MonkeyPatch.context() as mp:
+            try:
+                cluster = box.get()
+            except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
+                # No cluster: the test that owns the job says so (it fails in CI, else skips).
+                early.STARTED[(module, name)] = (RuntimeError(f"no {kind} cluster: {exc}"), 0.0)
+                continue
+            for key, value in cluster.env().items():
+                mp.setenv(key, value)
+            early.start(module, name, parent)
+
+
+@pytest.fixture
+def early_jobs(request: pytest.FixtureRequest) -> early.Jobs:
+    """This module's early jobs (tests/early.py), started when the clusters came up."""
+    return early.Jobs(request.module.__name__)
+
+
 @pytest.fixture
 def job_parent(tmp_path: Path) -> Path:
     """A directory the cluster's daemons can reach (they run as root on this machine)."""
@@ -119,7 +148,7 @@ def job_parent(tmp_path: Path) -> Path:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
-        if {"cluster", "cluster_noacct", "any_cluster"} & set(getattr(item, "fixturenames", ())):
+        if {"cluster", "cluster_noacct", "any_cluster", "early_jobs"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from slurm_apply import RowsFailedError, RowsMissingError, SlurmJob, slurm_apply
 
+import early
+
 
 def work(x: int) -> dict:
     """Fails in the way FAULT (a file path, sent with add_objects) says, while that file exists."""
@@ -136,15 +138,30 @@ def test_part_of_the_array_cancelled(any_cluster, job_parent):
 # --- (c) time limit and (d) dead node, on both clusters at once (each takes a minute or more) --
 
 
-def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, monkeypatch):
+def _timeout_job(parent: Path, kind: str) -> SlurmJob:
+    # Two processes: one is stuck on row 7, the other finishes the rest. On the partition
+    # ``long``, started with the clusters (tests/early.py): the one-minute limit passes while
+    # other tests run.
+    return start(parent, f"timeout_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
+                 rows_per_chunk=1, slurm_options={"time": "00:01:00", "partition": "long"})
+
+
+@early.job("acct")
+def timeout_acct(parent: Path) -> SlurmJob:
+    return _timeout_job(parent, "acct")
+
+
+@early.job("noacct")
+def timeout_noacct(parent: Path) -> SlurmJob:
+    return _timeout_job(parent, "noacct")
+
+
+def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, early_jobs, monkeypatch):
     jobs = {}
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
             last = c.node_names[-1]
-            # Two processes: one is stuck on row 7, the other finishes the rest.
-            jobs[kind, "timeout"] = start(job_parent, f"timeout_{kind}", "sleep", n=10, nodes=1,
-                                          cpus_per_node=2, rows_per_chunk=1,
-                                          slurm_options={"time": "00:01:00", "nodelist": c.node_names[0]})
+            jobs[kind, "timeout"] = early_jobs[f"timeout_{kind}"]
             jobs[kind, "node"] = start(job_parent, f"node_{kind}", "sleep", n=10, nodes=1,
                                        cpus_per_node=2, rows_per_chunk=1,
                                        # Slurm requeues a batch job after a node failure by default;

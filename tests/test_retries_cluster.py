@@ -20,6 +20,8 @@ import pytest
 
 from slurm_apply import SlurmJob, slurm_apply
 
+import early
+
 # The row function travels by value, as from a notebook: by reference, the task would import
 # this module, and with it pytest and pandas, whose memory a 400M retry should not pay for.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -172,36 +174,32 @@ def test_cancel_during_a_retry_stops_further_retries(cluster_noacct, job_parent)
     print(f"\n{status}")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def time_jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, SlurmJob]]:
-    """The time-limit jobs, one per cluster, started before this module's other tests and
-    checked by the last one: each waits out a one-minute limit and a 70 s retry (about 150 s),
-    on the partition ``long``, whose node no other job uses, so the wait costs the suite little."""
-    jobs: Dict[str, SlurmJob] = {}
-    if any(item.name == "test_a_task_over_its_time_is_retried_with_more_time"
-           for item in request.session.items):
-        parent = tmp_path_factory.mktemp("time_jobs")
-        for kind in ("acct", "noacct"):
-            box = request.getfixturevalue(f"_{kind}_box")
-            with pytest.MonkeyPatch.context() as mp:
-                for k, v in box.get().env().items():
-                    mp.setenv(k, v)
-                # Two processes: one is stuck on row 7, the other finishes the rest.
-                jobs[kind] = start(parent, f"time_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
-                                   slurm_options={"time": "00:01:00", "partition": "long"})
-        jobs["t0"] = time.monotonic()  # type: ignore[assignment]
-    yield jobs
+def _time_job(parent: Path, kind: str) -> SlurmJob:
+    # Two processes: one is stuck on row 7, the other finishes the rest.
+    return start(parent, f"time_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
+                 slurm_options={"time": "00:01:00", "partition": "long"})
 
 
-def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct, time_jobs, monkeypatch):
-    """Both clusters (started with the module, see time_jobs): row 7 is stuck until the task's
-    time limit; the retry asks for twice the time, and row 7's second run takes 70 s, more than
-    the first limit."""
+@early.job("acct")
+def time_acct(parent: Path) -> SlurmJob:
+    return _time_job(parent, "acct")
+
+
+@early.job("noacct")
+def time_noacct(parent: Path) -> SlurmJob:
+    return _time_job(parent, "noacct")
+
+
+def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct, early_jobs, monkeypatch):
+    """Both clusters; the jobs were started with the clusters (tests/early.py), on the partition
+    ``long``: row 7 is stuck until the task's one-minute limit; the retry asks for twice the
+    time, and row 7's second run takes 70 s, more than the first limit (about 150 s in all)."""
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
-            status = finished(time_jobs[kind], 10, {7}, time_jobs["t0"], timeout_s=200)
+            job, t0 = early_jobs.get(f"time_{kind}")
+            status = finished(job, 10, {7}, t0, timeout_s=200)
             assert status.task_details[0].state == "TIMEOUT", str(status)
-            retry = time_jobs[kind].manifest.latest
+            retry = job.manifest.latest
             assert retry.row_positions() == [7] and retry.slurm_options["time"] == "00:02:00"
             assert retry.slurm_options["partition"] == "long"
             assert "retried: row 7: TIMEOUT at 00:01:00, done at 00:02:00" in str(status)
