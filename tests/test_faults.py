@@ -1,11 +1,10 @@
 """Breaking the real cluster: every fault is classified, no finished row is lost, and resubmit()
 completes the job with each row exactly once, equal to a plain loop. (Automatic retries of the
-same faults: tests/test_retries.py.)"""
+same faults: tests/test_retries_cluster.py.)"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -193,48 +192,5 @@ def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, early_job
             heal_and_resubmit(jobs[kind, "node"], 10)
 
 
-# --- requeue: a task Slurm restarts resumes from its durable progress ---------------------------
-
-
-def counted(x: int) -> int:
-    import os
-    import time
-
-    with open(os.path.join(CALLS, f"{x}.{os.getpid()}"), "w"):
-        pass
-    time.sleep(1.2)
-    return x * 10
-
-
-def test_requeued_task_resumes(cluster, job_parent):
-    calls = job_parent / "calls"
-    calls.mkdir()
-    job = slurm_apply(counted, pd.DataFrame({"x": range(8)}), add_objects={"CALLS": str(calls)},
-                      nodes=1, cpus_per_node=1, rows_per_chunk=1, jobname="requeue", job_dir=job_parent)
-    wait_rows(job, 3)
-    subprocess.run(["scontrol", "requeue", f"{job.job_ids[0]}_0"], check=True)
-    # Slurm holds a requeued job for two minutes (BeginTime); the test does not need to wait that.
-    deadline = time.monotonic() + 60
-    while "Reason=BeginTime" not in subprocess.run(
-            ["scontrol", "show", "job", f"{job.job_ids[0]}_0"], capture_output=True, text=True).stdout:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    st = job.get_job_status()
-    assert st.tasks[0] in ("PENDING", "REQUEUED") and not st.ended, str(st)
-    # Not "now": a task restarted within the second its old credential was revoked is killed by
-    # slurmd ("Job credential revoked"), which is why Slurm delays requeued jobs at all.
-    subprocess.run(["scontrol", "update", f"JobId={job.job_ids[0]}_0", "StartTime=now+3"], check=True)
-    status = job.wait(timeout_s=180, progress=False)
-    assert status.completed, str(status)
-    assert list(job.get_output().result) == [x * 10 for x in range(8)]
-    runs = {}
-    for name in os.listdir(calls):
-        row = int(name.split(".")[0])
-        runs[row] = runs.get(row, 0) + 1
-    # Rows saved before the requeue ran once; at most the row in flight ran twice.
-    assert sum(1 for n in runs.values() if n > 1) <= 1, runs
-    assert sorted(runs) == list(range(8))
-    log = (job.job_dir / "logs" / "s0_t0.out").read_text()
-    assert log.count("slurm_apply: submission 0 task 0") == 2  # appended, not overwritten
-    start = __import__("json").loads((job.job_dir / "s0" / "tasks" / "t0000.start").read_text())
-    assert [s["restart_count"] for s in start["starts"]] == [0, 1]
+# --- requeue: a task Slurm restarts resumes from its durable progress: requeued three times, in
+# tests/test_retries_cluster.py (test_a_task_requeued_three_times_completes_without_a_retry).

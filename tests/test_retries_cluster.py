@@ -128,6 +128,9 @@ def test_a_task_whose_node_dies_is_retried_elsewhere(cluster, job_parent):
 
 
 def test_a_task_requeued_three_times_completes_without_a_retry(cluster, job_parent):
+    """Each requeue: the task waits in the queue (the job has not ended), then resumes from its
+    durable progress; only rows in flight run again, and the log is appended to. (This took
+    over test_faults.py's single requeue, which it repeats three times.)"""
     t0 = time.monotonic()
     job = start(job_parent, "requeue", "slow", n=8, nodes=1)
     task = f"{job.job_ids[0]}_0"
@@ -139,6 +142,8 @@ def test_a_task_requeued_three_times_completes_without_a_retry(cluster, job_pare
                                                        capture_output=True, text=True).stdout:
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        st = job.get_job_status()
+        assert st.tasks[0] in ("PENDING", "REQUEUED") and not st.ended, str(st)
         # Slurm holds a requeued task for two minutes; not "now": a task restarted within the
         # second its credential was revoked is killed by slurmd ("Job credential revoked").
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now+3"], check=True)
@@ -150,6 +155,8 @@ def test_a_task_requeued_three_times_completes_without_a_retry(cluster, job_pare
     assert len(job.manifest.submissions) == 1  # Slurm's requeue did it all
     start_marker = json.loads((job.job_dir / "s0" / "tasks" / "t0000.start").read_text())
     assert [s["restart_count"] for s in start_marker["starts"]] == [0, 1, 2, 3]
+    log = (job.job_dir / "logs" / "s0_t0.out").read_text()
+    assert log.count("slurm_apply: submission 0 task 0") == 4  # appended, not overwritten
     print(f"\n{status}\nruns {counts}\nwall {time.monotonic() - t0:.0f} s")
 
 
