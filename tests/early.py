@@ -1,11 +1,11 @@
 """Jobs that mostly wait out a Slurm time limit, started as soon as the test clusters are up and
 checked later by the tests that own them, so the suite does not sit through each wait in turn.
 
-A test module registers a starter, ``@early.job("acct")`` (or ``"noacct"``) on a function of
-one argument, a directory for the job, that submits it and returns the handle. When a selected
-test of that module uses the ``early_jobs`` fixture, conftest runs the module's starters with
-the cluster's environment once the clusters are up, before the first test; the test then takes
-each job by its starter's name: ``early_jobs["time_acct"]``. The jobs go to the clusters'
+A test module registers a starter, ``@early.job("acct", "noacct")``, on a function of a
+directory for the job and the cluster's kind, that submits the job and returns its handle. When
+a selected test of that module uses the ``early_jobs`` fixture, conftest runs the module's
+starters with each cluster's environment once the clusters are up, before the first test; the
+test then takes each job by the starter's name and the kind: ``early_jobs["time_acct"]``. The jobs go to the clusters'
 partition ``long``, whose node nothing else uses, so they do not slow the other tests' jobs.
 """
 
@@ -15,20 +15,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
-Starter = Callable[[Path], Any]
+Starter = Callable[[Path, str], Any]
 
-# (module, starter's name) -> (cluster kind, starter)
+# (module, "<starter's name>_<kind>") -> (cluster kind, starter)
 STARTERS: Dict[Tuple[str, str], Tuple[str, Starter]] = {}
 # (module, starter's name) -> (the job, or the exception its start raised; time.monotonic() then)
 STARTED: Dict[Tuple[str, str], Tuple[Any, float]] = {}
 
 
-def job(kind: str) -> Callable[[Starter], Starter]:
-    if kind not in ("acct", "noacct"):
-        raise ValueError(f"kind must be 'acct' or 'noacct', got {kind!r}")
+def job(*kinds: str) -> Callable[[Starter], Starter]:
+    if not kinds or set(kinds) - {"acct", "noacct"}:
+        raise ValueError(f"kinds must be 'acct' and/or 'noacct', got {kinds!r}")
 
     def register(fn: Starter) -> Starter:
-        STARTERS[(fn.__module__, fn.__name__)] = (kind, fn)
+        for kind in kinds:
+            STARTERS[(fn.__module__, f"{fn.__name__}_{kind}")] = (kind, fn)
         return fn
 
     return register
@@ -37,7 +38,7 @@ def job(kind: str) -> Callable[[Starter], Starter]:
 def start(module: str, name: str, parent: Path) -> None:
     kind, fn = STARTERS[(module, name)]
     try:
-        STARTED[(module, name)] = (fn(parent), time.monotonic())
+        STARTED[(module, name)] = (fn(parent, kind), time.monotonic())
     except Exception as exc:  # raised again in the test that owns the job
         STARTED[(module, name)] = (exc, time.monotonic())
 

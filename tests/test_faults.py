@@ -137,22 +137,13 @@ def test_part_of_the_array_cancelled(any_cluster, job_parent):
 # --- (c) time limit and (d) dead node, on both clusters at once (each takes a minute or more) --
 
 
-def _timeout_job(parent: Path, kind: str) -> SlurmJob:
+@early.job("acct", "noacct")
+def timeout(parent: Path, kind: str) -> SlurmJob:
     # Two processes: one is stuck on row 7, the other finishes the rest. On the partition
     # ``long``, started with the clusters (tests/early.py): the one-minute limit passes while
     # other tests run.
     return start(parent, f"timeout_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
                  rows_per_chunk=1, slurm_options={"time": "00:01:00", "partition": "long"})
-
-
-@early.job("acct")
-def timeout_acct(parent: Path) -> SlurmJob:
-    return _timeout_job(parent, "acct")
-
-
-@early.job("noacct")
-def timeout_noacct(parent: Path) -> SlurmJob:
-    return _timeout_job(parent, "noacct")
 
 
 def test_time_limit_and_dead_node(cluster, cluster_noacct, job_parent, early_jobs, monkeypatch):

@@ -181,20 +181,11 @@ def test_cancel_during_a_retry_stops_further_retries(cluster_noacct, job_parent)
     print(f"\n{status}")
 
 
-def _time_job(parent: Path, kind: str) -> SlurmJob:
+@early.job("acct", "noacct")
+def over_time(parent: Path, kind: str) -> SlurmJob:
     # Two processes: one is stuck on row 7, the other finishes the rest.
     return start(parent, f"time_{kind}", "sleep", n=10, nodes=1, cpus_per_node=2,
                  slurm_options={"time": "00:01:00", "partition": "long"})
-
-
-@early.job("acct")
-def time_acct(parent: Path) -> SlurmJob:
-    return _time_job(parent, "acct")
-
-
-@early.job("noacct")
-def time_noacct(parent: Path) -> SlurmJob:
-    return _time_job(parent, "noacct")
 
 
 def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct, early_jobs, monkeypatch):
@@ -203,7 +194,7 @@ def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct,
     time, and row 7's second run takes 70 s, more than the first limit (about 150 s in all)."""
     for kind, c in (("acct", cluster), ("noacct", cluster_noacct)):
         with on(c, monkeypatch):
-            job, t0 = early_jobs.get(f"time_{kind}")
+            job, t0 = early_jobs.get(f"over_time_{kind}")
             status = finished(job, 10, {7}, t0, timeout_s=200)
             assert status.task_details[0].state == "TIMEOUT", str(status)
             retry = job.manifest.latest

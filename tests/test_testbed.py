@@ -163,6 +163,16 @@ def test_squeue_and_sinfo_work_on_both(clusters):
         assert sinfo.stdout.splitlines() == ["n1 debug*", "n2 debug*"]
 
 
+def test_side_partition_names_are_checked(tmp_path):
+    """A side partition's node is its first letter and 1: it must not clash with n1, n2, ..."""
+    for bad in (("nightly",), ("long", "large"), ("debug",), ("Long",)):
+        with pytest.raises(ValueError, match="side partition names"):
+            testbed.SlurmCluster(tmp_path, side_partitions=bad)
+    cluster = testbed.SlurmCluster(tmp_path, nodes=2, side_partitions=("long",))
+    assert (cluster.node_names, cluster.all_nodes, cluster.side_nodes) == (
+        ["n1", "n2"], ["n1", "n2", "l1"], {"long": "l1"})
+
+
 def test_sacct_reports_completed_job(accounting_cluster, tmp_path):
     job_id = _sbatch(accounting_cluster, tmp_path, "--wrap", "echo hi")
     deadline = time.monotonic() + JOB_TIMEOUT_S
