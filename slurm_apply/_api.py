@@ -23,6 +23,7 @@ from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
 from ._store.manifest import Manifest, Submission
 from ._store.payload import sync as sync_payload, write_payload
+from ._store.table import write as write_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,9 +247,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
         if preflight:
             check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
         sync_payload(path)
-        with jd.atomic_open(path / jd.PARAMS) as fh:
-            params_df.to_pickle(fh)
-        jd.write_index(path, params_df.index)
+        write_table(path, params_df)  # what s0's chunks cannot give back of it
         _submit.write_submission(path, manifest, params_df, first)
         jd.save_manifest(path, manifest)
         if check is not None:

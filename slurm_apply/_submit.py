@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from . import _backends as backends
 from ._store import layout as jd
-from ._store import params
+from ._store import params, table
 from . import _script
 from ._errors import SubmissionError
 from ._log import logger
@@ -62,11 +62,6 @@ def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
     return out
 
 
-_TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
-              ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
-              ("f", 4): "f", ("f", 8): "d"}
-
-
 def _column_arrays(df: "pd.DataFrame") -> List[Any]:
     """Each column in the form that is fastest to slice, pickle and read back on the node.
 
@@ -82,8 +77,8 @@ def _column_arrays(df: "pd.DataFrame") -> List[Any]:
     for i in range(df.shape[1]):
         col = df.iloc[:, i]
         dtype = col.dtype
-        code = _TYPECODES.get((dtype.kind, dtype.itemsize)) if isinstance(dtype, np.dtype) else None
-        if code is not None and array.array(code).itemsize == dtype.itemsize:
+        code = table.typecode(dtype)
+        if code is not None:
             values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
             out.append(array.array(code, values.tobytes()))
         else:
