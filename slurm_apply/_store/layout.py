@@ -11,12 +11,11 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
                                  object f also refers to as a global is stored once
         payload.buffers          its big arrays, out of band, memory-mapped on the nodes
                                  (format and code: _store/payload.py)
-        params_meta.pkl          what s0/params.bin cannot give back of the caller's table
-                                 (column labels, dtypes, odd columns: _store/table.py)
+        params_meta.pkl          the rest of the caller's table: labels, dtypes (_store/table.py)
         index.pkl                the table's index, to name rows without reading the table
         submit.sh, submit_s1.sh  one sbatch array script per submission
-        s0/params.bin            that submission's rows, in chunks a worker can seek to (s0's
-                                 hold the whole table: the output table is rebuilt from them)
+        s0/params.bin            that submission's rows, in chunks a worker can seek to (s0's:
+                                 the whole table, from which the output table is rebuilt)
         s0/claims/c000012        which task process took chunk 12 (created with O_EXCL;
                                  c000012.1, ... when live tasks took it over: _store/claims.py)
         s0/claims/all            made once every chunk is claimed (processes look no further)
@@ -36,7 +35,6 @@ import fcntl
 import json
 import os
 import pickle
-import re
 import stat
 import tempfile
 from pathlib import Path
@@ -46,7 +44,6 @@ from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
 
 DIR_PREFIX = "_rslurm_"
-_SUB_DIR = re.compile(r"s[0-9]+")
 
 MANIFEST = "manifest.json"
 PAYLOAD = "payload.pkl"
@@ -230,11 +227,11 @@ def check_safe(job_dir: Path) -> None:
             f"{job_dir} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); anyone "
             f"could replace its pickles. Run `chmod go-w {job_dir}` if you trust its contents."
         )
-    # A safe directory can still hold a pickle someone else may rewrite in place: its own
-    # files, and the submissions' rows (the output table is rebuilt from s0's).
+    # A safe directory can still hold a pickle someone else may rewrite in place (s<k>/params.bin too).
     with os.scandir(job_dir) as entries:
         paths = [e.path for e in entries]
-    paths += [os.path.join(p, "params.bin") for p in paths if _SUB_DIR.fullmatch(os.path.basename(p))]
+    subs = [p for p in paths if os.path.basename(p)[:1] == "s" and os.path.basename(p)[1:].isdigit()]
+    paths += [os.path.join(p, "params.bin") for p in subs]
     for p in paths:
         try:
             est = os.stat(p)
