@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -12,7 +13,7 @@ import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _backends as backends
 from . import _config
@@ -22,7 +23,7 @@ from . import _validate as v
 from ._errors import InputError, JobDirError, PreflightError, SubmissionError
 from ._job import SlurmJob
 from ._store.manifest import Manifest, Submission
-from ._store.payload import sync as sync_payload, write_payload
+from ._store.payload import sync_buffers_later, write_payload
 from ._store.table import write as write_table
 
 if TYPE_CHECKING:
@@ -156,8 +157,13 @@ def slurm_apply(
                        max_failures=c.max_failures)
     _write_job(c.path, manifest, first, (c.f, c.objects), params_df, overwrite=overwrite,
                preflight=preflight, started=started)
-    if submit:
-        _submit_first(c.path, manifest)
+    try:
+        if submit:
+            _submit_first(c.path, manifest)
+    finally:
+        # The big buffers go to disk behind the call, once its small files have: on ext4 an
+        # fsync of those would otherwise wait for the buffers' (the journal orders them).
+        sync_buffers_later(c.path)
     return SlurmJob(c.path)
 
 
@@ -242,11 +248,12 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
     check: Optional[_Preflight] = None
     try:
         jd.write_token(path, manifest.token)
-        # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
-        manifest.payload_bytes = write_payload(path, *payload, sync=False)
-        if preflight:
-            check = _Preflight(path / jd.PAYLOAD, manifest.pkgs)
-        sync_payload(path)
+        if preflight:  # its interpreter starts and imports while the payload is written
+            check = _Preflight(path / jd.PAYLOAD, manifest.pkgs, _warm_modules(*payload))
+        # Big buffers are not fsynced here: slurm_apply() has it done in the background.
+        manifest.payload_bytes = write_payload(path, *payload, sync_buffers=False)
+        if check is not None:
+            check.go()
         write_table(path, params_df)  # what s0's chunks cannot give back of it
         _submit.write_submission(path, manifest, params_df, first)
         jd.save_manifest(path, manifest)
@@ -273,25 +280,57 @@ def _submit_first(path: Path, manifest: Manifest) -> None:
             "again with overwrite=True.", stderr=exc.stderr) from None
 
 
+def _warm_modules(f: Any, objects: Mapping[str, Any]) -> List[str]:
+    """Modules that loading the payload will import, as far as one can tell without pickling:
+    those of f and of the objects (add_objects, more_args). The pre-flight imports them while
+    it waits for the payload; any that fails there is left for the load itself to report."""
+    values = list(objects.values())
+    while isinstance(f, functools.partial):
+        values += list(f.keywords.values())
+        f = f.func
+    names = {getattr(f, "__module__", None)} | {type(v).__module__ for v in values}
+    return sorted(n for n in names if isinstance(n, str) and n not in ("__main__", "builtins"))
+
+
 class _Preflight:
     """Load the payload with the interpreter the nodes will run, as they will, in a fresh process.
 
-    Started as soon as the payload is written, so it runs while the rows are being written.
+    Started before the payload is written: the interpreter starts and imports the packages
+    while the buffers are being written, then loads the payload when told to (:meth:`go`),
+    while the rows are being written.
     """
 
-    def __init__(self, payload: Path, pkgs: Sequence[str]) -> None:
+    def __init__(self, payload: Path, pkgs: Sequence[str], warm: Sequence[str] = ()) -> None:
         env = dict(os.environ)
         pp = _submit.caller_pythonpath()
         if pp:
             env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.python = sys.executable
         self.proc = subprocess.Popen(
-            [self.python, "-m", "slurm_apply._node", "--preflight", str(payload), *pkgs],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [self.python, "-m", "slurm_apply._node", "--preflight-when-told", str(payload),
+             ",".join(warm), *pkgs],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env=env, cwd=os.getcwd())
 
+    def go(self) -> None:
+        """The payload is written: load it."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it failed already (a package would not import)
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.close()
+
+    def _ended(self) -> str:
+        """Wait for the process; what it printed on stderr (its only pipe besides stdin)."""
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        with self.proc.stderr:
+            stderr = self.proc.stderr.read()
+        self.proc.wait()
+        return stderr
+
     def result(self) -> None:
-        _, stderr = self.proc.communicate()
+        stderr = self._ended()
         if self.proc.returncode == 0:
             return
         err = stderr.strip().splitlines()
@@ -306,7 +345,7 @@ class _Preflight:
     def cancel(self) -> None:
         if self.proc.returncode is None:  # still running: an earlier step failed
             self.proc.kill()
-            self.proc.communicate()
+            self._ended()
 
 
 @functools.lru_cache(maxsize=32)

@@ -4,7 +4,9 @@ Imports only what the node needs (no pandas): a task should reach its first row 
 
 ``python -m slurm_apply._node --preflight PAYLOAD [PKG...]`` imports the packages and loads the
 payload in this interpreter and exits 0, or prints why it cannot and exits 1: the check the
-submitting side runs before sbatch.
+submitting side runs before sbatch. ``--preflight-when-told PAYLOAD WARM [PKG...]`` imports the
+packages (and, if it can, the comma-separated modules WARM) first, then loads the payload once
+a line ``go`` arrives on stdin: the submitting side starts it before it writes the payload.
 """
 
 from __future__ import annotations
@@ -66,9 +68,31 @@ def preflight(payload: Path, pkgs: Sequence[str]) -> int:
     return 0
 
 
+def preflight_when_told(payload: Path, warm: Sequence[str], pkgs: Sequence[str]) -> int:
+    import importlib
+
+    try:
+        for name in pkgs:  # as load() would, first
+            importlib.import_module(name)
+    except BaseException as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    for name in warm:  # only to save time: the load below imports what it needs and says why not
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            pass
+    if sys.stdin.readline().strip() != "go":
+        return 0  # the caller gave up before the payload was written
+    return preflight(payload, ())
+
+
 def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
+    if len(argv) >= 3 and argv[0] == "--preflight-when-told":
+        return preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
     if len(argv) != 3:
         print("usage: python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
         return 2
