@@ -124,3 +124,14 @@ def test_a_package_the_fresh_interpreter_cannot_import_fails_the_preflight(
         slurm_apply(total, pd.DataFrame({"i": range(4)}), add_objects={"X": X}, pkgs=["sa_private_pkg_mod"],
                     backend="local", nodes=1, cpus_per_node=1, submit=False, jobname="pkg", job_dir=jobs)
     assert list(jobs.iterdir()) == []
+
+
+@pytest.mark.parametrize("keep", ["none", "8 bytes", "half", "all but 1"])
+def test_a_buffer_file_cut_short_is_refused_not_read(tmp_path: Path, keep: str) -> None:
+    """What a crash before the background fsync could leave: the index and mark come last."""
+    payload.write_payload(tmp_path, total, {"X": np.ones((2, MB // 8))})
+    path = tmp_path / payload.BUFFERS
+    size = path.stat().st_size
+    os.truncate(path, {"none": 0, "8 bytes": 8, "half": size // 2, "all but 1": size - 1}[keep])
+    with pytest.raises(ValueError, match="cut short"):
+        payload.map_buffers(path)
