@@ -135,3 +135,18 @@ def test_a_buffer_file_cut_short_is_refused_not_read(tmp_path: Path, keep: str) 
     os.truncate(path, {"none": 0, "8 bytes": 8, "half": size // 2, "all but 1": size - 1}[keep])
     with pytest.raises(ValueError, match="cut short"):
         payload.map_buffers(path)
+
+
+def test_each_buffer_s_blocks_are_reserved_where_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fallocate(KEEP_SIZE) before each write, over exactly the range the index gives it."""
+    calls = []
+    monkeypatch.setattr(payload, "_fallocate", lambda: lambda fd, mode, off, n: calls.append((mode, off, n)))
+    objects = {"a": np.ones(3 * MB // 8 + 5), "b": np.arange(2 * MB, dtype=np.int8)}
+    payload.write_payload(tmp_path, total, objects)
+    second = -(-objects["a"].nbytes // payload.ALIGN) * payload.ALIGN  # aligned to a page
+    assert calls == [(1, 0, objects["a"].nbytes), (1, second, objects["b"].nbytes)]
+    size = (tmp_path / payload.BUFFERS).stat().st_size
+    assert second + objects["b"].nbytes < size  # the index and its mark follow, not reserved
+    views = payload.map_buffers(tmp_path / payload.BUFFERS)
+    assert [v.nbytes for v in views] == [objects["a"].nbytes, objects["b"].nbytes]
+    assert bytes(views[1][:5]) == bytes(range(5))

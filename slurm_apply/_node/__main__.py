@@ -58,13 +58,17 @@ def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     return 1 if runner.tally.gave_up else 0
 
 
+def _failed(exc: BaseException) -> int:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    traceback.print_exc()
+    return 1
+
+
 def preflight(payload: Path, pkgs: Sequence[str]) -> int:
     try:
         load(payload, pkgs)
     except BaseException as exc:  # report anything, including SystemExit from a user's import
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        traceback.print_exc()
-        return 1
+        return _failed(exc)
     return 0
 
 
@@ -75,10 +79,9 @@ def preflight_when_told(payload: Path, warm: Sequence[str], pkgs: Sequence[str])
         for name in pkgs:  # as load() would, first
             importlib.import_module(name)
     except BaseException as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        traceback.print_exc()
-        return 1
-    for name in warm:  # only to save time: the load below imports what it needs and says why not
+        return _failed(exc)
+    # Only to save time: the load below imports what it needs, and says why if it cannot.
+    for name in ("cloudpickle", *warm):  # cloudpickle rebuilds functions pickled by value
         try:
             importlib.import_module(name)
         except BaseException:
@@ -92,7 +95,10 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
     if len(argv) >= 3 and argv[0] == "--preflight-when-told":
-        return preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
+        code = preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a check, which the caller waits for: skip tearing down what it imported
     if len(argv) != 3:
         print("usage: python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
         return 2
