@@ -30,7 +30,6 @@ from . import layout as jd
 from .params import ParamsReader
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
