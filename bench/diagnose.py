@@ -205,8 +205,8 @@ def submit_profile(workload: str, jobs_dir: str) -> Dict[str, Any]:
         prof.disable()
         total = time.perf_counter() - t
         job.cancel()
-        sizes = {p.name: p.stat().st_size for p in [job.job_dir / "params.pkl", job.job_dir / "s0" / "params.bin"]
-                 if p.exists()}
+        tables = [job.job_dir / "params_meta.pkl", job.job_dir / "params.pkl", job.job_dir / "s0" / "params.bin"]
+        sizes = {p.name: p.stat().st_size for p in tables if p.exists()}
         stats = pstats.Stats(prof)
         return {"submit_s": round(total, 4),
                 "library_cumulative": _library_time(stats, 0.002, also=("to_pickle", "fsync")),

@@ -49,7 +49,8 @@ sys.path.insert(0, str(HERE))
 from scale import log, render  # noqa: E402
 
 MB = 2**20
-INPUTS = ("params.pkl", "index.pkl", "payload.pkl", "payload.buffers", "params.bin", "manifest.json")
+INPUTS = ("params.pkl", "params_meta.pkl", "index.pkl", "payload.pkl", "payload.buffers", "params.bin",
+          "manifest.json")
 
 
 # -- steps: each runs in a fresh interpreter --------------------------------------------------------

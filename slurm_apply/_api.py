@@ -20,10 +20,11 @@ from . import _submit
 from . import _validate as v
 from ._errors import InputError, JobDirError, SubmissionError
 from ._job import SlurmJob
-from ._preflight import Preflight
+from ._preflight import Preflight, warm_modules
 from ._retry import stop_followups
 from ._store.manifest import Manifest, Submission
-from ._store.payload import sync as sync_payload, write_payload
+from ._store.payload import sync_buffers_later, write_payload
+from ._store.table import write as write_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -174,8 +175,13 @@ def slurm_apply(
                        max_failures=c.max_failures)
     _write_job(c.path, manifest, first, (c.f, c.objects), params_df, overwrite=overwrite,
                preflight=preflight, started=started)
-    if submit:
-        _submit_first(c.path, manifest)
+    try:
+        if submit:
+            _submit_first(c.path, manifest)
+    finally:
+        # The big buffers go to disk behind the call, once its small files have: on ext4 an
+        # fsync of those would otherwise wait for the buffers' (the journal orders them).
+        sync_buffers_later(c.path)
     return SlurmJob(c.path)
 
 
@@ -262,14 +268,13 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
     check: Optional[Preflight] = None
     try:
         jd.write_token(path, manifest.token)
-        # fsynced once the pre-flight runs: for a payload of GBs, one waits while the other works
-        manifest.payload_bytes = write_payload(path, *payload, sync=False)
-        if preflight:
-            check = Preflight(path / jd.PAYLOAD, manifest.pkgs)
-        sync_payload(path)
-        with jd.atomic_open(path / jd.PARAMS) as fh:
-            params_df.to_pickle(fh)
-        jd.write_index(path, params_df.index)
+        if preflight:  # its interpreter starts and imports while the payload is written
+            check = Preflight(path / jd.PAYLOAD, manifest.pkgs, warm_modules(*payload))
+        # Big buffers are not fsynced here: slurm_apply() has it done in the background.
+        manifest.payload_bytes = write_payload(path, *payload, sync_buffers=False)
+        if check is not None:
+            check.go()
+        write_table(path, params_df)  # what s0's chunks cannot give back of it
         _submit.write_submission(path, manifest, params_df, first)
         jd.save_manifest(path, manifest)
         if check is not None:

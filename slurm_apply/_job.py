@@ -270,7 +270,9 @@ class SlurmJob:
             _output.raise_for_rows(status, self._results, self.labels)
         if outtype == "raw":
             return _output.raw(self._results.values(), self._results, status, self.labels)
-        return _output.table(self.job_dir / jd.PARAMS, self._results, status,
+        from ._store import table
+
+        return _output.table(table.read(self.job_dir), self._results, status,
                              keep_errors=errors == "keep")
 
     def as_completed(self, timeout_s: Optional[float] = None) -> Iterator[Tuple[Any, Any]]:

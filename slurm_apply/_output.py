@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -85,12 +84,11 @@ def raw(values: List[Any], results: "Results", status: "JobStatus", labels: Labe
     return values
 
 
-def table(params_path: Path, results: "Results", status: "JobStatus", *,
+def table(params: "pd.DataFrame", results: "Results", status: "JobStatus", *,
           keep_errors: bool) -> "pd.DataFrame":
     """The parameters with each row's result as columns (and, if asked, what went wrong)."""
     import pandas as pd
 
-    params = pd.read_pickle(params_path)
     result = column_frame(results)
     if result is None:  # values of other shapes: one Python object per row
         done = results.done_mask()

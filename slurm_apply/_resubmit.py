@@ -37,9 +37,9 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     if not force:
         job.refuse_if_active("resubmit", status)
     _refuse_unsubmitted(job)
-    import pandas as pd
+    from ._store import table
 
-    params = pd.read_pickle(job.job_dir / jd.PARAMS)
+    params = table.read(job.job_dir)
     chosen = _rows_to_run(job, status, params, rows, failed)
     with jd.manifest_lock(job.job_dir):
         manifest = jd.load_manifest(job.job_dir)

@@ -183,8 +183,7 @@ def _summary(plan: Plan) -> str:
 
 def _write_retry(job_dir: Path, manifest: Manifest, sub: Submission, plan: Plan) -> Submission:
     """Write the retry as a new submission, derived from ``sub`` (added to ``manifest``)."""
-    import pandas as pd
-
+    from ._store import table
     from ._submit import write_submission
 
     rows = sorted(r for rs in plan.retry.values() for r in rs)
@@ -192,7 +191,7 @@ def _write_retry(job_dir: Path, manifest: Manifest, sub: Submission, plan: Plan)
                      attempt=sub.attempt + 1, retry_of=sub.index, slurm_options=plan.options,
                      retried_for={why: ranges(rs) for why, rs in plan.retry.items()},
                      raised=dict(plan.raised), written_at=time.time())
-    return write_submission(job_dir, manifest, pd.read_pickle(job_dir / jd.PARAMS), new)
+    return write_submission(job_dir, manifest, table.read(job_dir), new)
 
 
 def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:

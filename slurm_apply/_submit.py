@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from . import _backends as backends
 from ._store import layout as jd
-from ._store import params
+from ._store import params, table
 from . import _script
 from ._errors import SubmissionError
 from ._log import logger
@@ -66,11 +66,6 @@ def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
     return out
 
 
-_TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
-              ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
-              ("f", 4): "f", ("f", 8): "d"}
-
-
 def _column_arrays(df: "pd.DataFrame") -> List[Any]:
     """Each column in the form that is fastest to slice, pickle and read back on the node.
 
@@ -86,8 +81,8 @@ def _column_arrays(df: "pd.DataFrame") -> List[Any]:
     for i in range(df.shape[1]):
         col = df.iloc[:, i]
         dtype = col.dtype
-        code = _TYPECODES.get((dtype.kind, dtype.itemsize)) if isinstance(dtype, np.dtype) else None
-        if code is not None and array.array(code).itemsize == dtype.itemsize:
+        code = table.typecode(dtype)
+        if code is not None:
             values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
             out.append(array.array(code, values.tobytes()))
         else:
@@ -150,12 +145,18 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
     return sub
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     """Write the script that retries the submission's rows whose task died; return its name."""
-    try:
-        table_mb = (job_dir / jd.PARAMS).stat().st_size / 2**20
-    except OSError:
-        table_mb = 0.0
+    # The follow-up reads the table back (s0's chunks, or params.pkl in format 2): its size on disk.
+    table_mb = sum(_size(p) for p in (jd.params_bin(job_dir, 0), job_dir / jd.PARAMS_META,
+                                      job_dir / jd.PARAMS)) / 2**20
     mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
     name = jd.followup_script_name(sub.index)
     script = _script.render_followup(

@@ -27,11 +27,9 @@ from ._store import payload
 
 def row_kwargs(job_dir: Path, position: int) -> Dict[str, Any]:
     """The row's arguments as the node passes them: plain Python values by column name."""
-    import pandas as pd
+    from ._store import table
 
-    row = pd.read_pickle(job_dir / jd.PARAMS).iloc[position]
-    return {str(k): (v.item() if hasattr(v, "item") and type(v).__module__ == "numpy" else v)
-            for k, v in row.items()}
+    return table.row_kwargs(job_dir, jd.load_manifest(job_dir).n_rows, position)
 
 
 @contextlib.contextmanager

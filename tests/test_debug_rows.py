@@ -30,7 +30,8 @@ def test_more_args_reach_every_call_and_are_stored_once(tmp_path):
     assert job.wait(timeout_s=60, progress=False).completed
     assert job.get_output().s.tolist() == [x * 10 + 6.0 for x in range(5)]
     assert job.manifest.more_args == ["data", "n_iter"]
-    assert "n_iter" not in (job.job_dir / "params.pkl").read_bytes().decode("latin1")
+    for table in ("params_meta.pkl", "s0/params.bin"):
+        assert "n_iter" not in (job.job_dir / table).read_bytes().decode("latin1")
 
 
 def test_functools_partial_works_too(tmp_path):

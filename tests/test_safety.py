@@ -20,7 +20,7 @@ import slurm_apply
 from slurm_apply import (InputError, JobDirExistsError, SlurmJob, UnsafeJobDirError,
                          slurm_apply as run)
 from slurm_apply._store import layout as jd
-from slurm_apply._store import params
+from slurm_apply._store import params, table
 
 PACKAGE = Path(slurm_apply.__file__).parent
 
@@ -84,8 +84,16 @@ def test_from_dir_refuses_a_directory_others_can_write(tmp_path: Path, mode: int
 
 def test_from_dir_refuses_a_pickle_others_can_write(tmp_path: Path) -> None:
     path = _written_job(tmp_path, "rewritable")
-    (path / jd.PARAMS).chmod(0o646)
-    with pytest.raises(UnsafeJobDirError, match=re.escape(f"{path / jd.PARAMS} is owned by uid {os.getuid()} with mode 646")):
+    (path / jd.PARAMS_META).chmod(0o646)
+    with pytest.raises(UnsafeJobDirError, match=re.escape(f"{path / jd.PARAMS_META} is owned by uid {os.getuid()} with mode 646")):
+        SlurmJob.from_dir(path)
+
+
+def test_from_dir_refuses_rows_others_can_write(tmp_path: Path) -> None:
+    """The output table is rebuilt from s0's chunks, which are pickles too."""
+    path = _written_job(tmp_path, "rows")
+    jd.params_bin(path, 0).chmod(0o606)
+    with pytest.raises(UnsafeJobDirError, match=re.escape(f"{jd.params_bin(path, 0)} is owned")):
         SlurmJob.from_dir(path)
 
 
@@ -225,7 +233,7 @@ def _assert_complete_job_of(path: Path, winner: int) -> None:
     n = 3 + winner
     assert manifest.n_rows == n and manifest.submissions[0].n_rows == n
     assert manifest.submissions[0].state == "written"
-    assert pd.read_pickle(path / jd.PARAMS)["x"].tolist() == list(range(n))
+    assert table.read(path)["x"].tolist() == list(range(n))
     with open(path / jd.PAYLOAD, "rb") as fh:
         f, objects = cloudpickle.load(fh)
     assert f(5) == (winner, 5) and objects == {}

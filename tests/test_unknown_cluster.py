@@ -142,7 +142,7 @@ def test_slurm_commands_off_path(cluster, job_parent, tmp_path_factory, monkeypa
 def test_overwrite_refuses_a_running_job(cluster, job_parent):
     job = start_slow(job_parent, "busy", n=12)
     wait_started(job, 2)
-    inputs = {name: (job.job_dir / name).read_bytes() for name in ("payload.pkl", "params.pkl")}
+    inputs = {name: (job.job_dir / name).read_bytes() for name in ("payload.pkl", "params_meta.pkl", "s0/params.bin")}
     with pytest.raises(JobActiveError) as refused:
         slurm_apply(triple, pd.DataFrame({"x": [7]}), nodes=1, cpus_per_node=1, jobname="busy",
                     job_dir=job_parent, backend="slurm", overwrite=True)

@@ -4,7 +4,9 @@ Imports only what the node needs (no pandas): a task should reach its first row 
 
 ``python -m slurm_apply._node --preflight PAYLOAD [PKG...]`` imports the packages and loads the
 payload in this interpreter and exits 0, or prints why it cannot and exits 1: the check the
-submitting side runs before sbatch.
+submitting side runs before sbatch. ``--preflight-when-told PAYLOAD WARM [PKG...]`` imports the
+packages (and, if it can, the comma-separated modules WARM) first, then loads the payload once
+a line ``go`` arrives on stdin: the submitting side starts it before it writes the payload.
 """
 
 from __future__ import annotations
@@ -56,19 +58,47 @@ def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     return 1 if runner.tally.gave_up else 0
 
 
+def _failed(exc: BaseException) -> int:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    traceback.print_exc()
+    return 1
+
+
 def preflight(payload: Path, pkgs: Sequence[str]) -> int:
     try:
         load(payload, pkgs)
     except BaseException as exc:  # report anything, including SystemExit from a user's import
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        traceback.print_exc()
-        return 1
+        return _failed(exc)
     return 0
+
+
+def preflight_when_told(payload: Path, warm: Sequence[str], pkgs: Sequence[str]) -> int:
+    import importlib
+
+    try:
+        for name in pkgs:  # as load() would, first
+            importlib.import_module(name)
+    except BaseException as exc:
+        return _failed(exc)
+    # Only to save time: the load below imports what it needs, and says why if it cannot.
+    for name in ("cloudpickle", *warm):  # cloudpickle rebuilds functions pickled by value
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            pass
+    if sys.stdin.readline().strip() != "go":
+        return 0  # the caller gave up before the payload was written
+    return preflight(payload, ())
 
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
+    if len(argv) >= 3 and argv[0] == "--preflight-when-told":
+        code = preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a check, which the caller waits for: skip tearing down what it imported
     if len(argv) != 3:
         print("usage: python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
         return 2

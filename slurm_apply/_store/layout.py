@@ -11,10 +11,12 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
                                  object f also refers to as a global is stored once
         payload.buffers          its big arrays, out of band, memory-mapped on the nodes
                                  (format and code: _store/payload.py)
-        params.pkl               the caller's DataFrame (to rebuild the output table)
+        params_meta.pkl          the rest of the caller's table: labels, dtypes (_store/table.py)
+        index.pkl                the table's index, to name rows without reading the table
         submit.sh, submit_s1.sh  one sbatch array script per submission
         retry_s0.sh              its follow-up, when rows are retried automatically
-        s0/params.bin            that submission's rows, in chunks a worker can seek to
+        s0/params.bin            that submission's rows, in chunks a worker can seek to (s0's:
+                                 the whole table, from which the output table is rebuilt)
         s0/claims/c000012        which task process took chunk 12 (created with O_EXCL;
                                  c000012.1, ... when live tasks took it over: _store/claims.py)
         s0/claims/all            made once every chunk is claimed (processes look no further)
@@ -47,7 +49,8 @@ DIR_PREFIX = "_rslurm_"
 
 MANIFEST = "manifest.json"
 PAYLOAD = "payload.pkl"
-PARAMS = "params.pkl"
+PARAMS_META = "params_meta.pkl"
+PARAMS = "params.pkl"  # format 2 kept the whole table here too (still read)
 INDEX = "index.pkl"  # params_df's index alone: rows are named by it without loading the table
 LOGS = "logs"
 LOCAL = "local"
@@ -235,19 +238,22 @@ def check_safe(job_dir: Path) -> None:
             f"{job_dir} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); anyone "
             f"could replace its pickles. Run `chmod go-w {job_dir}` if you trust its contents."
         )
-    # A safe directory can still hold a pickle someone else may rewrite in place.
+    # A safe directory can still hold a pickle someone else may rewrite in place (s<k>/params.bin too).
     with os.scandir(job_dir) as entries:
-        for entry in entries:
-            try:
-                est = os.stat(entry.path)
-            except FileNotFoundError:
-                continue
-            if est.st_uid != os.getuid() or est.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise UnsafeJobDirError(
-                    f"{entry.path} is owned by uid {est.st_uid} with mode {stat.S_IMODE(est.st_mode):o}; "
-                    "only you may own and write the files of a job directory (its pickles would run "
-                    f"code as you), so it is not opened. Run `chmod -R go-w {job_dir}` if you trust it."
-                )
+        paths = [e.path for e in entries]
+    subs = [p for p in paths if os.path.basename(p)[:1] == "s" and os.path.basename(p)[1:].isdigit()]
+    paths += [os.path.join(p, "params.bin") for p in subs]
+    for p in paths:
+        try:
+            est = os.stat(p)
+        except FileNotFoundError:
+            continue
+        if est.st_uid != os.getuid() or est.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafeJobDirError(
+                f"{p} is owned by uid {est.st_uid} with mode {stat.S_IMODE(est.st_mode):o}; "
+                "only you may own and write the files of a job directory (its pickles would run "
+                f"code as you), so it is not opened. Run `chmod -R go-w {job_dir}` if you trust it."
+            )
 
 
 def load_manifest(job_dir: Path) -> Manifest:

@@ -16,7 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._errors import JobDirError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Format 2 also kept the whole parameter table in params.pkl; such a directory is read from it.
+READABLE_FORMATS = (2, 3)
 
 # A submission's life: written (script on disk), submitted (has a job id), failed (refused).
 WRITTEN, SUBMITTED, FAILED = "written", "submitted", "failed"
@@ -205,7 +207,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise JobDirError(f"{where} is corrupt: expected a JSON object")
         fmt = data.get("format")
-        if fmt != FORMAT_VERSION:
+        if fmt not in READABLE_FORMATS:
             raise JobDirError(_format_message(where, fmt))
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}

@@ -1,0 +1,178 @@
+"""The caller's table, stored once: its rows are the first submission's chunks (``s0/params.bin``,
+which the nodes read), and ``params_meta.pkl`` holds only what those chunks cannot give back.
+
+The chunks carry each column either as raw numbers (``array.array``) or as a list of Python
+values (``_submit.encode_chunks``). The table is rebuilt from them column by column:
+
+    array   numbers, back into an array of the column's own dtype (byte order included);
+    values  a list of values, turned back into the column's dtype by pandas: object, bool,
+            complex, float16, datetimes (with or without a time zone), durations, periods,
+            categoricals (categories and order from the meta), strings, nullable ints and
+            bools. Each of these comes back exactly from the values its ``tolist()`` gives;
+    kept    any other dtype (e.g. nullable floats, whose NaN and NA the values do not tell
+            apart, or long doubles, which Python floats round): the column itself, in the meta.
+
+The meta also holds the column labels (with their name) and the table's ``attrs``; the index is
+``index.pkl``. A directory of format 2 has the whole table in ``params.pkl`` instead, and is read
+from it.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+from .._errors import JobDirError
+from . import layout as jd
+from .params import ParamsReader
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
+             ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
+             ("f", 4): "f", ("f", 8): "d"}
+_NUMPY_BY_VALUES = ("b", "O", "M", "m")  # kinds whose values give the column back
+_EXACT_BY_VALUES = ("float16", "complex64", "complex128")
+_MASKED_BY_VALUES = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+                     "boolean"}
+
+
+def typecode(dtype: Any) -> Any:
+    """The ``array.array`` type code a column of this dtype travels as, or None (as values)."""
+    import numpy as np
+
+    if not isinstance(dtype, np.dtype):
+        return None
+    code = TYPECODES.get((dtype.kind, dtype.itemsize))
+    return code if code is not None and array.array(code).itemsize == dtype.itemsize else None
+
+
+def _by_values(dtype: Any) -> bool:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in _NUMPY_BY_VALUES or dtype.name in _EXACT_BY_VALUES
+    if isinstance(dtype, (pd.CategoricalDtype, pd.DatetimeTZDtype, pd.PeriodDtype, pd.StringDtype)):
+        return True
+    return dtype.name in _MASKED_BY_VALUES
+
+
+def describe_columns(df: "pd.DataFrame") -> List[Tuple[str, Any]]:
+    """How each column comes back: ("array", dtype), ("values", dtype) or ("kept", column)."""
+    out: List[Tuple[str, Any]] = []
+    for i in range(df.shape[1]):
+        col = df.iloc[:, i]
+        if typecode(col.dtype) is not None:
+            out.append(("array", col.dtype))
+        elif _by_values(col.dtype):
+            out.append(("values", col.dtype))
+        else:
+            out.append(("kept", col.reset_index(drop=True)))
+    return out
+
+
+def write(job_dir: Path, df: "pd.DataFrame") -> None:
+    """Write what the chunks of ``s0/params.bin`` cannot give back of ``df`` (and its index)."""
+    meta = {"columns": df.columns, "attrs": dict(df.attrs), "how": describe_columns(df)}
+    with jd.atomic_open(job_dir / jd.PARAMS_META) as fh:
+        pickle.dump(meta, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    jd.write_index(job_dir, df.index)
+
+
+def _read_meta(job_dir: Path) -> Dict[str, Any]:
+    try:
+        with open(job_dir / jd.PARAMS_META, "rb") as fh:
+            meta = pickle.load(fh)
+        meta["columns"], meta["how"]  # noqa: B018 (present, or the file is not ours)
+        return meta
+    except FileNotFoundError:
+        raise JobDirError(f"{job_dir} has neither {jd.PARAMS_META} nor {jd.PARAMS}: its parameter "
+                          "table is gone") from None
+    except Exception as exc:
+        raise JobDirError(f"{job_dir / jd.PARAMS_META} is damaged ({type(exc).__name__}: {exc}); "
+                          "the parameter table cannot be rebuilt") from None
+
+
+def read(job_dir: Path) -> "pd.DataFrame":
+    """The caller's table, as it was given: columns, dtypes, index, attrs."""
+    import pandas as pd
+
+    if (job_dir / jd.PARAMS).exists():
+        return pd.read_pickle(job_dir / jd.PARAMS)
+    meta = _read_meta(job_dir)
+    how, index = meta["how"], jd.read_index(job_dir)
+    columns = _Filler(how, len(index))
+    reader = ParamsReader(jd.params_bin(job_dir, 0))
+    try:
+        for c in range(len(reader)):
+            blob = reader.chunk(c)
+            columns.put(blob["rows"], blob["data"])
+    finally:
+        reader.close()
+    df = pd.DataFrame({i: columns.series(i) for i in range(len(how))}, copy=False)
+    df.columns = meta["columns"]
+    df.index = index
+    df.attrs.update(meta["attrs"])
+    return df
+
+
+class _Filler:
+    """One array per column, filled chunk by chunk (a chunk's pieces are dropped as they go)."""
+
+    def __init__(self, how: List[Tuple[str, Any]], n: int) -> None:
+        import numpy as np
+
+        self.how = how
+        self.out: List[Any] = []
+        for kind, what in how:
+            if kind == "array":
+                self.out.append(np.empty(n, dtype=what.newbyteorder("=")))
+            elif kind == "values":
+                self.out.append(np.empty(n, dtype=object))
+            else:
+                self.out.append(None)
+
+    def put(self, rows: Tuple[int, int], data: List[Any]) -> None:
+        import numpy as np
+
+        start, stop = rows
+        for out, piece in zip(self.out, data):
+            if out is None:
+                continue
+            if out.dtype == object:  # fromiter keeps each value whole (a list stays a list)
+                out[start:stop] = np.fromiter(piece, dtype=object, count=stop - start)
+            else:
+                out[start:stop] = np.frombuffer(piece, dtype=out.dtype)
+
+    def series(self, i: int) -> "pd.Series":
+        import pandas as pd
+
+        kind, what = self.how[i]
+        if kind == "kept":
+            return what
+        values = self.out[i]
+        if kind == "array":
+            return pd.Series(values.astype(what, copy=False), copy=False)
+        if isinstance(what, pd.CategoricalDtype):
+            return pd.Series(pd.Categorical(values, dtype=what), copy=False)
+        return pd.Series(values, dtype=what, copy=False)
+
+
+def row_kwargs(job_dir: Path, n_rows: int, position: int) -> Dict[str, Any]:
+    """One row's arguments as the node passes them, read from its chunk of ``s0/params.bin``."""
+    from .._node.rows import decode_chunk
+    from .._submit import chunk_bounds
+
+    reader = ParamsReader(jd.params_bin(job_dir, 0))
+    try:
+        starts = [a for a, _ in chunk_bounds(n_rows, len(reader))]
+        rows, names, cols = decode_chunk(reader.chunk(bisect.bisect_right(starts, position) - 1))
+    finally:
+        reader.close()
+    at = rows.index(position)
+    return {name: col[at] for name, col in zip(names, cols)}
