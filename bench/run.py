@@ -843,6 +843,8 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
         "on a 2-core machine, so timings are noisy) and runs rslurm "
         f"{r.get('version') or '(not available)'} on the same cluster in the same run:\n\n"
         f"    {meta['command']}\n\n"
+        "Every benchmark, these and the big jobs' S1-S4 below, runs with one command, one part "
+        "after another (about 30 minutes): `python bench/all.py --readme`.\n\n"
         f"Run of {meta['started']} on slurm_apply {lib.get('commit', '?')}, {meta['repetitions']} "
         "repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated. End-to-end is "
         "from the call, with the table in memory, to the result table in memory. What each figure "

@@ -10,8 +10,8 @@ S1  10,000,000 rows of ``f(x) = {"a": x * 0.5, "b": x + 0.25}``, nodes=4, cpus_p
     seed=False: submit, wait, collect (bench/scale_steps.py's s1_run), get_output() and its
     peak RSS in a fresh process (s1_collect), then ``slurm-apply status DIR`` from fresh
     processes (wall, peak RSS by wait4) beside ``python -c pass``, ``python -c "import numpy"``
-    (the floor: status needs NumPy) and the same status by the code before this work (the
-    merge base with main, or --before REF) on the same job built by that code.
+    (the floor: status needs NumPy) and the same status by the code before this work
+    (c8f063e, main before it, or --before REF) on the same job built by that code.
 S2  1,000,000 rows over 500 array tasks of one process each (local backend: the test cluster's
     MaxArraySize is 1001, but its 6 CPUs on 2 cores would take long to start 500 tasks). From
     the tasks' end markers: time spent claiming per task as a fraction of its wall (claim_s, the
@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 from scale import log, render  # noqa: E402
 
 MB = 2**20
+BEFORE = "c8f063e"  # main before issue 12 (big jobs): the baseline of "the code before"
 INPUTS = ("params.pkl", "params_meta.pkl", "index.pkl", "payload.pkl", "payload.buffers", "params.bin",
           "manifest.json")
 
@@ -328,8 +329,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--s2-tasks", type=int, default=500)
     ap.add_argument("--s4-rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=5, help="repetitions of the status runs")
-    ap.add_argument("--before", default=None, help="git ref of the code before (default: the "
-                    "merge base with main); 'none' skips the before baselines")
+    ap.add_argument("--before", default=BEFORE, help="git ref of the code before (default: "
+                    f"{BEFORE}, main before issue 12's work); 'none' skips the before baselines")
     ap.add_argument("--cluster", action="store_true", help="S1 and S4 on tests/testbed.py's cluster")
     ap.add_argument("--step", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -341,7 +342,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.chmod(root, 0o755)
     git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True,  # noqa: E731
                                     text=True, check=True).stdout.strip()
-    before = args.before or git("merge-base", "HEAD", "main")
+    before = args.before
     libs = libraries(root, before)
     res: Dict[str, Any] = {"meta": {
         "command": " ".join(["python bench/scale2.py", *(sys.argv[1:] if argv is None else argv)]),
