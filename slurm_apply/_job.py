@@ -16,6 +16,7 @@ from ._results import Results, list_record_files
 from ._submit import chunk_bounds
 from ._rows import RowNames
 from ._history import decided_meanwhile
+from ._missing import in_rows
 from ._retry import stop_followups, stop_retries
 from ._status import JobStatus, Snapshot, build, valid_done
 from ._store.claims import ClaimReader
@@ -124,8 +125,9 @@ class SlurmJob:
         for s in m.submissions:
             if not s.launched and s.state == "written":
                 self._adopt(s, markers[s.index])
-        to_ask = [s for s in m.launched() if (s.followup and s.decision is None) or any(
-            not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))]
+        unended = {s.index for s in m.launched() if any(
+            not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))}
+        to_ask = [s for s in m.launched() if s.index in unended or self._followup_matters(s)]
         notes = self._ask(to_ask, ask)
         if again and decided_meanwhile(m, self._followups, lambda: jd.load_manifest(self.job_dir)):
             return self._snapshot(ask, again=False)
@@ -137,6 +139,18 @@ class SlurmJob:
             claims=lambda k: ClaimReader(self.job_dir, k).chains(),
             chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none,
             stops=read_stops(self.job_dir, m.launched()), followups=self._followups)
+
+    def _followup_matters(self, sub: "Submission") -> bool:
+        """Whether the status needs the scheduler's word on the follow-up of ``sub``, whose tasks
+        all ended well: only while it may still retry rows of it, i.e. rows of ``sub`` have no
+        result (or raised, with retry_errors). Otherwise, once the tasks are done, nothing waits
+        for it, and asking would cost a scheduler query after the job has finished."""
+        if not sub.followup or sub.decision is not None:
+            return False
+        left = in_rows(sub) - self._results.done_rows()
+        if not self._manifest.retry.retry_errors:
+            left = left - self._results.failed_rows()
+        return bool(left)
 
     def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
         """Ask each backend about its unfinished submissions; keep the answers."""

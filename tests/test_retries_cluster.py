@@ -201,3 +201,21 @@ def test_a_task_over_its_time_is_retried_with_more_time(cluster, cluster_noacct,
             assert retry.row_positions() == [7] and retry.slurm_options["time"] == "00:02:00"
             assert retry.slurm_options["partition"] == "long"
             assert "retried: row 7: TIMEOUT at 00:01:00, done at 00:02:00" in str(status)
+
+
+def test_a_finished_job_asks_the_scheduler_nothing_while_its_follow_up_waits(cluster, job_parent):
+    """Every row done and the follow-up held in the queue (its decision not yet made): nothing
+    waits for it, so wait() returns and a status, wait() and get_output() ask the scheduler
+    nothing more once the tasks' end markers are there."""
+    job = start(job_parent, "quiet", "", n=4)
+    subprocess.run(["scontrol", "hold", job.manifest.latest.followup_id], check=True)
+    try:
+        status = job.wait(timeout_s=90, progress=False)
+        asked = job.scheduler_queries
+        assert status.completed and job.manifest.latest.decision is None, str(status)
+        later = SlurmJob(job.job_dir)
+        assert later.get_job_status().completed and later.wait(progress=False).completed
+        later.get_output()
+        assert (job.get_job_status().completed, job.scheduler_queries, later.scheduler_queries) == (True, asked, 0)
+    finally:
+        subprocess.run(["scancel", job.manifest.latest.followup_id], check=False)
