@@ -22,7 +22,7 @@ from pathlib import Path
 STEP = r"""
 import json, resource, sys, time
 import numpy
-from slurm_apply._results import Results, list_record_files
+from slurm_apply._status.results import Results, list_record_files
 job, step = sys.argv[1], sys.argv[2]
 manifest = json.load(open(job + "/manifest.json"))
 t0 = time.perf_counter()

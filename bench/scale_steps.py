@@ -97,7 +97,7 @@ def s3_call(jobs: str, gb: float, backend: str, jobname: str, mem_mb: int = 0) -
 
 def launch(job_dir: str, all_at_once: bool) -> Dict[str, Any]:
     from slurm_apply._store import layout as jd
-    from slurm_apply import _submit
+    from slurm_apply._launch import write as _submit
 
     if all_at_once:
         # The local backend runs as many tasks at once as the CPUs allow (1 here: 2 cores, 2
@@ -148,7 +148,8 @@ def s1_collect(job_dir: str, by_column: bool) -> Dict[str, Any]:
     process's own before the call."""
     import pandas as pd  # noqa: F401 (imported before the baseline is taken)
 
-    from slurm_apply import SlurmJob, _output
+    from slurm_apply import SlurmJob
+    from slurm_apply._job import output as _output
 
     if not by_column:  # the path every table took before: one dict per row, from_records
         _output.column_frame = lambda results: None

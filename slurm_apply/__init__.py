@@ -11,8 +11,8 @@ so the public names are loaded on first use, and a task pays only for the module
 import typing as _typing
 
 if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load on first use (below)
-    from ._api import slurm_apply
-    from ._map import slurm_call, slurm_map
+    from ._submit.api import slurm_apply
+    from ._submit.map import slurm_call, slurm_map
     from ._errors import (
         InputError,
         JobActiveError,
@@ -31,9 +31,9 @@ if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load o
         UnsafeJobDirError,
         WaitInterrupted,
     )
-    from ._job import SlurmJob
-    from ._output import FailedRow, MissingRow
-    from ._status import JobStatus, TaskStatus
+    from ._job.handle import SlurmJob
+    from ._job.output import FailedRow, MissingRow
+    from ._status.model import JobStatus, TaskStatus
 
 __version__ = "0.2.0"
 
@@ -66,9 +66,9 @@ __all__ = [
 
 _HOME = {name: "._errors" for name in __all__
          if name.endswith("Error") or name in ("RemoteTraceback", "WaitInterrupted")}
-_HOME.update(slurm_apply="._api", slurm_map="._map", slurm_call="._map", SlurmJob="._job",
-             JobStatus="._status", TaskStatus="._status", FailedRow="._output",
-             MissingRow="._output")
+_HOME.update(slurm_apply="._submit.api", slurm_map="._submit.map", slurm_call="._submit.map",
+             SlurmJob="._job.handle", JobStatus="._status.model", TaskStatus="._status.model",
+             FailedRow="._job.output", MissingRow="._job.output")
 
 
 def __getattr__(name: str) -> _typing.Any:

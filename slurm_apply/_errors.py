@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 if TYPE_CHECKING:
-    from ._status import JobStatus
+    from ._status.model import JobStatus
 
 __all__ = [
     "SlurmApplyError",

@@ -22,7 +22,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from slurm_apply import JobStatus, SlurmJob, _export, _logs, _render, cli, slurm_apply
+from slurm_apply import JobStatus, SlurmJob, slurm_apply
+from slurm_apply._job import export as _export
+from slurm_apply._status import logs as _logs, render as _render
+from slurm_apply import cli
 
 REPO = Path(__file__).resolve().parent.parent
 

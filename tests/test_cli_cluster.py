@@ -91,7 +91,7 @@ def test_sbatch_refusal_keeps_the_directory_and_resubmit_fixes_it(cluster, job_p
 
 
 def test_max_concurrent_and_max_array_size_on_the_cluster(cluster, job_parent):
-    from slurm_apply._backends import slurm as _slurm
+    from slurm_apply._backends.slurm import backend as _slurm
 
     assert _slurm.max_array_size() == 1001  # read from `scontrol show config`
     job = slurm_apply(flaky, pd.DataFrame({"x": range(6)}), add_objects={"FLAG": "/nonexistent"},

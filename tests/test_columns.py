@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from slurm_apply import _output
-from slurm_apply._results import Results
+from slurm_apply._job import output as _output
+from slurm_apply._status.results import Results
 from slurm_apply._store import columns, records
 
 

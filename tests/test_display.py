@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from slurm_apply import JobStatus, TaskStatus, WaitInterrupted, slurm_apply
-from slurm_apply._progress import Progress
-from slurm_apply._render import HTML_TASK_GROUPS, progress_postfix
+from slurm_apply._status.progress import Progress
+from slurm_apply._status.render import HTML_TASK_GROUPS, progress_postfix
 
 REPO = Path(__file__).resolve().parent.parent
 

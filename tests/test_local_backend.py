@@ -18,7 +18,7 @@ import pytest
 from slurm_apply import SchedulerError, slurm_apply as apply
 from slurm_apply._store import layout as jd
 from slurm_apply._backends import TaskRecord, Unknown
-from slurm_apply._backends import local
+from slurm_apply._backends.local import backend as local
 from slurm_apply._store.manifest import Submission
 
 HOST = socket.gethostname()

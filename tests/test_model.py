@@ -9,8 +9,8 @@ import pytest
 
 from slurm_apply import JobDirError
 from slurm_apply._backends import TaskRecord, Unknown
-from slurm_apply._runs import RowSet
-from slurm_apply._status import Snapshot, build
+from slurm_apply._status.rowsets import RowSet
+from slurm_apply._status.model import Snapshot, build
 from slurm_apply._store.manifest import FORMAT_VERSION, Manifest, Submission, ranges
 
 

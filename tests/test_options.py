@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import InputError, slurm_apply
-from slurm_apply._backends import sbatch_options
+from slurm_apply._backends.slurm import options as sbatch_options
 
 
 def f(x):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from slurm_apply._backends import slurm_parse as sp
+from slurm_apply._backends.slurm import parse as sp
 from slurm_apply._backends.base import TaskRecord
 from slurm_apply._errors import SchedulerError
 from slurm_apply._backends import Unknown
-from slurm_apply._classify import MARKER_GRACE_S, classify, last_error_line, mem_text, scan_log
-from slurm_apply._render import compress_rows
+from slurm_apply._status.classify import MARKER_GRACE_S, classify, last_error_line, mem_text, scan_log
+from slurm_apply._status.render import compress_rows
 
 SACCT = """\
 5_0|COMPLETED|0:0|00:00:03||200M|n1|00:01:00
@@ -130,7 +130,7 @@ def test_parse_job_name(line, name):
 
 @pytest.mark.parametrize("name", ["tune", "a b", 'q"uo\\te', "ünï"])
 def test_parse_job_name_reads_what_the_script_writer_quoted(name):
-    from slurm_apply._script import directive_value
+    from slurm_apply._launch.script import directive_value
 
     assert sp.parse_job_name(f"#SBATCH --job-name={directive_value(name)}\n") == name
 

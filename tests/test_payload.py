@@ -189,7 +189,7 @@ def test_an_unpicklable_object_beside_a_big_array_is_named(tmp_path: Path) -> No
 
 
 def test_only_the_pickled_part_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from slurm_apply import _api
+    from slurm_apply._submit import api as _api
 
     monkeypatch.setattr(_api, "PAYLOAD_WARN_MB", 1)
     X = np.ones(8 * MB // 8)

@@ -17,10 +17,18 @@ import pytest
 from slurm_apply import JobDirError, ResultsError, slurm_apply
 from slurm_apply._store import layout as jd
 from slurm_apply._store import params
-from slurm_apply import _submit
+from slurm_apply._launch import write as _submit
 from slurm_apply._store.manifest import ranges
-from slurm_apply._results import (ERROR, NO_RECORD, SUCCESS, Results, list_record_files, make_key,
-                                  merge, split_key)
+from slurm_apply._status.results import (
+    ERROR,
+    NO_RECORD,
+    SUCCESS,
+    Results,
+    list_record_files,
+    make_key,
+    merge,
+    split_key,
+)
 from slurm_apply._store import claims, records
 from slurm_apply._node.rows import decode_chunk, row_seed
 

@@ -16,15 +16,14 @@ import pandas as pd
 import pytest
 
 from slurm_apply import InputError, SlurmJob, slurm_apply
-from slurm_apply import _resources as res
-from slurm_apply import _retry
+from slurm_apply._backends import resources as res
+from slurm_apply._job import followup as _retry
 from slurm_apply._backends import Limits, TaskRecord, Unknown
-from slurm_apply._history import RetryLine, retries
-from slurm_apply._retry_plan import ERROR, Facts, decide
-from slurm_apply._runs import RowSet
-from slurm_apply._status import JobStatus, TaskStatus
-from slurm_apply._store.manifest import (GAVE_UP, RETRIED, STOPPED, Decision, Manifest, RetryPolicy,
-                                         Submission)
+from slurm_apply._status.retries import RetryLine, retries
+from slurm_apply._job.retry_plan import ERROR, Facts, decide
+from slurm_apply._status.rowsets import RowSet
+from slurm_apply._status.model import JobStatus, TaskStatus
+from slurm_apply._store.manifest import GAVE_UP, RETRIED, STOPPED, Decision, Manifest, RetryPolicy, Submission
 
 # --- limits in Slurm's forms ---------------------------------------------------------------------
 
@@ -377,8 +376,8 @@ def test_retry_arguments_are_checked_before_anything_is_written(tmp_path, kw):
 def test_a_status_with_retries_given_up_is_plain_json():
     """to_dict() (the CLI's --json) holds the rows not retried and the missing rows' task
     states as plain lists and dicts, though the status keeps them as runs."""
-    from slurm_apply._history import Retries
-    from slurm_apply._runs import RowReasons
+    from slurm_apply._status.retries import Retries
+    from slurm_apply._status.rowsets import RowReasons
 
     states = RowReasons()
     states.add(RowSet.from_rows([3, 4]), "OUT_OF_MEMORY")

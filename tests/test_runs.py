@@ -9,9 +9,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from slurm_apply._merge import NO_RECORD, envelope, merge
-from slurm_apply._results import Results, list_record_files
-from slurm_apply._runs import RowReasons, RowSet
+from slurm_apply._status.merge import NO_RECORD, envelope, merge
+from slurm_apply._status.results import Results, list_record_files
+from slurm_apply._status.rowsets import RowReasons, RowSet
 from slurm_apply._store import layout as jd
 from slurm_apply._store import records
 from slurm_apply._store.rowruns import expand, runs_of

@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 import slurm_apply
-from slurm_apply import (InputError, JobDirExistsError, SlurmJob, UnsafeJobDirError,
-                         slurm_apply as run)
+from slurm_apply import InputError, JobDirExistsError, SlurmJob, UnsafeJobDirError, slurm_apply as run
 from slurm_apply._store import layout as jd
 from slurm_apply._store import params, table
 

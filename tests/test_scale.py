@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import slurm_apply
-from slurm_apply import _submit
+from slurm_apply._launch import write as _submit
 from slurm_apply._store import claims, layout as jd
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from slurm_apply import InputError
-from slurm_apply._script import directive_value, normalize_key, option_line, render, render_followup
+from slurm_apply._launch.script import directive_value, normalize_key, option_line, render, render_followup
 
 HOSTILE_VALUES = [
     "two words",
@@ -308,7 +308,7 @@ def test_the_follow_up_script_goes_where_the_array_went_and_runs_the_retry_decis
         "#SBATCH --time=00:15:00", f'#SBATCH --output="{job_dir}/logs/s0_retry.out"',
         "#SBATCH --open-mode=append", "#SBATCH --partition=long", "#SBATCH -A lab"]
     assert "module load python" in lines
-    assert lines[-1] == (f"exec '/opt/py 3/bin/python' -m slurm_apply._retry "
+    assert lines[-1] == (f"exec '/opt/py 3/bin/python' -m slurm_apply._job.followup "
                          f"'{tmp_path}/it'\"'\"'s a dir/_rslurm_x' 0 abc")
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)  # valid bash
 

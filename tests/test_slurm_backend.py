@@ -16,7 +16,7 @@ import pytest
 
 from slurm_apply import JobActiveError, SchedulerError, SlurmJob, SubmissionError, slurm_apply
 from slurm_apply._backends import Limits, Unknown, get
-from slurm_apply._backends import slurm
+from slurm_apply._backends.slurm import backend as slurm
 from slurm_apply._backends.base import TaskRecord
 from slurm_apply._store.manifest import SUBMITTED, Submission
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import JobActiveError, SlurmJob, SubmissionError, slurm_apply, slurm_call, slurm_map
-from slurm_apply._backends import slurm as slurm_backend
+from slurm_apply._backends.slurm import backend as slurm_backend
 from slurm_apply._store import layout as jd
 from slurm_apply._node.rows import row_seed
 from slurm_apply.cli import cli

@@ -22,9 +22,17 @@ import pandas as pd
 import pytest
 
 import slurm_apply
-from slurm_apply import (InputError, JobDirExistsError, PreflightError, SlurmApplyError, SlurmJob,
-                         SubmissionError, UnpicklableError, slurm_apply as run)
-from slurm_apply import _api
+from slurm_apply import (
+    InputError,
+    JobDirExistsError,
+    PreflightError,
+    SlurmApplyError,
+    SlurmJob,
+    SubmissionError,
+    UnpicklableError,
+    slurm_apply as run,
+)
+from slurm_apply._submit import api as _api
 from slurm_apply._store import layout as jd
 
 SBATCH_REFUSAL = "sbatch: error: Batch job submission failed: Invalid partition name specified"

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from slurm_apply import PreflightError, slurm_apply
-from slurm_apply import _api
+from slurm_apply._submit import api as _api
 from slurm_apply._store import payload
 
 MB = 2**20

@@ -10,7 +10,7 @@ from .base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
 __all__ = ["Answer", "Backend", "Limits", "Query", "TaskKey", "TaskRecord", "Unknown", "get", "choose", "NAMES"]
 
 NAMES = ("slurm", "local")
-_CLASSES = {"slurm": ("slurm", "SlurmBackend"), "local": ("local", "LocalBackend")}
+_CLASSES = {"slurm": ("slurm.backend", "SlurmBackend"), "local": ("local.backend", "LocalBackend")}
 _made: Dict[str, Backend] = {}
 
 
@@ -26,6 +26,6 @@ def choose(requested: str) -> str:
     """The backend to use for a new job: "auto" is Slurm where a cluster answers, else local."""
     if requested != "auto":
         return requested
-    from .slurm import cluster_available
+    from .slurm.backend import cluster_available
 
     return "slurm" if cluster_available() else "local"

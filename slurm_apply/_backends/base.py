@@ -12,7 +12,7 @@ An answer per task is one of:
 * an :class:`Unknown`: the scheduler could not be asked (its commands are not on PATH, the
   controller does not answer, ...). It is never read as "forgotten".
 
-A submission may also have a follow-up (automatic retries, :mod:`slurm_apply._retry`): a small
+A submission may also have a follow-up (automatic retries, :mod:`slurm_apply._job.followup`): a small
 job that starts once every task of the submission has ended. A query answers for it in the same
 forms, in :attr:`Query.followups`.
 """

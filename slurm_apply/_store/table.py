@@ -166,7 +166,7 @@ class _Filler:
 def row_kwargs(job_dir: Path, n_rows: int, position: int) -> Dict[str, Any]:
     """One row's arguments as the node passes them, read from its chunk of ``s0/params.bin``."""
     from .._node.rows import decode_chunk
-    from .._submit import chunk_bounds
+    from .._launch.write import chunk_bounds
 
     reader = ParamsReader(jd.params_bin(job_dir, 0))
     try:

@@ -1,0 +1,397 @@
+"""The "local" backend: a submission's array tasks run on this machine, when there is no Slurm.
+
+The array script runs once per task (``bash SCRIPT`` with ``SLURM_ARRAY_TASK_ID`` set), one task
+per ``cpus_per_task`` of the CPUs this process may use at a time, under a detached supervisor
+(``python -m slurm_apply._backends.local.backend JOB_DIR SUB``) that records each task's state, so any
+process on this host can ask about the job as it would ask Slurm. Two files per submission:
+
+* ``local/s<k>.json``, the state. The submitter writes it once, *before* starting the supervisor;
+  then only the supervisor writes it, and a cancel only once the supervisor is known gone::
+
+    {"format": 1, "script": "submit.sh", "cpus_per_task": 2, "parallel": 2,
+     "tasks": {"0": {"state": "RUNNING", "started": 1700000000.1,
+                     "proc": {"pid": 4242, "start": 991, "host": "vm"}},
+               "1": {"state": "FAILED", "started": ..., "proc": ..., "ended": ..., "exit_code": 3}}}
+
+* ``local/s<k>.runner.json``, the supervisor's identity, written once by the submitter::
+
+    {"pid": 4240, "start": 990, "host": "vm", "job_id": "local-4240", "started_at": 1700000000.0}
+
+A pid alone names another process once its owner is gone, so a process is taken for the
+supervisor (or a task) only if its pid, start time (``/proc/<pid>/stat`` field 22: clock ticks
+since boot; ``ps``'s ``lstart`` where there is no /proc) and host all match.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+from ..._store import layout as jd
+from ..._errors import SchedulerError, SubmissionError
+from . import followup as local_followup
+from ..base import Answer, Backend, Query, TaskRecord, Unknown
+from .exit import remember
+
+if TYPE_CHECKING:
+    from ..._store.manifest import Submission
+
+# Its files' paths are the job directory's: see layout (local_dir, local_state_path, ...).
+local_dir, state_path = jd.local_dir, jd.local_state_path
+runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
+
+STATE_FORMAT = 1
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (
+    "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "LOST")
+POLL_S = 0.02  # how often the supervisor looks at its tasks
+STOP_GRACE_S = 10.0  # a cancelled task's time to save its rows after SIGTERM, before SIGKILL
+PROC = Path("/proc")
+
+
+class CannotTell(Exception):
+    """This machine cannot say whether a process is the one recorded."""
+
+
+def parallel_tasks(cpus_per_task: int) -> int:
+    """Tasks that fit at once on the CPUs this process may use (its affinity mask, which a
+    container, taskset or an enclosing Slurm allocation narrows), not on all of the machine's."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity on this platform (macOS)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, cpus_per_task))
+
+
+def _width(sub: "Submission") -> int:
+    # An array throttle (--array=0-N%M) holds here as it would under Slurm.
+    return min(parallel_tasks(sub.cpus_per_task), sub.max_concurrent or sub.n_tasks, sub.n_tasks)
+
+
+# -- who a process is ---------------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> Optional[Tuple[str, Any]]:
+    """(state letter, start time) of process ``pid``; None if there is no such process; raises
+    CannotTell when neither /proc nor ps can say."""
+    try:
+        data = (PROC / str(pid) / "stat").read_bytes()
+    except FileNotFoundError:
+        if (PROC / "self" / "stat").exists():
+            return None  # /proc works here, so the process does not exist
+        return _ps_stat(pid)
+    except OSError as exc:  # e.g. /proc mounted with hidepid
+        raise CannotTell(f"cannot read {PROC / str(pid) / 'stat'}: {exc}") from None
+    # The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[22 - 3])
+
+
+def _ps_stat(pid: int) -> Optional[Tuple[str, Any]]:
+    """What /proc would say, from ps, on systems without /proc (start time to the second)."""
+    try:
+        out = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CannotTell(f"no /proc, and ps did not answer: {exc}") from None
+    line = out.stdout.strip()
+    if not line:
+        if out.returncode != 0 and out.stderr.strip():
+            raise CannotTell(f"no /proc, and ps failed: {out.stderr.strip()}")
+        return None
+    stat, _, start = line.partition(" ")
+    return stat[:1], start.strip()
+
+
+def identity(pid: int) -> Dict[str, Any]:
+    """Who process ``pid`` is: to be recorded right after starting it (a child not yet reaped
+    keeps its pid, so this is the child's start time, not another process's)."""
+    try:
+        stat = _proc_stat(pid)
+    except CannotTell:
+        stat = None
+    return {"pid": pid, "start": stat[1] if stat else None, "host": socket.gethostname()}
+
+
+def is_alive(ident: Dict[str, Any]) -> bool:
+    """Whether the process ``ident`` records still runs (on this host). Raises CannotTell."""
+    if ident.get("host") != socket.gethostname():
+        return False
+    stat = _proc_stat(int(ident["pid"]))
+    # A zombie has exited (it only waits for its parent to reap it).
+    return stat is not None and stat[0] != "Z" and ident.get("start") is not None \
+        and stat[1] == ident["start"]
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False if it has no process left (signal 0 only asks)."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal: the group is not empty
+        pass
+    return True
+
+
+def read_identity(job_dir: Path, sub: int) -> Dict[str, Any]:
+    """The supervisor's identity. Raises OSError or ValueError when it cannot be read."""
+    ident = jd.read_json(runner_path(job_dir, sub))
+    if not isinstance(ident, dict) or not isinstance(ident.get("pid"), int) or "host" not in ident:
+        raise ValueError("not a local runner identity (no pid or host)")
+    return ident
+
+
+def read_state(job_dir: Path, sub: int) -> Dict[str, Any]:
+    """The task states as written. Raises OSError or ValueError when they cannot be read."""
+    state = jd.read_json(state_path(job_dir, sub))
+    tasks = state.get("tasks") if isinstance(state, dict) else None
+    if not isinstance(tasks, dict) or not all(isinstance(t, dict) and isinstance(t.get("state"), str)
+                                              for t in tasks.values()):
+        raise ValueError("not a local runner state file (no task states)")
+    return state
+
+
+def _exit_code(code: Optional[int]) -> str:
+    # Slurm's form, exit:signal ("0:15" for a task killed by SIGTERM).
+    return "" if code is None else f"{code}:0" if code >= 0 else f"0:{-code}"
+
+
+# -- the backend -------------------------------------------------------------------------------
+
+class LocalBackend(Backend):
+    """Array tasks as subprocesses of a supervisor on this machine."""
+
+    name = "local"
+    query_is_cheap = True  # two small files per submission
+
+    def submit(self, job_dir: Path, sub: "Submission") -> str:
+        local_dir(job_dir).mkdir(mode=0o700, exist_ok=True)
+        # The whole plan goes in the state file before the supervisor exists: it reads it there,
+        # and from then on it is the file's only writer.
+        jd.write_json(state_path(job_dir, sub.index), {
+            "format": STATE_FORMAT, "script": sub.script, "cpus_per_task": sub.cpus_per_task,
+            "parallel": _width(sub), "tasks": {str(t): {"state": PENDING} for t in range(sub.n_tasks)},
+            "followup": sub.followup,  # run by the supervisor once every task has ended
+        })
+        try:
+            with open(supervisor_log(job_dir, sub.index), "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "slurm_apply._backends.local.backend", str(job_dir), str(sub.index)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    close_fds=True)
+        except OSError as exc:
+            raise SubmissionError(f"could not start the local runner ({sys.executable}): {exc}") from None
+        ident = dict(identity(proc.pid), job_id=f"local-{proc.pid}", started_at=time.time())
+        try:
+            # Before returning, so a cancel() right after this call can reach the supervisor.
+            jd.write_json(runner_path(job_dir, sub.index), ident)
+        except OSError as exc:
+            _signal_group(proc.pid, signal.SIGKILL)  # a runner nobody could find or cancel
+            raise SubmissionError(f"could not record the local runner: {exc}") from None
+        remember(job_dir, sub)  # to say at exit if its tasks still run
+        return ident["job_id"]
+
+    def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
+        # Reads of two small files per submission: no scheduler command, so calls stays 0.
+        out = Query()
+        for sub in subs:
+            tasks, followup = _answers(job_dir, sub)
+            out.answers.update(((sub.index, t), a) for t, a in enumerate(tasks))
+            if followup is not None:
+                out.followups[sub.index] = followup
+        return out
+
+    def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        return None  # the supervisor runs it: submit() put it in its plan
+
+    def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        for sub in subs:
+            _cancel(job_dir, sub.index)
+
+    def launch_notice(self, sub: "Submission") -> Optional[str]:
+        return (f"running the {sub.n_tasks} array task(s) on this machine, "
+                f"{_width(sub)} at a time")
+
+
+def _runner(job_dir: Path, k: int) -> Tuple[Dict[str, Any], bool]:
+    """The identity of submission k's supervisor, and whether it still runs. Raises CannotTell
+    (saying why) when that cannot be known from here."""
+    try:
+        ident = read_identity(job_dir, k)
+    except (OSError, ValueError) as exc:
+        raise CannotTell(f"cannot read the local runner's identity of submission {k}: {exc}") from None
+    if ident["host"] != socket.gethostname():
+        raise CannotTell(f"the local runner of submission {k} runs on host {ident['host']}; look from there")
+    try:
+        return ident, is_alive(ident)
+    except CannotTell as exc:
+        raise CannotTell(f"cannot tell whether the local runner (pid {ident['pid']}) still runs: "
+                         f"{exc}") from None
+
+
+def _answers(job_dir: Path, sub: "Submission") -> Tuple[List[Answer], Optional[Answer]]:
+    """One answer per task of ``sub``: its record, LOST if its supervisor is gone, or Unknown;
+    and one for its follow-up (None when it has none)."""
+    try:
+        ident, alive = _runner(job_dir, sub.index)
+        # Read after the liveness check: a supervisor writes its last states before it exits, so
+        # a dead one's file is final, and a live one's PENDING/RUNNING are current.
+        try:
+            plan = read_state(job_dir, sub.index)
+        except (OSError, ValueError) as exc:
+            raise CannotTell(f"cannot read the local runner's states {state_path(job_dir, sub.index)}: "
+                             f"{exc}") from None
+    except CannotTell as exc:
+        return [Unknown(str(exc))] * sub.n_tasks, Unknown(str(exc)) if sub.followup else None
+    tasks = plan["tasks"]
+    pid, host = ident["pid"], ident["host"]
+    job_id = sub.job_id or ident.get("job_id") or f"local-{pid}"
+    out: List[Answer] = []
+    for t in range(sub.n_tasks):
+        rec = tasks.get(str(t))
+        if rec is None:
+            out.append(Unknown(f"the local runner's states have no task {t}"))
+            continue
+        state, reason = rec["state"], ""
+        if state in (PENDING, RUNNING) and not alive:
+            state, reason = LOST, f"the local runner (pid {pid} on {host}) is gone"
+        out.append(TaskRecord(array_job_id=job_id, task=t, state=state, node_list=host, reason=reason,
+                              exit_code=_exit_code(rec.get("exit_code")), end_time=rec.get("ended")))
+    return out, local_followup.answer(plan, alive, job_id, host)
+
+
+def _cancel(job_dir: Path, k: int) -> None:
+    if not runner_path(job_dir, k).exists():
+        return  # never started here
+    signalled = False
+    try:
+        ident, alive = _runner(job_dir, k)
+        if alive:
+            # Its own session, so its group is just itself; it stops its tasks and records them.
+            signalled = _signal_group(ident["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S + 5
+            while is_alive(ident) and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            if is_alive(ident):
+                return  # still stopping its tasks: it will record them itself
+    except CannotTell as exc:
+        raise SchedulerError(f"cannot cancel submission {k}: {exc}") from None
+    _record_cancel(job_dir, k, signalled)
+
+
+def _still_runs(ident: Dict[str, Any]) -> bool:
+    try:
+        return is_alive(ident)
+    except CannotTell:
+        return False
+
+
+def _record_cancel(job_dir: Path, k: int, signalled: bool) -> None:
+    """The supervisor is gone, so the state file is ours: stop tasks it left running, and say
+    CANCELLED for what this cancel stopped (a supervisor killed before it could record)."""
+    try:
+        state = read_state(job_dir, k)
+    except (OSError, ValueError):
+        return
+    changed = False
+    for rec in state["tasks"].values():
+        orphan = rec["state"] == RUNNING and "proc" in rec and _still_runs(rec["proc"])
+        if orphan:
+            _signal_group(rec["proc"]["pid"], signal.SIGTERM)
+        if orphan or (signalled and rec["state"] in (PENDING, RUNNING)):
+            rec.update(state=CANCELLED, ended=time.time())
+            changed = True
+    if changed:
+        jd.write_json(state_path(job_dir, k), state)
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+
+class _Supervisor:
+    """Runs the tasks of one submission, a few at a time, and records their states."""
+
+    def __init__(self, job_dir: Path, k: int) -> None:
+        self.job_dir, self.k = job_dir, k
+        plan = read_state(job_dir, k)
+        self.script = job_dir / plan["script"]
+        self.width = int(plan["parallel"])
+        self.tasks: Dict[str, Dict[str, Any]] = plan["tasks"]
+        self.plan = plan
+        self.running: Dict[int, subprocess.Popen] = {}
+        self.job_id = f"local-{os.getpid()}"
+        self.host = socket.gethostname()
+
+    def save(self) -> None:
+        jd.write_json(state_path(self.job_dir, self.k), dict(self.plan, tasks=self.tasks))
+
+    def start(self, t: int) -> None:
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(t), SLURM_ARRAY_JOB_ID=self.job_id,
+                   SLURM_JOB_ID=f"{self.job_id}_{t}", SLURMD_NODENAME=self.host)
+        with open(jd.log_path(self.job_dir, self.k, t), "ab") as log:
+            # Its own process group, so a cancel can signal the task and every process it
+            # started (as Slurm signals a whole step), and nothing else.
+            proc = subprocess.Popen(["bash", str(self.script)], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.running[t] = proc
+        self.tasks[str(t)] = {"state": RUNNING, "started": time.time(), "proc": identity(proc.pid)}
+        self.save()
+
+    def reap(self, stopping: bool = False) -> None:
+        """Record the tasks that have ended (and, once stopping, whose processes all have)."""
+        for t, proc in list(self.running.items()):
+            code = proc.poll()
+            # Once stopping, wait for every process of the task: each saves its rows on SIGTERM.
+            if code is None or (stopping and _signal_group(proc.pid, 0)):
+                continue
+            del self.running[t]
+            state = COMPLETED if code == 0 else (CANCELLED if stopping else FAILED)
+            self.tasks[str(t)].update(state=state, exit_code=code, ended=time.time())
+            self.save()
+
+    def stop(self) -> None:
+        """SIGTERM every running task (its rows are saved by the worker's handler), give them
+        STOP_GRACE_S to exit, SIGKILL what is left, and record all unfinished tasks CANCELLED."""
+        for proc in self.running.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.running and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            self.reap(stopping=True)
+        for t, proc in self.running.items():
+            _signal_group(proc.pid, signal.SIGKILL)
+            self.tasks[str(t)]["exit_code"] = proc.wait()
+        self.running.clear()
+        for rec in self.tasks.values():
+            if rec["state"] in (PENDING, RUNNING):
+                rec.update(state=CANCELLED, ended=time.time())
+        self.save()
+
+    def run(self, stop_requested: List[int]) -> int:
+        pending = sorted(int(t) for t, rec in self.tasks.items() if rec["state"] == PENDING)
+        while (pending or self.running) and not stop_requested:
+            while pending and len(self.running) < self.width and not stop_requested:
+                self.start(pending.pop(0))
+            time.sleep(POLL_S)
+            self.reap()
+        if stop_requested:
+            self.stop()
+        local_followup.run(self, stop_requested)
+        return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """The supervisor process: ``python -m slurm_apply._backends.local.backend JOB_DIR SUBMISSION``."""
+    stop_requested: List[int] = []
+    # Only note the request: the loop acts on it between steps, so a SIGTERM that arrives while
+    # a task is being started or a state written cannot leave either half done.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
+    return _Supervisor(Path(argv[0]), int(argv[1])).run(stop_requested)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+"""The local face of ``sbatch --dependency=afterany``: the supervisor of a local submission runs
+its follow-up (the script that retries rows whose task died) once every task has ended.
+
+The follow-up's state goes in the submission's state file, beside its tasks', under
+``"followup"``, written by the supervisor only::
+
+    {"followup": {"state": "RUNNING", "started": 1700000000.1, "proc": {...}}}
+
+A cancel (SIGTERM to the supervisor) stops it as it stops a task.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from ..._store import layout as jd
+from ..base import Answer, TaskRecord
+
+if TYPE_CHECKING:
+    from .backend import _Supervisor
+
+STOP_GRACE_S = 10.0
+
+
+def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
+    """Run the follow-up the plan names (if any) to its end, recording its state."""
+    from .backend import CANCELLED, COMPLETED, FAILED, POLL_S, RUNNING, _signal_group, identity
+
+    script = sup.plan.get("followup")
+    if not script or stop_requested:
+        return
+    with open(jd.followup_log_path(sup.job_dir, sup.k), "ab") as log:
+        # Its own process group, as a task's: a cancel stops it and whatever it started.
+        proc = subprocess.Popen(["bash", str(sup.job_dir / script)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    rec: Dict[str, Any] = {"state": RUNNING, "started": time.time(), "proc": identity(proc.pid)}
+    sup.plan["followup_run"] = rec
+    sup.save()
+    stopped = False
+    while proc.poll() is None:
+        if stop_requested and not stopped:
+            stopped = True
+            _signal_group(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGKILL)
+        time.sleep(POLL_S)
+    code = proc.wait()
+    rec.update(state=CANCELLED if stopped else COMPLETED if code == 0 else FAILED, exit_code=code,
+               ended=time.time())
+    sup.save()
+
+
+def answer(state: Dict[str, Any], alive: bool, job_id: str, host: str) -> Optional[Answer]:
+    """What the state file says of the follow-up: None when the plan has none."""
+    from .backend import LOST, PENDING, RUNNING, _exit_code
+
+    if not state.get("followup"):
+        return None
+    rec = state.get("followup_run") or {"state": PENDING}
+    name, reason = rec["state"], ""
+    if name in (PENDING, RUNNING) and not alive:
+        name, reason = LOST, "the local runner is gone"
+    return TaskRecord(array_job_id=f"{job_id}-retry", task=None, state=name, node_list=host,
+                      reason=reason, exit_code=_exit_code(rec.get("exit_code")),
+                      end_time=rec.get("ended"))

@@ -1,0 +1,243 @@
+"""Automatic retries: the follow-up of a submission, ``python -m slurm_apply._job.followup JOB_DIR SUB TOKEN``.
+
+Each submission of a job with ``retries`` left gets a follow-up: on Slurm a one-CPU job that
+depends on the array (``--dependency=afterany``), locally the same script run by the local
+runner once its tasks have ended. No process waits on the login node. The follow-up
+
+1. builds the job's status with the one status model, and waits (with back-off, up to
+   SETTLE_S) until every task of its submission has ended by that model: a task the
+   scheduler could not be asked about is never retried blindly;
+2. under the manifest lock, decides (:mod:`._retry_plan`) which rows to run again and with
+   what limits, writes the retry as a new submission derived from its own, records the
+   decision in its own submission, and launches the retry, which gets its own follow-up
+   while retries are left.
+
+``cancel()`` marks the manifest first (:func:`stop_retries`), so a follow-up that has not yet
+decided decides nothing, whatever the order in which the two run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+
+from .. import _backends as backends
+from .._backends import resources as res
+from .._status.classify import ACTIVE_STATES, UNKNOWN, memory_limit_mb
+from .retry_plan import ERROR, RETRYABLE, Facts, Plan, decide
+from .._store import layout as jd
+from .._store.manifest import (
+    GAVE_UP,
+    NOTHING,
+    RETRIED,
+    STOPPED,
+    SUPERSEDED,
+    Decision,
+    Manifest,
+    Submission,
+    ranges,
+)
+
+if TYPE_CHECKING:
+    from .handle import SlurmJob
+    from .._status.model import JobStatus
+
+SETTLE_S = 420.0  # how long to wait for the scheduler to say every task has ended
+
+
+def stop_retries(job_dir: Path, why: str) -> None:
+    """No follow-up starts a submission from now on (``why`` is recorded and shown)."""
+    with jd.manifest_lock(job_dir):
+        manifest = jd.load_manifest(job_dir)
+        if manifest.retry.retries and not manifest.retries_stopped:
+            manifest.retries_stopped = f"stopped by {why} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            jd.save_manifest(job_dir, manifest)
+
+
+def stop_followups(job: "SlurmJob") -> None:
+    """Cancel the follow-ups that have not decided yet, before the job directory is deleted or
+    replaced: once the job has ended they have nothing to retry, and they would write there."""
+    from .._errors import SchedulerError
+
+    if any(s.followup and s.decision is None for s in job.manifest.launched()):
+        try:
+            job.cancel()
+        except SchedulerError:  # one that cannot be cancelled finds the directory gone
+            pass
+
+
+def main(argv: Sequence[str]) -> int:
+    job_dir, k, token = Path(argv[0]).absolute(), int(argv[1]), argv[2]
+    if jd.job_replaced(job_dir, token):
+        print(f"slurm_apply: {job_dir} now holds another job; nothing to retry", flush=True)
+        return 0
+    _forget_job_environment()
+    from .handle import SlurmJob
+
+    try:
+        job = SlurmJob(job_dir)
+        status, why = settled(job, k)
+        decision = _decide(job, k, status, why)
+    except Exception as exc:  # say it in the manifest, not only in a log nobody reads
+        traceback.print_exc()
+        decision = _record(job_dir, k, Decision(GAVE_UP, time.time(), f"the follow-up failed: "
+                                                f"{type(exc).__name__}: {exc}"))
+    if decision is not None:
+        print(f"slurm_apply: submission {k} has ended: {_said(decision)}", flush=True)
+    return 0
+
+
+def _said(decision: Decision) -> str:
+    """What the follow-up decided, for its log."""
+    what = {RETRIED: f"rows run again as submission {decision.retry}", NOTHING: "nothing to retry",
+            STOPPED: "retries were stopped", SUPERSEDED: "a later submission replaces it",
+            GAVE_UP: "gave up"}.get(decision.action, decision.action)
+    return what + (f" ({decision.detail})" if decision.detail else "")
+
+
+def _forget_job_environment() -> None:
+    """Drop the SLURM_* variables of the follow-up's own job: sbatch would pass them on to the
+    retry's tasks, whose job they do not describe (SLURM_CONF says which cluster: kept)."""
+    for key in [k for k in os.environ if k.startswith("SLURM") and k != "SLURM_CONF"]:
+        del os.environ[key]
+
+
+def settled(job: "SlurmJob", k: int, settle_s: float = SETTLE_S) -> Tuple[Optional["JobStatus"], str]:
+    """The job's status once every task of submission ``k`` has ended by the status model, or
+    (None, why) when the scheduler did not say so within ``settle_s``."""
+    deadline = time.monotonic() + settle_s
+    pause = 1.0
+    while True:
+        status = job.get_job_status()
+        mine = [d for d in status.task_details if d.submission == k]
+        open_ = [d for d in mine if d.state in ACTIVE_STATES or d.state == UNKNOWN]
+        if not open_:
+            return status, ""
+        if time.monotonic() > deadline:
+            d = open_[0]
+            return None, (f"after {settle_s / 60:.0f} minutes task {d.task} of submission {k} was "
+                          f"still {d.describe()}; run job.resubmit() once the scheduler answers")
+        time.sleep(pause)
+        pause = min(pause * 1.5, 30.0)
+
+
+def _decide(job: "SlurmJob", k: int, status: Optional["JobStatus"], why: str) -> Optional[Decision]:
+    with jd.manifest_lock(job.job_dir):
+        manifest = jd.load_manifest(job.job_dir)
+        sub = manifest.submissions[k]
+        now = time.time()
+        if sub.decision is not None:
+            return None  # decided already: this follow-up was started again (a requeue)
+        if manifest.retries_stopped:
+            return _save(job.job_dir, manifest, sub, Decision(STOPPED, now, manifest.retries_stopped))
+        if manifest.latest.index != k:
+            return _save(job.job_dir, manifest, sub, Decision(
+                SUPERSEDED, now, f"submission {manifest.latest.index} was made after it"))
+        if status is None:
+            return _save(job.job_dir, manifest, sub, Decision(GAVE_UP, now, why))
+        plan = decide(manifest.retry, sub, facts(job, status, sub))
+        given_up = {w: ranges(rows) for w, rows in plan.given_up.items()}
+        if not plan.retry:  # the rows given up on are listed, each with why
+            action = GAVE_UP if given_up else NOTHING
+            return _save(job.job_dir, manifest, sub, Decision(action, now, given_up=given_up))
+        new = _write_retry(job.job_dir, manifest, sub, plan)
+        decision = Decision(RETRIED, now, _summary(plan), retry=new.index, given_up=given_up)
+        manifest.replace_submission(dataclasses.replace(sub, decision=decision))
+        # Saved by launch, once the retry has its job id: a status never sees the retry
+        # written and not yet submitted (which would end the job early).
+        _launch(job.job_dir, manifest, new.index)
+        return decision
+
+
+def _launch(job_dir: Path, manifest: Manifest, index: int) -> None:
+    from .._backends.local import exit as local_exit
+    from .._errors import SubmissionError
+    from .._launch.write import launch
+
+    try:
+        launch(job_dir, manifest, index)
+    except SubmissionError:
+        pass  # recorded in the manifest as a failed submission, which the status shows
+    local_exit.hand_over()  # local tasks started here go on after this process, as they should
+
+
+def _save(job_dir: Path, manifest: Manifest, sub: Submission, decision: Decision) -> Decision:
+    manifest.replace_submission(dataclasses.replace(sub, decision=decision))
+    jd.save_manifest(job_dir, manifest)
+    return decision
+
+
+def _record(job_dir: Path, k: int, decision: Decision) -> Optional[Decision]:
+    with jd.manifest_lock(job_dir):
+        manifest = jd.load_manifest(job_dir)
+        if manifest.submissions[k].decision is not None:
+            return None
+        return _save(job_dir, manifest, manifest.submissions[k], decision)
+
+
+def _summary(plan: Plan) -> str:
+    """A retry in a few words: "1 row OUT_OF_MEMORY; mem 200M -> 400M"."""
+    parts = [f"{len(rows)} row{'s' if len(rows) > 1 else ''} {'raised' if why == ERROR else why}"
+             for why, rows in plan.retry.items()]
+    parts += [f"{key} {old} -> {new}" for key, (old, new) in plan.raised.items()]
+    parts += [f"{len(rows)} not retried: {why}" for why, rows in plan.given_up.items()]
+    return "; ".join(parts)
+
+
+def _write_retry(job_dir: Path, manifest: Manifest, sub: Submission, plan: Plan) -> Submission:
+    """Write the retry as a new submission, derived from ``sub`` (added to ``manifest``)."""
+    from .._store import table
+    from .._launch.write import write_submission
+
+    rows = sorted(r for rs in plan.retry.values() for r in rs)
+    new = sub.derive(index=len(manifest.submissions), rows=ranges(rows), n_rows=len(rows),
+                     attempt=sub.attempt + 1, retry_of=sub.index, slurm_options=plan.options,
+                     retried_for={why: ranges(rs) for why, rs in plan.retry.items()},
+                     raised=dict(plan.raised), written_at=time.time())
+    return write_submission(job_dir, manifest, table.read(job_dir), new)
+
+
+def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:
+    """What the decision needs of ``sub``, once its tasks have ended: why each of its rows has
+    no result, the limits its tasks had and those of its partition."""
+    mine = set(sub.row_positions())
+    tasks = [d for d in status.task_details if d.submission == sub.index]
+    # Rows no task took died with the tasks, of what they died of (most of them).
+    died = collections.Counter(d.state for d in tasks if d.state in RETRYABLE).most_common(1)
+    rows = {}
+    for r in status.missing_rows:
+        if r in mine:
+            state = status.missing_states.get(r, "LOST")
+            rows[r] = died[0][0] if state == "NOT_STARTED" and died else state
+    rows.update((r, ERROR) for r in status.failed_rows if r in mine)
+    mem_mb: Optional[float] = None
+    time_s: Optional[float] = None
+    for d in tasks:
+        record = job.scheduler_answer(sub.index, d.task)
+        if d.state == "OUT_OF_MEMORY" and mem_mb is None:
+            mem_mb = _memory_of(record, sub) or memory_limit_mb(_log(job, sub, d.task))
+        if record is not None and time_s is None and record.time_limit:
+            time_s = res.time_s(record.time_limit)
+    limits = backends.get(sub.backend).limits(sub.slurm_options)
+    return Facts(rows=rows, mem_mb=mem_mb, time_s=time_s, limits=limits)
+
+
+def _memory_of(record: Optional[backends.TaskRecord], sub: Submission) -> Optional[float]:
+    if record is None or not record.req_mem:
+        return None
+    mb = res.mem_mb(record.req_mem)
+    return mb * sub.cpus_per_task if mb and res.mem_per(record.req_mem) == "c" else mb
+
+
+def _log(job: "SlurmJob", sub: Submission, task: int) -> str:
+    return jd.read_tail(job.log_path(sub.index, task))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,429 @@
+"""The handle on a job: little more than its directory's path, plus what was read from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+
+from .. import _backends as backends
+from .._store import layout as jd
+from .._backends import Answer, TaskKey, TaskRecord, Unknown
+from .._status.classify import ACTIVE_STATES, UNKNOWN
+from .._errors import InputError, JobActiveError, JobTimeoutError
+from .._node.budget import read_stops
+from .._status.results import Results, list_record_files
+from .._launch.write import chunk_bounds
+from .rows import RowNames
+from .._status.retries import decided_meanwhile
+from .._status.missing import in_rows
+from .followup import stop_followups, stop_retries
+from .._status.model import JobStatus, Snapshot, build, valid_done
+from .._store.claims import ClaimReader
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .._store.manifest import Manifest, Submission
+
+ErrorInfo = Tuple[str, str, str]  # (exception type, message, traceback text)
+NOT_ASKED = "the scheduler was not asked (ask_scheduler=False)"
+
+
+class SlurmJob:
+    """A job's handle. Everything it knows is in ``job_dir``; rebuild it anywhere with ``from_dir``.
+
+    Methods
+    -------
+    get_job_status()   rows done / failed / missing, task states and why
+    wait(timeout_s)    block until no task is queued, running or unknown
+    get_output()       the parameters table with the results as columns
+    resubmit(...)      run again only the rows without a result
+    cancel()           cancel queued and running tasks
+    cleanup_files()    delete the job directory once the results are saved
+    """
+
+    def __init__(self, job_dir: Union[str, os.PathLike]) -> None:
+
+        self.job_dir = Path(job_dir).absolute()
+        self._manifest = jd.load_manifest(self.job_dir)
+        self._results = Results(self.job_dir, self._manifest.n_rows)
+        self._answers: Dict[TaskKey, Answer] = {}  # the scheduler's last answers
+        self._names = RowNames(self.job_dir, self._manifest.n_rows)
+        self._followups: Dict[int, Answer] = {}  # and about the follow-ups (automatic retries)
+        self.scheduler_queries = 0  # how often this handle asked a scheduler (the benchmark counts)
+
+    @classmethod
+    def from_dir(cls, job_dir: Union[str, os.PathLike]) -> "SlurmJob":
+        """Rebuild the handle of a job from its directory, in any process.
+
+        Refuses a directory owned by another user or writable by group or others: loading its
+        pickles would run whatever someone put there.
+        """
+        path = Path(job_dir).absolute()
+        jd.check_safe(path)
+        return cls(path)
+
+    # -- what was asked -----------------------------------------------------------------------
+
+    @property
+    def jobname(self) -> str:
+        return self._manifest.jobname
+
+    @property
+    def manifest(self) -> "Manifest":
+        """The job's manifest as last read (do not modify it)."""
+        return self._manifest
+
+    @property
+    def n_rows(self) -> int:
+        return self._manifest.n_rows
+
+    @property
+    def job_ids(self) -> List[str]:
+        return [s.job_id for s in self._manifest.submissions if s.job_id]
+
+    def __repr__(self) -> str:
+        from .._status.render import job_repr
+
+        # From the manifest as last read: a repr never asks the scheduler.
+        return job_repr(self.jobname, self.job_ids, self.n_rows, str(self.job_dir))
+
+    def _repr_html_(self) -> str:
+        """The job's status as HTML, for a notebook (asks the scheduler, as get_job_status does)."""
+        from .._status.render import error_html, status_html
+
+        title = f"SlurmJob {self.job_dir}"
+        try:
+            return status_html(self.get_job_status(), title=title)
+        except Exception as exc:  # a display must show something, and say what went wrong
+            return error_html(title, exc)
+
+    def log_path(self, sub: int, task: int) -> Path:
+        return jd.log_path(self.job_dir, sub, task)
+
+    def _reload(self) -> None:
+        self._manifest = jd.load_manifest(self.job_dir)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def get_job_status(self, *, ask_scheduler: bool = True) -> JobStatus:
+        """Rows done, failed, pending and missing, each task's state and why.
+
+        Result files and end markers are read first; the scheduler is asked only about tasks
+        without an end marker. With ``ask_scheduler=False`` its last answers are used (tasks it
+        was never asked about are UNKNOWN). A scheduler that cannot be asked makes its tasks
+        UNKNOWN: never finished, never lost.
+        """
+        return build(self._snapshot(ask_scheduler))
+
+    def _snapshot(self, ask: bool, again: bool = True) -> Snapshot:
+        self._reload()
+        m = self._manifest
+        self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
+        markers = {s.index: jd.read_markers(self.job_dir, s.index) for s in m.submissions}
+        for s in m.submissions:
+            if not s.launched and s.state == "written":
+                self._adopt(s, markers[s.index])
+        unended = {s.index for s in m.launched() if any(
+            not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))}
+        to_ask = [s for s in m.launched() if s.index in unended or self._followup_matters(s)]
+        notes = self._ask(to_ask, ask)
+        if again and decided_meanwhile(m, self._followups, lambda: jd.load_manifest(self.job_dir)):
+            return self._snapshot(ask, again=False)
+        return Snapshot(
+            manifest=m, markers=markers, answers=self._answers, results=self._results,
+            read_log=lambda k, t: jd.read_tail(self.log_path(k, t)),
+            log_path=lambda k, t: str(self.log_path(k, t)),
+            log_mtime=lambda k, t: jd.mtime(self.log_path(k, t)),
+            claims=lambda k: ClaimReader(self.job_dir, k).chains(),
+            chunk_bounds=chunk_bounds, notes=notes, labels=self._names.labels_or_none,
+            stops=read_stops(self.job_dir, m.launched()), followups=self._followups)
+
+    def _followup_matters(self, sub: "Submission") -> bool:
+        """Whether the status needs the scheduler's word on the follow-up of ``sub``, whose tasks
+        all ended well: only while it may still retry rows of it, i.e. rows of ``sub`` have no
+        result (or raised, with retry_errors). Otherwise, once the tasks are done, nothing waits
+        for it, and asking would cost a scheduler query after the job has finished."""
+        if not sub.followup or sub.decision is not None:
+            return False
+        left = in_rows(sub) - self._results.done_rows()
+        if not self._manifest.retry.retry_errors:
+            left = left - self._results.failed_rows()
+        return bool(left)
+
+    def _ask(self, subs: List["Submission"], ask: bool) -> List[str]:
+        """Ask each backend about its unfinished submissions; keep the answers."""
+        notes: List[str] = []
+        by_backend: Dict[str, List["Submission"]] = {}
+        for s in subs:
+            by_backend.setdefault(s.backend, []).append(s)
+        for name, group in by_backend.items():
+            backend = backends.get(name)
+            if ask or backend.query_is_cheap:
+                q = backend.query(self.job_dir, group)
+                self.scheduler_queries += q.calls
+                self._answers.update(q.answers)
+                self._followups.update(q.followups)
+                notes.extend(q.notes)
+            else:
+                for s in group:
+                    for t in range(s.n_tasks):
+                        self._answers.setdefault((s.index, t), Unknown(NOT_ASKED))
+                    self._followups.setdefault(s.index, Unknown(NOT_ASKED))
+        return notes
+
+    def _adopt(self, sub: "Submission", markers: Dict[Tuple[int, str], Dict[str, Any]]) -> None:
+        """A script written with submit=False and run by hand: learn its job id (in memory;
+        reading a status writes nothing), from a task's start marker or from the scheduler."""
+        import dataclasses
+
+        job_id = next((m["starts"][-1].get("array_job_id") for (_, kind), m in markers.items()
+                       if kind == "start" and m.get("starts")), None)
+        if not job_id:
+            self.scheduler_queries += 1
+            job_id = backends.get(sub.backend).adopt(self.job_dir, sub)
+        if job_id:
+            self._manifest.replace_submission(dataclasses.replace(
+                sub, job_id=job_id, state="submitted", submitted_by="hand"))
+
+    def scheduler_answer(self, sub: int, task: int) -> Optional[TaskRecord]:
+        """The scheduler's last record of a task (None when it has given none)."""
+        answer = self._answers.get((sub, task))
+        return answer if isinstance(answer, TaskRecord) else None
+
+    def unfinished_tasks(self) -> List[Tuple[int, int]]:
+        """(submission, task) of every launched task without an end marker: one directory
+        listing per submission, the cheap check a wait makes often."""
+        out: List[Tuple[int, int]] = []
+        for s in self._manifest.launched():
+            try:
+                names = set(os.listdir(jd.tasks_dir(self.job_dir, s.index)))
+            except FileNotFoundError:
+                names = set()
+            out.extend((s.index, t) for t in range(s.n_tasks)
+                       if jd.task_marker(self.job_dir, s.index, t, "done").name not in names)
+        return out
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
+             poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
+             max_scheduler_every_s: float = 30.0) -> JobStatus:
+        """Block until no task is queued, running or unknown, and no automatic retry may
+        follow; return the final status.
+
+        Parameters
+        ----------
+        timeout_s : float, optional
+            Raise JobTimeoutError when the job has not ended after this many seconds.
+        progress : bool
+            Show progress on stderr: rows done and failed, rows/s, time left and what the
+            tasks are doing ("2 pending: Priority"). A widget in Jupyter (with ipywidgets), a
+            bar on a terminal, a line every 30 s in a log file. False: nothing.
+        poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s : float
+            How often the result files are looked at and the scheduler is asked (see _wait).
+
+        Returns
+        -------
+        JobStatus
+            The final status (``ended`` is True).
+
+        Raises
+        ------
+        WaitInterrupted
+            On Ctrl-C (a KeyboardInterrupt): the job keeps running; its message, one line,
+            says how to wait again or cancel, and Jupyter shows it without a traceback.
+
+        A scheduler that cannot be asked does not end the wait: it is asked again with
+        back-off, and the wait says so once (a warning of the ``slurm_apply`` logger).
+        """
+        from .._status.progress import Progress
+        from .wait import wait
+
+        shown = Progress() if progress else None
+        try:
+            return wait(self, timeout_s=timeout_s, on_update=shown, poll_s=poll_s,
+                        max_poll_s=max_poll_s, scheduler_every_s=scheduler_every_s,
+                        max_scheduler_every_s=max_scheduler_every_s)
+        finally:
+            if shown is not None:
+                shown.close()
+
+    # -- results -------------------------------------------------------------------------------
+
+    def get_output(self, outtype: str = "table", errors: str = "raise") -> Union["pd.DataFrame", List[Any]]:
+        """Results in ``params_df``'s row order.
+
+        Parameters
+        ----------
+        outtype : {"table", "raw"}
+            "table": the parameters with the result's columns (a dict or Series result becomes
+            columns, anything else a ``result`` column). "raw": the list of returned values.
+        errors : {"raise", "keep"}
+            "raise": if any row failed or is missing, raise RowsFailedError / RowsMissingError
+            naming the rows by params_df's labels (the first remote traceback is the
+            ``__cause__``). "keep": return what there is, never blocking (while the job runs:
+            the rows done so far), with two more columns: ``error``, what went wrong for each
+            row (None for good rows), and ``state``, one of done, failed, missing (no task left
+            to run it) or pending (a task will still run it); either is named
+            ``slurm_apply_error`` / ``slurm_apply_state`` when params or results use the name.
+            With ``outtype="raw"`` a row without a value is a :class:`FailedRow` or a
+            :class:`MissingRow` (saying why), never a bare None.
+        """
+        from . import output as _output
+
+        if outtype not in ("table", "raw"):
+            raise InputError(f"outtype must be 'table' or 'raw'; got {outtype!r}")
+        if errors not in ("raise", "keep"):
+            raise InputError(f"errors must be 'raise' or 'keep'; got {errors!r}")
+        status = self.get_job_status(ask_scheduler=False)
+        if status.missing_rows or status.rows_pending:  # only now worth asking: to say why
+            status = self.get_job_status()
+        if errors == "raise":
+            _output.raise_for_rows(status, self._results, self.labels)
+        if outtype == "raw":
+            return _output.raw(self._results.values(), self._results, status, self.labels)
+        from .._store import table
+
+        return _output.table(table.read(self.job_dir), self._results, status,
+                             keep_errors=errors == "keep")
+
+    def as_completed(self, timeout_s: Optional[float] = None) -> Iterator[Tuple[Any, Any]]:
+        """Yield ``(row label, value)`` as rows finish, until the job has ended: the value
+        returned, or a :class:`FailedRow` for a row that raised (a row run again by a
+        resubmission may come twice). Walks the same wait loop as :meth:`wait`.
+
+        Examples
+        --------
+        >>> for label, value in job.as_completed():   # doctest: +SKIP
+        ...     print(label, value)
+        """
+        from .rows import as_completed
+
+        return as_completed(self, self._results, timeout_s)
+
+    def test_row(self, row: Any, *, fresh: bool = False) -> Any:
+        """Run one row here exactly as a node would (same payload, pkgs, more_args, row seed
+        and working directory) and return its value, or raise the row's own exception.
+
+        Parameters
+        ----------
+        row
+            The row's label in params_df's index (its position for the default index).
+        fresh : bool, default False
+            False runs it in this process, so ``%debug`` and pdb see the exception; True in
+            a new interpreter, as a node starts (the exception comes back with the
+            interpreter's traceback as its cause).
+        """
+        from . import testrow as _testrow
+
+        position = self.position(row)
+        return (_testrow.run_fresh if fresh else _testrow.run_here)(self.job_dir, position)
+
+    def get_errors(self) -> Dict[Any, ErrorInfo]:
+        """{row label: (exception type, message, traceback)} for every row that raised.
+
+        Rows are named by params_df's index labels (positions for the default index); the
+        traceback is the text printed on the node.
+        """
+        status = self.get_job_status(ask_scheduler=False)
+        errors = self._results.errors(status.failed_rows)
+        return dict(zip(self.labels(errors), errors.values()))
+
+    def position(self, row: Any) -> int:
+        """The position of the row labelled ``row`` in params_df."""
+        return self._names.position(row)
+
+    def labels(self, positions: Any) -> List[Any]:
+        """params_df's index labels of these row positions."""
+        return self._names.labels(positions)
+
+    # -- acting on the job ---------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Cancel every queued or running task of every submission, and stop automatic
+        retries (a follow-up that has not yet decided decides nothing)."""
+        stop_retries(self.job_dir, "cancel()")
+        self._reload()
+        by_backend: Dict[str, List["Submission"]] = {}
+        for s in self._manifest.launched():
+            by_backend.setdefault(s.backend, []).append(s)
+        for name, subs in by_backend.items():
+            self.scheduler_queries += 1
+            backends.get(name).cancel(self.job_dir, subs)
+
+    def refuse_if_active(self, doing: str, status: Optional[JobStatus] = None) -> JobStatus:
+        """Raise JobActiveError if any task is queued, running or unknown."""
+        status = status or self.get_job_status()
+        busy = [t for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN]
+        retrying = [f"automatic retries: {status.retries.detail}"] if status.retries.busy else []
+        if busy or retrying:
+            listed = ", ".join([f"task {t.task}: {t.describe()}" for t in busy[:5]] + retrying)
+            more = f" and {len(busy) - 5} more" if len(busy) > 5 else ""
+            why = ("the scheduler could not be asked about some, so they may still be running; "
+                   if any(t.state == UNKNOWN for t in busy) else "")
+            raise JobActiveError(
+                f"refusing to {doing} {self.job_dir}: {len(busy)} task(s) still queued, running or "
+                f"unknown ({listed}{more}); {why}wait for them, cancel() them, or pass force=True.")
+        return status
+
+    def cleanup_files(self, force: bool = False) -> None:
+        """Delete the job directory. Refuses while tasks are queued, running or unknown, unless
+        ``force`` (which cancels them first)."""
+        status = self.get_job_status()
+        if status.state != "NOT_SUBMITTED" and not force:
+            self.refuse_if_active("delete", status)
+        if not status.ended and status.state != "NOT_SUBMITTED":
+            self.stop()
+        else:
+            stop_followups(self)
+        jd.remove_tree(self.job_dir)
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """Cancel, and wait a little for the tasks to stop writing."""
+        try:
+            self.cancel()
+        except Exception:  # a scheduler that cannot be asked cannot cancel either: go on
+            return
+        try:
+            self.wait(timeout_s=timeout_s, progress=False)
+        except JobTimeoutError:
+            pass
+
+    def resubmit(self, *, failed: bool = False, rows: Any = None, nodes: Optional[int] = None,
+                 cpus_per_node: Optional[int] = None, slurm_options: Optional[Dict[str, Any]] = None,
+                 max_concurrent: Optional[int] = None, backend: Optional[str] = None,
+                 submit: bool = True, force: bool = False) -> "SlurmJob":
+        """Run rows again, as a new array job in the same directory.
+
+        Parameters
+        ----------
+        failed : bool, default False
+            Also run the rows that raised (by default only rows without a result run again).
+        rows : optional
+            Exactly these rows instead: row positions (ints), a boolean mask (one per row) or
+            a pandas Index of params_df's labels, e.g. ``out.index[out.accuracy < 0.5]``.
+        nodes, cpus_per_node, max_concurrent, backend : optional
+            New settings; those not given are the previous submission's.
+        slurm_options : dict, optional
+            Merged over the previous submission's options.
+        force : bool, default False
+            Resubmit even while tasks are queued, running or unknown.
+        """
+        from .resubmit import resubmit
+
+        resubmit(self, failed=failed, rows=rows, nodes=nodes, cpus_per_node=cpus_per_node,
+                 slurm_options=slurm_options, max_concurrent=max_concurrent, backend=backend,
+                 submit=submit, force=force)
+        self._reload()
+        return self
+
+    def submit(self, backend: Optional[str] = None) -> "SlurmJob":
+        """Submit a job written with ``submit=False``: to the backend it was written for, or
+        ``backend="local"`` to run its tasks on this machine."""
+        from .resubmit import submit
+
+        submit(self, backend)
+        self._reload()
+        return self

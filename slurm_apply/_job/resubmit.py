@@ -1,0 +1,125 @@
+"""Running rows again, and submitting a job written with submit=False.
+
+A resubmission is derived from the previous submission, so everything not overridden is
+inherited (nodes, CPUs, options, at-once limit, setup lines, backend).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from .. import _backends as backends
+from .._launch import write as _submit
+from .._submit import validate as v
+from .._errors import InputError, JobActiveError
+from .._store import layout as jd
+from .._store.manifest import WRITTEN, merge_options, ranges
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .handle import SlurmJob
+    from .._status.model import JobStatus
+
+
+def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
+             cpus_per_node: Optional[int], slurm_options: Optional[Dict[str, Any]],
+             max_concurrent: Optional[int], backend: Optional[str], submit: bool, force: bool) -> None:
+    nodes = v.check_optional_positive_int("nodes", nodes)
+    cpus = v.check_optional_positive_int("cpus_per_node", cpus_per_node)
+    max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
+    options = v.check_options(slurm_options)
+    if backend is not None:
+        v.check_choice("backend", backend, backends.NAMES)
+    status = job.get_job_status()
+    if not force:
+        job.refuse_if_active("resubmit", status)
+    _refuse_unsubmitted(job)
+    from .._store import table
+
+    params = table.read(job.job_dir)
+    chosen = _rows_to_run(job, status, params, rows, failed)
+    with jd.manifest_lock(job.job_dir):
+        manifest = jd.load_manifest(job.job_dir)
+        manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
+        prev = manifest.latest
+        sub = prev.derive(
+            index=len(manifest.submissions), rows=ranges(chosen), n_rows=len(chosen),
+            nodes=nodes or prev.nodes, cpus_per_task=cpus or prev.cpus_per_task,
+            slurm_options=merge_options(prev.slurm_options, options),
+            max_concurrent=max_concurrent if max_concurrent is not None else prev.max_concurrent,
+            backend=backend or prev.backend, written_at=time.time())
+        _submit.write_submission(job.job_dir, manifest, params, sub)
+        jd.save_manifest(job.job_dir, manifest)
+        if submit:
+            _submit.launch(job.job_dir, manifest, sub.index)
+
+
+def _refuse_unsubmitted(job: "SlurmJob") -> None:
+    written = [s for s in job.manifest.submissions if s.state == WRITTEN and not s.launched]
+    if written:
+        raise JobActiveError(
+            f"submission {written[-1].index} of {job.jobname} was written but never submitted "
+            "(submit=False): submit it with job.submit() (or `slurm-apply submit DIR`) rather "
+            "than resubmitting")
+
+
+def _rows_to_run(job: "SlurmJob", status: "JobStatus", params: "pd.DataFrame", rows: Any,
+                 failed: bool) -> List[int]:
+    """Positions of the rows to run: those asked for, else the missing (and failed) ones."""
+    if rows is not None:
+        chosen = row_positions(rows, params.index)
+        if not chosen:
+            raise InputError("rows= selects no row; nothing to resubmit")
+        return chosen
+    chosen = sorted(status.missing_rows + (status.failed_rows if failed else []))
+    if not chosen:
+        what = ("has a result" if failed or not status.failed_rows
+                else "has a result or an error (pass failed=True to rerun errors)")
+        raise InputError(f"nothing to resubmit: every row of {job.jobname} {what}")
+    return chosen
+
+
+def row_positions(rows: Any, index: "pd.Index") -> List[int]:
+    """Row positions from what a user has at hand: a boolean mask (one per row), a pandas Index
+    of params_df's labels (e.g. ``out.index[out.accuracy < 0.5]``), or positions (ints)."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(index)
+    if isinstance(rows, pd.Index):
+        where = index.get_indexer(rows)
+        if (where < 0).any():
+            missing = list(rows[where < 0][:5])
+            raise InputError(f"rows= names label(s) {missing} that params_df's index does not have")
+        return sorted(set(where.tolist()))
+    arr = np.asarray(rows.to_numpy() if isinstance(rows, pd.Series) else list(rows))
+    if arr.dtype == bool:
+        if len(arr) != n:
+            raise InputError(f"a boolean rows= mask needs one value per row ({n}); got {len(arr)}")
+        return np.flatnonzero(arr).tolist()
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InputError("rows= takes row positions (ints), a boolean mask, or a pandas Index of "
+                         f"params_df's labels; got values of type {arr.dtype} (wrap labels in pd.Index)")
+    bad = [int(r) for r in arr if not 0 <= r < n]
+    if bad:
+        raise InputError(f"rows= positions must be 0 to {n - 1}; got {bad[:5]}")
+    return sorted(set(arr.astype(int).tolist()))
+
+
+def submit(job: "SlurmJob", backend: Optional[str]) -> None:
+    """Submit the submission written with submit=False, to its backend or ``backend``."""
+    if backend is not None:
+        v.check_choice("backend", backend, backends.NAMES)
+    with jd.manifest_lock(job.job_dir):
+        manifest = jd.load_manifest(job.job_dir)
+        sub = manifest.latest
+        if sub.launched or sub.state != WRITTEN:
+            raise InputError(f"{job.jobname} has no submission waiting to be submitted (the "
+                             f"latest, {sub.index}, is {sub.state}); resubmit() runs rows again")
+        if backend and backend != sub.backend:
+            backends.get(backend).check_usable(backend)
+            manifest.replace_submission(dataclasses.replace(sub, backend=backend))
+        _submit.launch(job.job_dir, manifest, sub.index)

@@ -1,0 +1,80 @@
+"""Rows as the user names them (params_df's labels), and rows as they come in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+
+from .._errors import InputError
+from .._store import layout as jd
+
+if TYPE_CHECKING:
+    from .handle import SlurmJob
+    from .._status.results import Results
+
+
+class RowNames:
+    """params_df's index, read once and only when a row must be named (index.pkl, not the
+    whole table); None stands for the default 0..n-1, where labels are positions."""
+
+    def __init__(self, job_dir: Path, n_rows: int) -> None:
+        self.job_dir, self.n_rows = job_dir, n_rows
+        self._loaded = False
+        self._index: Any = None
+
+    def index(self) -> Any:
+        if not self._loaded:
+            import pandas as pd
+
+            index = jd.read_index(self.job_dir)
+            default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+            self._index, self._loaded = (None if default else index), True
+        return self._index
+
+    def labels_or_none(self, positions: Any) -> Optional[List[Any]]:
+        index = self.index()
+        return None if index is None else index[list(positions)].tolist()
+
+    def labels(self, positions: Any) -> List[Any]:
+        positions = list(positions)
+        named = self.labels_or_none(positions)
+        return named if named is not None else positions
+
+    def position(self, row: Any) -> int:
+        import numpy as np
+
+        index = self.index()
+        if index is None:
+            if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < self.n_rows:
+                raise InputError(f"row must be a label of params_df's index (0 to {self.n_rows - 1}); "
+                                 f"got {row!r}")
+            return int(row)
+        try:
+            where = index.get_loc(row)
+        except KeyError:
+            raise InputError(f"params_df's index has no row labelled {row!r}") from None
+        if not isinstance(where, int):
+            raise InputError(f"more than one row is labelled {row!r}; name one by position "
+                             "with a unique index")
+        return where
+
+
+def as_completed(job: "SlurmJob", results: "Results", timeout_s: Optional[float]) -> Iterator[Tuple[Any, Any]]:
+    """(label, value or FailedRow) for each row once it has an outcome its submission will not
+    change, walking the one wait loop."""
+    from .output import FailedRow
+    from .._status.rowsets import RowSet
+    from .wait import Pace, statuses
+
+    told = RowSet()  # as runs: a poll costs what the new rows cost, not the job's size
+    for status in statuses(job, Pace(0.05, 1.0, 5.0, 30.0), timeout_s):
+        pending = getattr(status, "_pending", RowSet())
+        fresh = ((results.done_rows() | results.failed_rows()) - pending) - told
+        if not fresh:
+            continue
+        told = told | fresh
+        new = fresh.rows()
+        values = results.values_at(new)
+        errors = results.errors(new)
+        for r, label in zip(new.tolist(), job.labels(new.tolist())):
+            yield (label, FailedRow(label, *errors[r])) if r in errors else (label, values.get(r))

@@ -1,0 +1,142 @@
+"""The one wait loop, shared by ``SlurmJob.wait()`` and ``slurm-apply status --watch``.
+
+Cheap checks often (one directory listing per submission for the tasks' end markers), the
+scheduler seldom (every few seconds, backing off), at once when a task's log tells of a kill,
+and never once every task has written its end marker. A scheduler that cannot be asked does
+not end the wait: its tasks are UNKNOWN, the wait says so once and asks again later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional
+
+from .._status.classify import UNKNOWN
+from .._errors import InputError, JobTimeoutError, WaitInterrupted
+from .._log import logger
+
+if TYPE_CHECKING:
+    from .handle import SlurmJob
+    from .._status.model import JobStatus
+
+
+class Pace:
+    """When to look again: marker polls fast while the job is young, then slower; scheduler
+    queries every ``every_s`` growing to ``max_every_s``, faster again after a kill line."""
+
+    def __init__(self, poll_s: float, max_poll_s: float, every_s: float, max_every_s: float) -> None:
+        self.t0 = time.monotonic()
+        self.poll_s, self.max_poll_s = poll_s, max_poll_s
+        self.gap, self.max_gap = every_s, max_every_s
+        self.last_query = time.monotonic()
+
+    def query_due(self, killed: bool) -> bool:
+        since = time.monotonic() - self.last_query
+        return since >= self.gap or (killed and since >= 1.0)
+
+    def queried(self, *, failed: bool, killed: bool) -> None:
+        self.last_query = time.monotonic()
+        if failed:  # back off harder while the scheduler cannot be asked
+            self.gap = min(self.gap * 2, self.max_gap)
+        elif not killed:
+            self.gap = min(self.gap * 1.5, self.max_gap)
+
+    def sleep(self) -> None:
+        time.sleep(self.poll_s)
+        # Short jobs end soon: poll fast at first; a poll is cheap, so even the slowest is often.
+        self.poll_s = min(max(self.poll_s, (time.monotonic() - self.t0) / 50), self.max_poll_s)
+
+
+def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
+         on_update: Optional[Callable[["JobStatus"], None]] = None, poll_s: float = 0.05,
+         max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
+         max_scheduler_every_s: float = 30.0) -> "JobStatus":
+    """Block until the job has ended; return a status whose ``ended`` is True.
+
+    ``on_update`` is called with each new status: the only way a progress display learns of
+    one. Ctrl-C raises WaitInterrupted, carrying the last status, in place of a traceback.
+    """
+    pace = Pace(poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s)
+    last: Optional["JobStatus"] = None
+    try:
+        for last in statuses(job, pace, timeout_s):
+            if on_update is not None:
+                on_update(last)
+    except KeyboardInterrupt:
+        from .._status.render import interrupted_text
+
+        # "from None": what was running when Ctrl-C came (a sleep, a scheduler query) is noise.
+        raise WaitInterrupted(interrupted_text(job.jobname, str(job.job_dir), last, cli=False),
+                              last) from None
+    assert last is not None and last.ended
+    return last
+
+
+def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> Iterator["JobStatus"]:
+    """The one wait loop, as the statuses it sees: the first at once, the last with
+    ``ended == True`` (``wait()`` and ``as_completed()`` both walk it)."""
+    logs = LogWatch()
+    status = job.get_job_status()
+    if status.state == "NOT_SUBMITTED":
+        raise InputError(f"{job.job_dir} has not been submitted: nothing to wait for. "
+                         "Submit it first (job.submit(), or `slurm-apply submit DIR`).")
+    unknown_told = _tell_unknown(status, False)
+    yield status
+    while not status.ended:
+        if timeout_s is not None and time.monotonic() - pace.t0 > timeout_s:
+            raise JobTimeoutError(f"job {job.jobname} still running after {timeout_s:.0f} s:\n{status}")
+        pace.sleep()
+        waiting = job.unfinished_tasks()
+        killed = bool(waiting) and logs.kill_seen(job.log_path(s, t) for s, t in waiting)
+        # A follow-up deciding what to retry is asked about at the scheduler's pace too.
+        if (waiting or status.retries.busy) and not pace.query_due(killed):
+            status = job.get_job_status(ask_scheduler=False)  # the last answers, new rows
+        else:
+            status = job.get_job_status()
+            failed = any(t.state == UNKNOWN for t in status.task_details)
+            pace.queried(failed=failed, killed=killed)
+            unknown_told = _tell_unknown(status, unknown_told)
+        yield status
+
+
+def _tell_unknown(status: "JobStatus", told: bool) -> bool:
+    """Say once that the scheduler could not be asked, and once that it answers again."""
+    unknown = [t for t in status.task_details if t.state == UNKNOWN]
+    if unknown and not told:
+        logger.warning("could not ask the scheduler about %d task(s) of %s (%s); "
+                       "still waiting, and asking again with back-off", len(unknown),
+                       status.jobname, unknown[0].reason)
+        return True
+    if told and not unknown:
+        logger.info("the scheduler answers again for %s", status.jobname)
+        return False
+    return told
+
+
+class LogWatch:
+    """Notices new kill lines (slurmstepd's, or our worker's SIGTERM note) in task logs cheaply:
+    only the bytes added since the last look are read."""
+
+    MARKS = ("slurmstepd", "*** JOB", "got SIGTERM")
+
+    def __init__(self) -> None:
+        self.sizes: Dict[str, int] = {}
+
+    def kill_seen(self, paths: Iterable[Path]) -> bool:
+        seen = False
+        for path in map(str, paths):
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                continue
+            old = self.sizes.get(path, 0)
+            if size <= old:
+                continue
+            self.sizes[path] = size
+            with open(path, "rb") as fh:
+                fh.seek(old)
+                new = fh.read(size - old).decode(errors="replace")
+            seen = seen or any(m in new for m in self.MARKS)
+        return seen

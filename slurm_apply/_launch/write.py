@@ -1,0 +1,208 @@
+"""Writing a submission (rows in chunks, the array script) and handing it to Slurm or to this machine.
+
+Shared by the first run and by every resubmission.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+
+from .. import _backends as backends
+from .._store import layout as jd
+from .._store import params, table
+from . import script as _script
+from .._errors import SubmissionError
+from .._log import logger
+from .._store.manifest import FAILED, SUBMITTED, Manifest, Submission
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Chunks per submission, whatever rows_per_chunk asks: each is a claim file on a shared file
+# system, and a process lists them all once it has run out of its own.
+MAX_CHUNKS = 10_000
+# A follow-up reads the status, and when it retries, the parameter table to write the rows
+# again: a base for Python, pandas and the status, plus room for the table several times over.
+FOLLOWUP_BASE_MB = 512
+FOLLOWUP_TIME = "00:15:00"  # it waits up to 7 minutes for a scheduler that does not answer
+
+
+def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
+         rows_per_chunk: Optional[int] = None) -> Tuple[int, int]:
+    """(array tasks, chunks) for this many rows.
+
+    No more tasks than rows need, nor than the cluster's MaxArraySize allows, nor than there
+    are chunks (a task without a chunk would start only to find nothing to do). Rows go in 16
+    chunks per process (one row per chunk for small tables): small enough that idle processes
+    can even out uneven rows, few enough that claiming them (a file create each, about half a
+    millisecond on a busy file system) costs nothing next to the rows. Never more than
+    MAX_CHUNKS, even with ``rows_per_chunk``.
+    """
+    n_tasks = max(1, min(nodes, -(-n_rows // cpus)))
+    if max_array_size is not None:
+        n_tasks = min(n_tasks, max_array_size)
+    if rows_per_chunk:
+        n_chunks = -(-n_rows // rows_per_chunk)
+    else:
+        n_chunks = 16 * n_tasks * cpus
+    n_chunks = max(1, min(n_chunks, n_rows, MAX_CHUNKS))
+    return min(n_tasks, n_chunks), n_chunks
+
+
+def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
+    """Split positions 0..n_rows into n_chunks contiguous, nearly equal ranges."""
+    base, extra = divmod(n_rows, n_chunks)
+    out = []
+    start = 0
+    for c in range(n_chunks):
+        stop = start + base + (1 if c < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def _column_arrays(df: "pd.DataFrame") -> List[Any]:
+    """Each column in the form that is fastest to slice, pickle and read back on the node.
+
+    Plain numeric columns become the standard library's ``array.array`` (a copy of NumPy's
+    buffer, pickled as raw bytes, turned into Python numbers with ``tolist()`` on the node
+    without importing NumPy there); anything else becomes a list of Python objects.
+    """
+    import array
+
+    import numpy as np
+
+    out: List[Any] = []
+    for i in range(df.shape[1]):
+        col = df.iloc[:, i]
+        dtype = col.dtype
+        code = table.typecode(dtype)
+        if code is not None:
+            values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
+            out.append(array.array(code, values.tobytes()))
+        else:
+            out.append(col.tolist())
+    return out
+
+
+def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: int) -> List[bytes]:
+    """The rows of a submission as pickled chunks. ``rows`` None means all rows, in order."""
+    if rows is not None:
+        df = df.iloc[list(rows)]
+    columns = [str(c) for c in df.columns]
+    arrays = _column_arrays(df)
+    blobs = []
+    for start, stop in chunk_bounds(len(df), n_chunks):
+        chunk_rows: Any = (start, stop) if rows is None else [int(r) for r in rows[start:stop]]
+        blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
+        blobs.append(params.dumps(blob))
+    return blobs
+
+
+def caller_pythonpath() -> Optional[str]:
+    """The directory of the running script, which Python put first on sys.path; a node started
+    with ``-m`` would not have it, and f may come from a module beside the script."""
+    first = sys.path[0] if sys.path else ""
+    if first and os.path.isdir(first):
+        return os.path.abspath(first)
+    return None
+
+
+def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub: Submission) -> Submission:
+    """Write a new submission's rows and script and add it to ``manifest`` (not yet saved).
+
+    ``sub`` says what to run (rows, nodes, cpus, options, backend); the number of tasks and
+    chunks are planned here, within the backend's limit on array size.
+    """
+    max_array = backends.get(sub.backend).max_array_size()
+    n_tasks, n_chunks = plan(sub.n_rows, sub.nodes, sub.cpus_per_task, max_array,
+                             manifest.rows_per_chunk)
+    sub = dataclasses.replace(sub, n_tasks=n_tasks, n_chunks=n_chunks, script=jd.script_name(sub.index),
+                              written_at=time.time())
+    rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
+    jd.make_submission_dirs(job_dir, sub.index)
+    if sub.max_failures is not None:
+        from .._node import budget
+
+        budget.prepare(job_dir, sub.index)
+    params.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
+    script = _script.render(
+        jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,
+        log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,
+        python=manifest.python, job_dir=job_dir, sub=sub.index, token=manifest.token,
+        workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
+        max_concurrent=sub.max_concurrent, setup=sub.setup,
+    )
+    jd.write_text(job_dir / sub.script, script, mode=0o700)
+    if manifest.wants_followup(sub):
+        sub = dataclasses.replace(sub, followup=_write_followup(job_dir, manifest, sub))
+    manifest.submissions.append(sub)
+    return sub
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
+    """Write the script that retries the submission's rows whose task died; return its name."""
+    # The follow-up reads the table back (s0's chunks, or params.pkl in format 2): its size on disk.
+    table_mb = sum(_size(p) for p in (jd.params_bin(job_dir, 0), job_dir / jd.PARAMS_META,
+                                      job_dir / jd.PARAMS)) / 2**20
+    mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
+    name = jd.followup_script_name(sub.index)
+    script = _script.render_followup(
+        jobname=manifest.jobname, log=jd.followup_log_path(job_dir, sub.index),
+        options=sub.slurm_options, python=manifest.python, job_dir=job_dir, sub=sub.index,
+        token=manifest.token, workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
+        setup=sub.setup, mem=f"{mem_mb}M", time=FOLLOWUP_TIME)
+    jd.write_text(job_dir / name, script, mode=0o700)
+    return name
+
+
+def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
+    """Hand a written submission to its backend and record the outcome in the manifest (saved).
+
+    A refusal, or a scheduler that did not answer, is recorded as a failed submission before
+    SubmissionError goes up.
+    """
+    sub = manifest.submissions[index]
+    backend = backends.get(sub.backend)
+    notice = backend.launch_notice(sub)
+    if notice:
+        logger.info(notice)
+    try:
+        job_id = backend.submit(job_dir, sub)
+    except SubmissionError as exc:
+        manifest.replace_submission(dataclasses.replace(sub, state=FAILED, error=str(exc)))
+        jd.save_manifest(job_dir, manifest)
+        raise
+    sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+    manifest.replace_submission(sub)
+    jd.save_manifest(job_dir, manifest)
+    if sub.followup:
+        sub = _launch_followup(job_dir, manifest, backend, sub)
+    return sub
+
+
+def _launch_followup(job_dir: Path, manifest: Manifest, backend: "backends.Backend",
+                     sub: Submission) -> Submission:
+    """Arrange the submission's follow-up. The array runs either way: a follow-up that cannot
+    be submitted turns automatic retries off for it, and says so."""
+    try:
+        sub = dataclasses.replace(sub, followup_id=backend.submit_followup(job_dir, sub))
+    except SubmissionError as exc:
+        sub = dataclasses.replace(sub, followup_error=str(exc))
+        logger.warning("rows of %s whose task dies will not be retried automatically: its "
+                       "follow-up job could not be submitted (%s)", manifest.jobname, exc)
+    manifest.replace_submission(sub)
+    jd.save_manifest(job_dir, manifest)
+    return sub
