@@ -19,18 +19,12 @@ from slurm_apply._store import layout as jd
 from slurm_apply._store import params
 from slurm_apply._launch import write as _submit
 from slurm_apply._store.manifest import ranges
-from slurm_apply._status.results import (
-    ERROR,
-    NO_RECORD,
-    SUCCESS,
-    Results,
-    list_record_files,
-    make_key,
-    merge,
-    split_key,
-)
+from slurm_apply._status.merge import ERROR, NO_RECORD, SUCCESS, make_key, merge, split_key
+from slurm_apply._status.results import Results, list_record_files
 from slurm_apply._store import claims, records
-from slurm_apply._node.rows import decode_chunk, row_seed
+from slurm_apply._node.rows import row_seed
+from slurm_apply._store.params import chunk_bounds, decode_chunk
+from slurm_apply._store.table import encode_chunks
 
 
 def frame(rows, values, errors=None):
@@ -341,7 +335,7 @@ def test_claims_are_exclusive(tmp_path):
 
 def test_params_chunks_are_read_one_at_a_time(tmp_path):
     df = pd.DataFrame({"a": range(10), "b": [f"s{i}" for i in range(10)], "c": [0.5] * 10})
-    blobs = _submit.encode_chunks(df, None, 3)
+    blobs = encode_chunks(df, None, 3)
     params.write_params_bin(tmp_path / "p.bin", blobs)
     reader = params.ParamsReader(tmp_path / "p.bin")
     assert len(reader) == 3
@@ -354,7 +348,7 @@ def test_params_chunks_are_read_one_at_a_time(tmp_path):
 
 def test_resubmission_chunks_carry_their_row_numbers(tmp_path):
     df = pd.DataFrame({"a": range(10)})
-    blobs = _submit.encode_chunks(df, [2, 7, 9], 2)
+    blobs = encode_chunks(df, [2, 7, 9], 2)
     rows, _, cols = decode_chunk(pickle.loads(blobs[1]))
     assert rows == [9] and cols == [[9]]
     assert ranges([0, 1, 2, 5, 6, 9]) == ((0, 3), (5, 7), (9, 10))
@@ -373,7 +367,7 @@ def test_plan(n_rows, nodes, cpus, max_array, expected):
 
 
 def test_chunk_bounds_cover_every_row_once():
-    bounds = _submit.chunk_bounds(10, 3)
+    bounds = chunk_bounds(10, 3)
     assert bounds == [(0, 4), (4, 7), (7, 10)]
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import Dict
+from typing import Dict, cast
 
-from .base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
+from .base import Answer, Backend, Limits, OptionRules, Query, TaskKey, TaskRecord, Unknown
 
-__all__ = ["Answer", "Backend", "Limits", "Query", "TaskKey", "TaskRecord", "Unknown", "get", "choose", "NAMES"]
+__all__ = ["Answer", "Backend", "Limits", "OptionRules", "Query", "TaskKey", "TaskRecord", "Unknown", "get",
+           "choose", "option_rules", "NAMES"]
 
 NAMES = ("slurm", "local")
 _CLASSES = {"slurm": ("slurm.backend", "SlurmBackend"), "local": ("local.backend", "LocalBackend")}
+# Whose options a backend takes: the local runner runs the same sbatch script, so it takes (and
+# checks) sbatch's, and a job tried locally runs unchanged on the cluster.
+_OPTION_RULES = {"auto": "slurm.options", "slurm": "slurm.options", "local": "slurm.options"}
 _made: Dict[str, Backend] = {}
 
 
@@ -29,3 +33,8 @@ def choose(requested: str) -> str:
     from .slurm.backend import cluster_available
 
     return "slurm" if cluster_available() else "local"
+
+
+def option_rules(name: str) -> OptionRules:
+    """The names and value forms of the options the backend ``name`` takes ("auto" included)."""
+    return cast(OptionRules, importlib.import_module(f"{__name__}.{_OPTION_RULES[name]}"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 if TYPE_CHECKING:
     from .._store.manifest import Submission
@@ -78,6 +78,18 @@ class Limits:
     partition: str = ""
 
 
+class OptionRules(Protocol):
+    """The option names and value forms of a scheduler (for Slurm, ``slurm/options.py``)."""
+
+    SHORT: Mapping[str, str]  # one-letter option -> its long name
+
+    def unknown_name(self, key: str) -> Optional[str]:
+        """Why ``key`` (a long name or one letter) is not an option, or None."""
+
+    def bad_value(self, key: str, value: object) -> Optional[str]:
+        """Why ``value`` is not a form the scheduler takes for ``key``, or None."""
+
+
 class Backend(abc.ABC):
     """Submits array scripts and answers for their tasks."""
 
@@ -85,6 +97,8 @@ class Backend(abc.ABC):
     name: str = ""
     #: a query costs no more than reading a file, so a status may make it whenever it is built
     query_is_cheap: bool = False
+    #: its tasks run on this machine and go on after the submitting process ends
+    tasks_outlive_caller: bool = False
 
     @abc.abstractmethod
     def submit(self, job_dir: Path, sub: "Submission") -> str:
@@ -118,6 +132,7 @@ class Backend(abc.ABC):
     def check_usable(self, requested: str) -> None:
         """Raise InputError when this backend cannot run jobs here (``requested`` is what the
         caller asked for, e.g. "auto" or "slurm", for the message)."""
+        return None  # usable by default
 
     def max_array_size(self) -> Optional[int]:
         """The most tasks one array may have (None: no limit)."""

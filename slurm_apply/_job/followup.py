@@ -156,7 +156,7 @@ def _decide(job: "SlurmJob", k: int, status: Optional["JobStatus"], why: str) ->
 
 
 def _launch(job_dir: Path, manifest: Manifest, index: int) -> None:
-    from .._backends.local import exit as local_exit
+    from .._launch import exit_notice
     from .._errors import SubmissionError
     from .._launch.write import launch
 
@@ -164,7 +164,7 @@ def _launch(job_dir: Path, manifest: Manifest, index: int) -> None:
         launch(job_dir, manifest, index)
     except SubmissionError:
         pass  # recorded in the manifest as a failed submission, which the status shows
-    local_exit.hand_over()  # local tasks started here go on after this process, as they should
+    exit_notice.hand_over()  # local tasks started here go on after this process, as they should
 
 
 def _save(job_dir: Path, manifest: Manifest, sub: Submission, decision: Decision) -> Decision:

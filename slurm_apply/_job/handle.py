@@ -13,7 +13,7 @@ from .._status.classify import ACTIVE_STATES, UNKNOWN
 from .._errors import InputError, JobActiveError, JobTimeoutError
 from .._node.budget import read_stops
 from .._status.results import Results, list_record_files
-from .._launch.write import chunk_bounds
+from .._store.params import chunk_bounds
 from .rows import RowNames
 from .._status.retries import decided_meanwhile
 from .._status.missing import in_rows
@@ -195,15 +195,7 @@ class SlurmJob:
     def unfinished_tasks(self) -> List[Tuple[int, int]]:
         """(submission, task) of every launched task without an end marker: one directory
         listing per submission, the cheap check a wait makes often."""
-        out: List[Tuple[int, int]] = []
-        for s in self._manifest.launched():
-            try:
-                names = set(os.listdir(jd.tasks_dir(self.job_dir, s.index)))
-            except FileNotFoundError:
-                names = set()
-            out.extend((s.index, t) for t in range(s.n_tasks)
-                       if jd.task_marker(self.job_dir, s.index, t, "done").name not in names)
-        return out
+        return jd.tasks_without_end_marker(self.job_dir, self._manifest.launched())
 
     # -- waiting -------------------------------------------------------------------------------
 

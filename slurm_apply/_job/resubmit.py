@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from .. import _backends as backends
 from .._launch import write as _submit
-from .._submit import validate as v
+from .._launch import validate as v
 from .._errors import InputError, JobActiveError
 from .._store import layout as jd
 from .._store.manifest import WRITTEN, merge_options, ranges
@@ -30,9 +30,9 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     nodes = v.check_optional_positive_int("nodes", nodes)
     cpus = v.check_optional_positive_int("cpus_per_node", cpus_per_node)
     max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
-    options = v.check_options(slurm_options)
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
+    options = v.check_options(slurm_options, backends.option_rules(backend or job.manifest.latest.backend))
     status = job.get_job_status()
     if not force:
         job.refuse_if_active("resubmit", status)

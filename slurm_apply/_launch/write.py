@@ -10,12 +10,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from .. import _backends as backends
 from .._store import layout as jd
 from .._store import params, table
-from . import script as _script
+from . import exit_notice, script as _script
 from .._errors import SubmissionError
 from .._log import logger
 from .._store.manifest import FAILED, SUBMITTED, Manifest, Submission
@@ -54,56 +54,6 @@ def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
     return min(n_tasks, n_chunks), n_chunks
 
 
-def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
-    """Split positions 0..n_rows into n_chunks contiguous, nearly equal ranges."""
-    base, extra = divmod(n_rows, n_chunks)
-    out = []
-    start = 0
-    for c in range(n_chunks):
-        stop = start + base + (1 if c < extra else 0)
-        out.append((start, stop))
-        start = stop
-    return out
-
-
-def _column_arrays(df: "pd.DataFrame") -> List[Any]:
-    """Each column in the form that is fastest to slice, pickle and read back on the node.
-
-    Plain numeric columns become the standard library's ``array.array`` (a copy of NumPy's
-    buffer, pickled as raw bytes, turned into Python numbers with ``tolist()`` on the node
-    without importing NumPy there); anything else becomes a list of Python objects.
-    """
-    import array
-
-    import numpy as np
-
-    out: List[Any] = []
-    for i in range(df.shape[1]):
-        col = df.iloc[:, i]
-        dtype = col.dtype
-        code = table.typecode(dtype)
-        if code is not None:
-            values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
-            out.append(array.array(code, values.tobytes()))
-        else:
-            out.append(col.tolist())
-    return out
-
-
-def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: int) -> List[bytes]:
-    """The rows of a submission as pickled chunks. ``rows`` None means all rows, in order."""
-    if rows is not None:
-        df = df.iloc[list(rows)]
-    columns = [str(c) for c in df.columns]
-    arrays = _column_arrays(df)
-    blobs = []
-    for start, stop in chunk_bounds(len(df), n_chunks):
-        chunk_rows: Any = (start, stop) if rows is None else [int(r) for r in rows[start:stop]]
-        blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
-        blobs.append(params.dumps(blob))
-    return blobs
-
-
 def caller_pythonpath() -> Optional[str]:
     """The directory of the running script, which Python put first on sys.path; a node started
     with ``-m`` would not have it, and f may come from a module beside the script."""
@@ -130,7 +80,7 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         from .._node import budget
 
         budget.prepare(job_dir, sub.index)
-    params.write_params_bin(jd.params_bin(job_dir, sub.index), encode_chunks(df, rows, n_chunks))
+    params.write_params_bin(jd.params_bin(job_dir, sub.index), table.encode_chunks(df, rows, n_chunks))
     script = _script.render(
         jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,
         log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,
@@ -186,6 +136,8 @@ def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
         jd.save_manifest(job_dir, manifest)
         raise
     sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+    if backend.tasks_outlive_caller:
+        exit_notice.remember(job_dir, sub)  # to say at exit if its tasks still run
     manifest.replace_submission(sub)
     jd.save_manifest(job_dir, manifest)
     if sub.followup:

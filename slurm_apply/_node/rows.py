@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .._store import layout as jd
-from .._store.params import ParamsReader
+from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
 from .._store.manifest import Manifest
 from .budget import Budget
@@ -76,15 +76,6 @@ def load(payload: Path, pkgs: Sequence[str]) -> Callable[..., Any]:
     from .._store.payload import load as load_payload_file
 
     return load_payload_file(payload, pkgs)
-
-
-def decode_chunk(blob: Any) -> Tuple[List[int], List[str], List[Sequence[Any]]]:
-    """A chunk as (row indices, column names, column values as plain Python lists)."""
-    rows = blob["rows"]
-    if isinstance(rows, tuple):
-        rows = list(range(rows[0], rows[1]))
-    cols = [c.tolist() if hasattr(c, "tolist") else c for c in blob["data"]]
-    return rows, blob["columns"], cols
 
 
 # A chunk to resume (already claimed for the process): (chunk, rows to skip, how many of its

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .._store import layout as jd
-from .._store.params import ParamsReader
+from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
 from . import lease
 from . import markers
@@ -176,7 +176,7 @@ class Task:
     def chunk_rows(self, c: int) -> List[int]:
         if self._params is None:
             self._params = ParamsReader(jd.params_bin(self.ctx.job_dir, self.ctx.sub))
-        return rowloop.decode_chunk(self._params.chunk(c))[0]
+        return decode_chunk(self._params.chunk(c))[0]
 
     def _new_rows(self, p: int) -> Set[int]:
         batch = self.readers[p].read_new_batch()

@@ -43,7 +43,7 @@ def why_missing(snap: "Snapshot", missing: RowSet,
         stopped = (f"not run: the job stopped early ({stop.get('failed', '?')} rows raised, "
                    f"max_failures={stop.get('max_failures')})") if stop is not None else ""
         blame = functools.lru_cache(maxsize=None)(
-            lambda who: _blame(s, who, task_states, by_task, stopped))
+            lambda who, s=s, task_states=task_states, stopped=stopped: _blame(s, who, task_states, by_task, stopped))
         starts, stops, chunks = _chunk_runs(s, snap.chunk_bounds(s.n_rows, s.n_chunks))
         by_blame: Dict[Tuple[str, str], List[int]] = {}
         for i in _overlapping(starts, stops, here).tolist():

@@ -27,11 +27,9 @@ from .merge import (
     FRAME_BITS,
     NO_RECORD,
     PROC_SHIFT,
-    SUCCESS,
     SUCCESS_BIT,
     envelope,
     make_key,
-    merge,
     split_key,
 )
 from .rowsets import RowSet, combine

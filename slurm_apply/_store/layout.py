@@ -40,10 +40,13 @@ import pickle
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .manifest import Submission
 
 DIR_PREFIX = "_rslurm_"
 
@@ -104,6 +107,19 @@ def tasks_dir(job_dir: Path, sub: int) -> Path:
 
 def task_marker(job_dir: Path, sub: int, task: int, kind: str) -> Path:
     return tasks_dir(job_dir, sub) / f"t{task:04d}.{kind}"
+
+
+def tasks_without_end_marker(job_dir: Path, subs: Sequence["Submission"]) -> List[Tuple[int, int]]:
+    """(submission, task) of every task of these submissions without an end marker: one
+    directory listing per submission."""
+    out: List[Tuple[int, int]] = []
+    for s in subs:
+        try:
+            names = set(os.listdir(tasks_dir(job_dir, s.index)))
+        except FileNotFoundError:
+            names = set()
+        out.extend((s.index, t) for t in range(s.n_tasks) if task_marker(job_dir, s.index, t, "done").name not in names)
+    return out
 
 
 def log_pattern(job_dir: Path, sub: int) -> Path:

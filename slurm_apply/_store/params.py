@@ -1,5 +1,6 @@
 """A submission's rows in ``s<k>/params.bin``: pickled chunks behind an index of offsets, so a
-task reads only the chunks it runs and never the whole table."""
+task reads only the chunks it runs and never the whole table. How rows are cut into chunks, and
+how a chunk is decoded, live here too (``table.encode_chunks`` encodes them)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,24 @@ def dumps(obj: Any) -> bytes:
         import cloudpickle
 
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
+    """Split positions 0..n_rows into n_chunks contiguous, nearly equal ranges."""
+    base, extra = divmod(n_rows, n_chunks)
+    out = []
+    start = 0
+    for c in range(n_chunks):
+        stop = start + base + (1 if c < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def decode_chunk(blob: Any) -> Tuple[List[int], List[str], List[Sequence[Any]]]:
+    """A chunk as (row indices, column names, column values as plain Python lists)."""
+    rows = blob["rows"]
+    if isinstance(rows, tuple):
+        rows = list(range(rows[0], rows[1]))
+    cols = [c.tolist() if hasattr(c, "tolist") else c for c in blob["data"]]
+    return rows, blob["columns"], cols

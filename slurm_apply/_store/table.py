@@ -2,7 +2,7 @@
 which the nodes read), and ``params_meta.pkl`` holds only what those chunks cannot give back.
 
 The chunks carry each column either as raw numbers (``array.array``) or as a list of Python
-values (``_submit.encode_chunks``). The table is rebuilt from them column by column:
+values (``encode_chunks``). The table is rebuilt from them column by column:
 
     array   numbers, back into an array of the column's own dtype (byte order included);
     values  a list of values, turned back into the column's dtype by pandas: object, bool,
@@ -23,11 +23,11 @@ import array
 import bisect
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .._errors import JobDirError
 from . import layout as jd
-from .params import ParamsReader
+from .params import ParamsReader, chunk_bounds, decode_chunk, dumps
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,9 +165,6 @@ class _Filler:
 
 def row_kwargs(job_dir: Path, n_rows: int, position: int) -> Dict[str, Any]:
     """One row's arguments as the node passes them, read from its chunk of ``s0/params.bin``."""
-    from .._node.rows import decode_chunk
-    from .._launch.write import chunk_bounds
-
     reader = ParamsReader(jd.params_bin(job_dir, 0))
     try:
         starts = [a for a, _ in chunk_bounds(n_rows, len(reader))]
@@ -176,3 +173,41 @@ def row_kwargs(job_dir: Path, n_rows: int, position: int) -> Dict[str, Any]:
         reader.close()
     at = rows.index(position)
     return {name: col[at] for name, col in zip(names, cols)}
+
+
+def _column_arrays(df: "pd.DataFrame") -> List[Any]:
+    """Each column in the form that is fastest to slice, pickle and read back on the node.
+
+    Plain numeric columns become the standard library's ``array.array`` (a copy of NumPy's
+    buffer, pickled as raw bytes, turned into Python numbers with ``tolist()`` on the node
+    without importing NumPy there); anything else becomes a list of Python objects.
+    """
+    import array
+
+    import numpy as np
+
+    out: List[Any] = []
+    for i in range(df.shape[1]):
+        col = df.iloc[:, i]
+        dtype = col.dtype
+        code = typecode(dtype)
+        if code is not None:
+            values = np.ascontiguousarray(col.to_numpy(), dtype=dtype.newbyteorder("="))
+            out.append(array.array(code, values.tobytes()))
+        else:
+            out.append(col.tolist())
+    return out
+
+
+def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: int) -> List[bytes]:
+    """The rows of a submission as pickled chunks. ``rows`` None means all rows, in order."""
+    if rows is not None:
+        df = df.iloc[list(rows)]
+    columns = [str(c) for c in df.columns]
+    arrays = _column_arrays(df)
+    blobs = []
+    for start, stop in chunk_bounds(len(df), n_chunks):
+        chunk_rows: Any = (start, stop) if rows is None else [int(r) for r in rows[start:stop]]
+        blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
+        blobs.append(dumps(blob))
+    return blobs

@@ -17,7 +17,7 @@ from .. import _backends as backends
 from . import config as _config
 from .._store import layout as jd
 from .._launch import write as _submit
-from . import validate as v
+from .._launch import validate as v
 from .._errors import InputError, JobDirError, SubmissionError
 from .._job.handle import SlurmJob
 from .preflight import Preflight, warm_modules
@@ -33,7 +33,7 @@ PAYLOAD_WARN_MB = 100
 # A node failure or a preemption is usually over by the next run, and two doublings (4x the
 # memory or time asked for) cover most misestimates without letting a job grow unbounded.
 DEFAULT_RETRIES = 2
-_BACKENDS = ("auto", "slurm", "local")
+_BACKENDS = ("auto", *backends.NAMES)
 
 
 def slurm_apply(
@@ -192,25 +192,26 @@ def _describe(f: Any) -> str:
 def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     """Every argument of slurm_apply checked, in an order that fails fast and writes nothing;
     the site defaults filled in. Asks the scheduler last (``scontrol ping``, ``sbatch --help``)."""
+    v.check_choice("backend", a["backend"], _BACKENDS)
+    rules = backends.option_rules(a["backend"])
     site, defaults = _config.resolve(nodes=a["nodes"], cpus_per_node=a["cpus_per_node"],
-                                     slurm_options=a["slurm_options"], setup=a["setup"])
+                                     slurm_options=a["slurm_options"], setup=a["setup"], rules=rules)
     f, df, seed_arg = a["f"], a["params_df"], a["seed_arg"]
     c = SimpleNamespace(defaults=defaults, setup=v.check_setup(site["setup"]))
     v.check_function(f)
-    v.check_choice("backend", a["backend"], _BACKENDS)
     c.nodes = v.check_positive_int("nodes", site["nodes"])
     c.cpus_per_node = v.check_positive_int("cpus_per_node", site["cpus_per_node"])
     c.max_concurrent = v.check_optional_positive_int("max_concurrent", a["max_concurrent"])
     c.rows_per_chunk = v.check_optional_positive_int("rows_per_chunk", a["rows_per_chunk"])
     c.max_failures = v.check_max_failures(a["max_failures"])
-    c.retry = v.check_retry_policy(a["retries"], a["retry_errors"], a["max_mem"], a["max_time"])
+    c.retry = v.check_retry_policy(a["retries"], a["retry_errors"], a["max_mem"], a["max_time"], rules)
     c.seed = v.check_seed(a["seed"])
     v.check_seed_arg(seed_arg, c.seed, df)
     c.more_args = v.check_more_args(f, a["more_args"], df, seed_arg)
     v.check_params(f, df, extra_args=([seed_arg] if seed_arg else []) + list(c.more_args))
     c.objects = v.resolve_objects(a["add_objects"], caller)
     c.pkgs = v.check_pkgs(a["pkgs"])
-    c.options = v.check_options(site["slurm_options"])
+    c.options = v.check_options(site["slurm_options"], rules)
     c.jobname = v.check_jobname(a["jobname"] if a["jobname"] is not None else v.default_jobname(f))
     c.path = _job_path(c.jobname, a["job_dir"], a["overwrite"])
     c.f = functools.partial(f, **c.more_args) if c.more_args else f  # stored once, with f

@@ -20,9 +20,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from .._errors import InputError
+
+if TYPE_CHECKING:
+    from .._backends import OptionRules
 
 ENV_VAR = "SLURM_APPLY_CONFIG"
 KEYS = {"slurm_options": dict, "nodes": int, "cpus_per_node": int, "setup": list}
@@ -68,14 +71,13 @@ def load() -> Tuple[Optional[Path], Dict[str, Any]]:
 
 
 def resolve(*, nodes: Optional[int], cpus_per_node: Optional[int], slurm_options: Any,
-            setup: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            setup: Any, rules: "OptionRules") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The call's settings with the site defaults filled in (built-in: 2 nodes, 2 CPUs), and a
     record of what the defaults file gave (for the manifest)."""
-    from .._backends.slurm.options import SHORT
     from .._launch.script import normalize_key as norm
 
     def normalize_key(key: str) -> str:  # "t", "--time" and "time" are one option
-        return SHORT.get(norm(key), norm(key))
+        return rules.SHORT.get(norm(key), norm(key))
 
     path, site = load()
     given: Dict[str, Any] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Dict, FrozenSet, Iterable
 
-from . import validate as v
+from .._launch import validate as v
 from .api import slurm_apply
 from .._errors import InputError
 from .._job.handle import SlurmJob

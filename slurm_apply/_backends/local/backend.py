@@ -37,7 +37,6 @@ from ..._store import layout as jd
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
-from .exit import remember
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -168,6 +167,7 @@ class LocalBackend(Backend):
 
     name = "local"
     query_is_cheap = True  # two small files per submission
+    tasks_outlive_caller = True  # the runner is detached: its tasks go on after the caller ends
 
     def submit(self, job_dir: Path, sub: "Submission") -> str:
         local_dir(job_dir).mkdir(mode=0o700, exist_ok=True)
@@ -193,7 +193,6 @@ class LocalBackend(Backend):
         except OSError as exc:
             _signal_group(proc.pid, signal.SIGKILL)  # a runner nobody could find or cancel
             raise SubmissionError(f"could not record the local runner: {exc}") from None
-        remember(job_dir, sub)  # to say at exit if its tasks still run
         return ident["job_id"]
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:

@@ -13,9 +13,9 @@ import re
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .._backends.slurm import options as sbatch_options
+from .._backends import OptionRules
 from .._errors import InputError, UnpicklableError
-from .._launch.script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
+from .script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
 
 if TYPE_CHECKING:
     from .._store.manifest import RetryPolicy
@@ -71,8 +71,10 @@ def check_seed(seed: Any) -> Any:
     return int(seed)
 
 
-def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: Any) -> "RetryPolicy":
-    """The job's automatic retries, checked: a count, a flag and two sbatch-form ceilings."""
+def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: Any,
+                       rules: OptionRules) -> "RetryPolicy":
+    """The job's automatic retries, checked: a count, a flag and two ceilings in the form of the
+    scheduler's options (``rules``)."""
     from .._store.manifest import RetryPolicy
 
     if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
@@ -82,7 +84,7 @@ def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: 
         raise InputError(f"retry_errors must be True or False; got {retry_errors!r}")
     for name, value, key in (("max_mem", max_mem, "mem"), ("max_time", max_time, "time")):
         typed = value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
-        if not typed or (value is not None and sbatch_options.bad_value(key, str(value))):
+        if not typed or (value is not None and rules.bad_value(key, str(value))):
             raise InputError(f"{name} must be in sbatch's form for --{key} (e.g. "
                              f"{'64G' if key == 'mem' else '2-00:00:00'}); got {value!r}")
     return RetryPolicy(retries=int(retries), retry_errors=retry_errors,
@@ -269,8 +271,9 @@ def check_pkgs(pkgs: Any) -> List[str]:
     return out
 
 
-def check_options(options: Any) -> Dict[str, Any]:
-    """The sbatch options as {normalized key: value}; refuses anything that could change the script."""
+def check_options(options: Any, rules: OptionRules) -> Dict[str, Any]:
+    """The scheduler's options as {normalized key: value}, checked against its ``rules``;
+    refuses anything that could change the script."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
@@ -293,7 +296,7 @@ def check_options(options: Any) -> Dict[str, Any]:
             )
         if key in out:
             raise InputError(f"slurm_options gives {key!r} twice (as {raw_key!r} and an earlier spelling)")
-        problem = sbatch_options.unknown_name(key)
+        problem = rules.unknown_name(key)
         if problem:
             raise InputError(f"slurm_options[{raw_key!r}]: {problem}")
         if type(value).__module__ == "numpy" and hasattr(value, "item"):
@@ -315,7 +318,7 @@ def check_options(options: Any) -> Dict[str, Any]:
                 f"slurm_options[{raw_key!r}] must be a string, a number, True (a bare flag) or "
                 f"None/False (left out); got {type(value).__name__} {value!r:.60}"
             )
-        problem = sbatch_options.bad_value(key, value)
+        problem = rules.bad_value(key, value)
         if problem:
             raise InputError(f"slurm_options[{raw_key!r}]: {problem}")
         out[key] = value

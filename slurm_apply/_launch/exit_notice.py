@@ -1,8 +1,8 @@
-"""A process that ends while the local tasks it started still run says so, once.
+"""A process that ends while the tasks it started on this machine still run says so, once.
 
-The local runner is detached (its own session), so its tasks go on after the process that
-submitted them ends. A script that never waits would otherwise end silently while the tasks
-keep the CPUs busy and the results arrive later in the job directory.
+Some backends (the local runner) start tasks that outlive the process that submitted them (the
+runner is detached, in its own session). A script that never waits would otherwise end silently
+while the tasks keep the CPUs busy and the results arrive later in the job directory.
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Tuple
 
-from ..._log import logger
-from ..base import TaskRecord
+from .. import _backends as backends
+from .._log import logger
+from .._status.classify import ACTIVE_STATES
+from .._store import layout as jd
 
 if TYPE_CHECKING:
-    from ..._store.manifest import Submission
+    from .._store.manifest import Submission
 
 _started: List[Tuple[Path, "Submission"]] = []  # submissions this process started here
 
 
 def remember(job_dir: Path, sub: "Submission") -> None:
-    """Called by the local backend's submit: look at the submission again at exit."""
+    """Look at the submission again when this process exits."""
     if not _started:
         atexit.register(_tell_still_running)
     _started.append((job_dir, sub))
@@ -35,18 +37,16 @@ def hand_over() -> None:
 
 
 def _still_running(job_dir: Path, sub: "Submission") -> bool:
-    """The runner says a task is queued or running, and it has not written its end marker
+    """The backend says a task is queued or running, and it has not written its end marker
     (once every task has, the runner may live a few ms more to record them: no work goes on)."""
-    from ..._job.handle import SlurmJob
-    from .backend import PENDING, RUNNING, LocalBackend
-
-    answers = LocalBackend().query(job_dir, [sub]).answers  # a deleted directory: all Unknown
-    busy = {key for key, a in answers.items() if isinstance(a, TaskRecord) and a.state in (PENDING, RUNNING)}
+    answers = backends.get(sub.backend).query(job_dir, [sub]).answers  # a deleted directory: all Unknown
+    busy = {key for key, a in answers.items()
+            if isinstance(a, backends.TaskRecord) and a.state in ACTIVE_STATES}
     if not busy:
         return False
     try:
-        return bool(busy & set(SlurmJob(job_dir).unfinished_tasks()))
-    except Exception:  # the directory went away meanwhile: nothing to say about it
+        return bool(busy & set(jd.tasks_without_end_marker(job_dir, [sub])))
+    except OSError:  # the directory went away meanwhile: nothing to say about it
         return False
 
 
