@@ -176,17 +176,32 @@ def test_a_failing_task_and_the_supervisor_identity(tmp_path):
     assert [a.exit_code for a in answers(job_dir, sub)] == ["3:0", "3:0"]
 
 
-def test_a_dead_supervisor_leaves_lost_tasks_and_cancel_stops_its_orphans(tmp_path):
+def test_a_dead_supervisors_running_task_is_running_and_cancel_stops_it(tmp_path):
+    # Issue 16, bug 2: the runner's death says nothing of its task processes; their own identity
+    # (pid and start time) does.
+    job_dir, sub = make_job(tmp_path, script="exec sleep 60\n")
+    sub = dataclasses.replace(sub, job_id=local.LocalBackend().submit(job_dir, sub))
+    wait_for(lambda: local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "RUNNING")
+    task_pid = local.read_state(job_dir, 0)["tasks"]["0"]["proc"]["pid"]
+    runner = jd.read_json(local.runner_path(job_dir, 0))["pid"]
+    os.kill(runner, signal.SIGKILL)
+    wait_for(lambda: local._proc_stat(runner) is None or local._proc_stat(runner)[0] == "Z")
+    answer = answers(job_dir, sub)[0]
+    assert answer.state == "RUNNING" and "is gone; the task still runs" in answer.reason
+    local.LocalBackend().cancel(job_dir, [sub])
+    assert answers(job_dir, sub)[0].state == "CANCELLED"
+    wait_for(lambda: local._proc_stat(task_pid) is None or local._proc_stat(task_pid)[0] == "Z")
+
+
+def test_a_dead_supervisors_task_that_is_gone_too_is_lost(tmp_path):
     job_dir, sub = make_job(tmp_path, script="exec sleep 60\n")
     sub = dataclasses.replace(sub, job_id=local.LocalBackend().submit(job_dir, sub))
     wait_for(lambda: local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "RUNNING")
     task_pid = local.read_state(job_dir, 0)["tasks"]["0"]["proc"]["pid"]
     os.kill(jd.read_json(local.runner_path(job_dir, 0))["pid"], signal.SIGKILL)
+    os.kill(task_pid, signal.SIGKILL)
     wait_for(lambda: answers(job_dir, sub)[0].state == "LOST")
     assert "is gone" in answers(job_dir, sub)[0].reason
-    local.LocalBackend().cancel(job_dir, [sub])
-    assert answers(job_dir, sub)[0].state == "CANCELLED"
-    wait_for(lambda: local._proc_stat(task_pid) is None or local._proc_stat(task_pid)[0] == "Z")
 
 
 def test_cancel_of_a_running_job_saves_its_rows(tmp_path):

@@ -38,6 +38,7 @@ def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     ctx = Context(job_dir, manifest, sub, task, started=started,
                   node=os.environ.get("SLURMD_NODENAME") or socket.gethostname())
     markers.unmark_done(ctx)  # a requeued task starts again: its old end marker says nothing
+    markers.unmark_idle(ctx)
     heartbeat = lease.Heartbeat(job_dir, sub, task)  # before any claim of this start
     n_starts = markers.record_start(ctx)
     print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "

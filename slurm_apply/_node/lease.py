@@ -100,7 +100,7 @@ def dead_tasks(job_dir: Path, sub: int, me: int, now: float) -> Tuple[Dict[int, 
                 continue
             if parsed[1] == "live":
                 beats[parsed[0]] = entry
-            elif parsed[1] == "done":
+            elif parsed[1] in ("done", "idle"):  # idle: out of rows, watching like this one
                 ended.add(parsed[0])
     for task, entry in beats.items():
         if task in ended:

@@ -31,6 +31,21 @@ def record_start(ctx: Context) -> int:
     return len(starts)
 
 
+def mark_idle(ctx: Context) -> None:
+    """Out of rows, staying a while to take over a dead sibling's chunks: siblings need not
+    watch this task, but it has not finished (its end marker comes when it goes)."""
+    if not jd.job_replaced(ctx.job_dir, ctx.manifest.token):
+        jd.write_json(jd.task_marker(ctx.job_dir, ctx.sub, ctx.task, "idle"), {"since": time.time()})
+
+
+def unmark_idle(ctx: Context) -> None:
+    """Working again (a takeover, or a requeued start)."""
+    try:
+        os.unlink(jd.task_marker(ctx.job_dir, ctx.sub, ctx.task, "idle"))
+    except FileNotFoundError:
+        pass
+
+
 def unmark_done(ctx: Context) -> None:
     """Remove the end marker: a requeued task, or one working again, has not ended."""
     try:
@@ -40,8 +55,8 @@ def unmark_done(ctx: Context) -> None:
 
 
 def mark_done(ctx: Context, summary: Dict[str, Any]) -> bool:
-    """Write the end marker: the task has run out of rows. False if the directory now holds
-    another job (nothing is written then)."""
+    """Write the end marker, the task's last write: it has run out of rows and will take over
+    nothing more. False if the directory now holds another job (nothing is written then)."""
     if jd.job_replaced(ctx.job_dir, ctx.manifest.token):
         print("slurm_apply: the job directory now holds another job; no end marker written",
               flush=True)

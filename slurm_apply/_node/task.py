@@ -13,7 +13,9 @@ Slurm's KillWait), notes in its heartbeat which rows were in flight, and dies of
 
 It keeps a heartbeat, and when a process has run out of chunks it looks for tasks that died and
 takes over their unfinished chunks (``lease.py``). A task out of rows stays up to LINGER_S for
-that, but writes its end marker first, so nobody waits for it.
+that: it says so with an idle marker (so the tasks it watches do not wait for it in turn), and
+writes its end marker only when it goes. The end marker is a task's last write: once it is
+there the task will do nothing more, which is what "finished" means to the status.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a
 MAX_DEATHS = 100  # per task start: past this a replacement costs more than it saves
 STOP_WAIT_S = 10.0  # to let processes save after SIGTERM; Slurm's KillWait defaults to 30 s
 LINGER_POLL_S = 0.2  # a lingering task looks again after this, then 1.5 times later, up to
-# HEARTBEAT_S: it ends soon after the tasks it watches, and takes over soon after a death
+LINGER_POLL_MAX_S = 1.0  # this: it ends soon after the tasks it watches (the job's end waits
+# for it), and takes over soon after a death
 
 _HINTS = {
     signal.SIGSEGV: "a crash in compiled code", signal.SIGBUS: "a crash in compiled code",
@@ -113,6 +116,7 @@ class Task:
         self.claims = claims.ClaimReader(ctx.job_dir, ctx.sub)
         self.recorded = lease.Recorded(ctx.job_dir, ctx.sub)
         self.watching: Set[int] = set()
+        self.marked_done = False  # its end marker is written: it will do nothing more
         self.settled: Set[int] = set()
         self.finished: Set[int] = set()
         self._params: Optional[ParamsReader] = None
@@ -310,20 +314,22 @@ class Task:
             idle = [p for p in range(self.ncpu) if p not in self.children]
             if idle and not self.tally.gave_up and time.monotonic() >= next_scan:
                 if self.take_over(idle, now) and linger_until is not None:
-                    markers.unmark_done(self.ctx)  # working again: its marker would say too little
+                    markers.unmark_idle(self.ctx)  # working again
                     linger_until = None
                 # A lingering task looks often at first, to end soon after the tasks it watches.
-                pause = min(pause * 1.5, lease.HEARTBEAT_S) if linger_until is not None else LINGER_POLL_S
+                pause = min(pause * 1.5, LINGER_POLL_MAX_S) if linger_until is not None else LINGER_POLL_S
                 next_scan = time.monotonic() + (pause if linger_until is not None else lease.SCAN_S)
             if self.children:
                 continue
             if linger_until is None:
-                markers.mark_done(self.ctx, self.tally.summary())
+                markers.mark_idle(self.ctx)
                 linger_until = time.monotonic() + lease.LINGER_S
                 pause = LINGER_POLL_S
                 next_scan = time.monotonic() + pause
             if not self.watching or time.monotonic() > linger_until or self.tally.gave_up:
-                return
+                break
+        if not self.children:  # out of rows (also on SIGTERM while lingering): nothing more to do
+            self.marked_done = markers.mark_done(self.ctx, self.tally.summary())
 
     def _wait(self, timeout_s: float) -> None:
         if self.children:
@@ -335,6 +341,8 @@ class Task:
 
     def stop(self) -> None:
         """After SIGTERM: let the processes save, note what was in flight, and go."""
+        if self.marked_done:
+            return  # its end marker is its last write: nothing was in flight
         deadline = time.monotonic() + STOP_WAIT_S
         in_flight: lease.StopInfo = {}
         for p, child in list(self.children.items()):

@@ -258,7 +258,11 @@ def _answers(job_dir: Path, sub: "Submission") -> Tuple[List[Answer], Optional[A
             continue
         state, reason = rec["state"], ""
         if state in (PENDING, RUNNING) and not alive:
-            state, reason = LOST, f"the local runner (pid {pid} on {host}) is gone"
+            # The task's own process (pid and start time, as cancel checks) outlives its runner.
+            if state == RUNNING and "proc" in rec and _still_runs(rec["proc"]):
+                reason = f"the local runner (pid {pid} on {host}) is gone; the task still runs"
+            else:
+                state, reason = LOST, f"the local runner (pid {pid} on {host}) is gone"
         out.append(TaskRecord(array_job_id=job_id, task=t, state=state, node_list=host, reason=reason,
                               exit_code=_exit_code(rec.get("exit_code")), end_time=rec.get("ended")))
     return out, local_followup.answer(plan, alive, job_id, host)
