@@ -117,6 +117,11 @@ class Backend(abc.ABC):
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         """Cancel the queued and running tasks of these submissions."""
 
+    def cancel_followups(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        """Cancel the follow-ups of these submissions, and nothing else: their tasks have ended
+        (cancelling one that is still ending would record it as cancelled)."""
+        self.cancel(job_dir, subs)
+
     def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         """Have the follow-up script ``sub.followup`` run once every task of ``sub`` (already
         submitted) has ended; return its job id, or None when the backend runs it itself.

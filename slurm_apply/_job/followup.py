@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._backends import resources as res
@@ -65,9 +65,16 @@ def stop_followups(job: "SlurmJob") -> None:
     replaced: once the job has ended they have nothing to retry, and they would write there."""
     from .._errors import SchedulerError
 
-    if any(s.followup and s.decision is None for s in job.manifest.launched()):
+    undecided = [s for s in job.manifest.launched() if s.followup and s.decision is None]
+    if not undecided:
+        return
+    stop_retries(job.job_dir, "the job directory is being deleted or replaced")
+    by_backend: Dict[str, List[Submission]] = {}
+    for s in undecided:
+        by_backend.setdefault(s.backend, []).append(s)
+    for name, subs in by_backend.items():
         try:
-            job.cancel()
+            backends.get(name).cancel_followups(job.job_dir, subs)
         except SchedulerError:  # one that cannot be cancelled finds the directory gone
             pass
 

@@ -33,6 +33,7 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -339,9 +340,29 @@ def read_index(job_dir: Path) -> Any:
 
 
 def remove_tree(path: Path) -> None:
+    """Delete a job directory whole. It is first renamed out of the way (one atomic step: its
+    path then holds the whole job or nothing, never a job without its manifest), then deleted;
+    a file that a late writer adds or renames meanwhile is deleted on another pass."""
+    import secrets
     import shutil
+    import time
 
-    shutil.rmtree(path)
+    gone = path.with_name(f".{path.name}.deleting-{secrets.token_hex(4)}")
+    os.rename(path, gone)
+    for attempt in range(10):
+        try:
+            shutil.rmtree(gone)
+            return
+        except FileNotFoundError:  # a file renamed or removed under the walk: look again
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+        time.sleep(0.1 * (attempt + 1))
+    shutil.rmtree(gone, ignore_errors=True)
+    if gone.exists():
+        raise JobDirError(f"{path} was deleted from its place, but something still writes into it: "
+                          f"what is left is in {gone}; delete it once nothing runs there")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -333,6 +333,9 @@ class SlurmBackend(Backend):
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         scancel([j for s in subs for j in (s.job_id, s.followup_id) if j])
 
+    def cancel_followups(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        scancel([s.followup_id for s in subs if s.followup_id])
+
     def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         # afterany: it starts once every task has ended, whatever their states; a dependency
         # that can never be met (the array forgotten) cancels it rather than leaving it queued.
