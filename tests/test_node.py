@@ -20,6 +20,7 @@ import pytest
 
 from slurm_apply._store import layout as jd
 from slurm_apply import slurm_apply
+from slurm_apply._store.taskfiles import TaskFiles
 from slurm_apply._node import lease
 from slurm_apply._node.task import describe_exit
 from slurm_apply._store import claims, records
@@ -285,7 +286,8 @@ def test_the_plan_skips_recorded_rows_and_the_row_in_flight(tmp_path):
 
 def test_a_stale_heartbeat_is_dead_a_fresh_one_alive_and_a_stop_note_dead_at_once(tmp_path):
     jd.make_submission_dirs(tmp_path, 0)
-    beats = {t: lease.Heartbeat(tmp_path, 0, t) for t in range(4)}
+    jd.write_token(tmp_path, "tok")
+    beats = {t: lease.Heartbeat(TaskFiles(tmp_path, 0, t, "tok")) for t in range(4)}
     now = beats[0].renew()
     old = now - lease.LEASE_S - 1
     os.utime(beats[1].path, (old, old))

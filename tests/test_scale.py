@@ -217,6 +217,7 @@ def test_max_failures_is_recorded_and_a_fraction_counts_the_submissions_rows(tmp
 
 def test_the_budget_counts_every_process_and_stops_claims(tmp_path):
     from slurm_apply._node import budget
+    from slurm_apply._store import stops
     from slurm_apply._node.rows import Context
 
     job = slurm_apply(lambda x: x, pd.DataFrame({"x": range(100)}), backend="local", submit=False,
@@ -226,12 +227,12 @@ def test_the_budget_counts_every_process_and_stops_claims(tmp_path):
     second.stem = "t0001-p1"  # another process
     first.add(4, "ValueError: x")
     second.add(5, "ValueError: y")
-    assert budget.total_failures(job.job_dir, 0) == 9 and not first.stopped()
+    assert stops.total_failures(job.job_dir, 0) == 9 and not first.stopped()
     first.add(1)  # not published at once: the count has not doubled (a process's end does it)
-    assert budget.total_failures(job.job_dir, 0) == 9
+    assert stops.total_failures(job.job_dir, 0) == 9
     first.flush()
-    assert budget.total_failures(job.job_dir, 0) == 10 and second.stopped()
-    note = budget.read_stop(job.job_dir, 0)
+    assert stops.total_failures(job.job_dir, 0) == 10 and second.stopped()
+    note = stops.read_stop(job.job_dir, 0)
     assert note["failed"] == 10 and note["max_failures"] == 10 and note["first"] == "ValueError: x"
     late = claims.Claimer(job.job_dir, 0, 10, 2, 1, task=1, proc=0,
                           may_claim=lambda: not budget.Budget(ctx, "c").stopped())

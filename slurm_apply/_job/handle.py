@@ -10,8 +10,8 @@ from .. import _backends as backends
 from .._store import layout as jd
 from .._backends import Answer, TaskKey, TaskRecord, Unknown
 from .._status.classify import ACTIVE_STATES, UNKNOWN
-from .._errors import InputError, JobActiveError, JobTimeoutError
-from .._node.budget import read_stops
+from .._errors import InputError, JobActiveError, JobTimeoutError, SchedulerError
+from .._store.stops import read_stops
 from .._status.results import Results, list_record_files
 from .._store.params import chunk_bounds
 from .rows import RowNames
@@ -367,21 +367,25 @@ class SlurmJob:
         if status.state != "NOT_SUBMITTED" and not force:
             self.refuse_if_active("delete", status)
         if not status.ended and status.state != "NOT_SUBMITTED":
-            self.stop()
+            self._stop("delete")
         else:
             stop_followups(self)
         jd.remove_tree(self.job_dir)
 
-    def stop(self, timeout_s: float = 60) -> None:
-        """Cancel, and wait a little for the tasks to stop writing."""
+    def _stop(self, doing: str, timeout_s: float = 60) -> None:
+        """For ``force=True``: cancel, and wait for the tasks to stop writing. Raises when the
+        cancel fails or the tasks do not stop in time: then nothing more is done (``doing``)."""
         try:
             self.cancel()
-        except Exception:  # a scheduler that cannot be asked cannot cancel either: go on
-            return
+        except SchedulerError as exc:
+            raise SchedulerError(f"force=True could not cancel the tasks of {self.job_dir}, so it "
+                                 f"did not {doing} it: {exc}") from None
         try:
             self.wait(timeout_s=timeout_s, progress=False)
         except JobTimeoutError:
-            pass
+            raise JobActiveError(f"force=True cancelled the tasks of {self.job_dir}, but they had not "
+                                 f"stopped after {timeout_s:.0f} s, so it did not {doing} it; look "
+                                 f"with `slurm-apply status {self.job_dir}` and try again") from None
 
     def resubmit(self, *, failed: bool = False, rows: Any = None, nodes: Optional[int] = None,
                  cpus_per_node: Optional[int] = None, slurm_options: Optional[Dict[str, Any]] = None,

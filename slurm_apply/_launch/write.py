@@ -77,9 +77,9 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
     rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
     jd.make_submission_dirs(job_dir, sub.index)
     if sub.max_failures is not None:
-        from .._node import budget
+        from .._store import stops
 
-        budget.prepare(job_dir, sub.index)
+        stops.prepare(job_dir, sub.index)
     params.write_params_bin(jd.params_bin(job_dir, sub.index), table.encode_chunks(df, rows, n_chunks))
     script = _script.render(
         jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,

@@ -2,5 +2,5 @@
 
 ``task.py`` is the task's parent process (its processes, which row each one runs, replacements,
 SIGTERM forwarding), ``rows.py`` the row loop of each process, ``lease.py`` heartbeats and the
-taking over of a dead task's chunks, ``markers.py`` the start and end markers.
+taking over of a dead task's chunks; what a task writes goes through ``_store/taskfiles.py``.
 """

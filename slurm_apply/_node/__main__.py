@@ -18,16 +18,28 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 from .._store import layout as jd
-from . import lease, markers
+from .._store.taskfiles import JobReplaced
+from . import lease
 from .rows import Context, load, load_payload
 from .task import Task
 
 
 def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     """Run one start of array task ``task`` of submission ``sub``; its exit code."""
+    runners: List[Task] = []
+    try:
+        return _run_task(job_dir, sub, task, token, runners)
+    except JobReplaced as exc:  # checked by the store before every write by path
+        for runner in runners:
+            runner.kill_processes()
+        print(f"slurm_apply: {exc}", flush=True)
+        return 1
+
+
+def _run_task(job_dir: Path, sub: int, task: int, token: str, runners: List["Task"]) -> int:
     started = time.time()
     manifest = jd.load_manifest(job_dir)
     if manifest.token != token or jd.job_replaced(job_dir, token):
@@ -37,13 +49,22 @@ def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
     ncpu = manifest.submissions[sub].cpus_per_task
     ctx = Context(job_dir, manifest, sub, task, started=started,
                   node=os.environ.get("SLURMD_NODENAME") or socket.gethostname())
-    markers.unmark_done(ctx)  # a requeued task starts again: its old end marker says nothing
-    markers.unmark_idle(ctx)
-    heartbeat = lease.Heartbeat(job_dir, sub, task)  # before any claim of this start
-    n_starts = markers.record_start(ctx)
+    files = ctx.files
+    files.unmark("done")  # a requeued task starts again: its old end marker says nothing
+    files.unmark("idle")
+    heartbeat = lease.Heartbeat(files)  # before any claim of this start
+    n_starts = files.record_start({
+        "time": ctx.started,
+        "node": ctx.node,
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+        "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        "pid": os.getpid(),
+    })
     print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "
           f"start {n_starts}", flush=True)
     runner = Task(ctx, ncpu, heartbeat)  # from here on SIGTERM is handled
+    runners.append(runner)
     ctx.f = load_payload(job_dir, manifest)
     ctx.loaded = time.time()
     if not runner.stopping:

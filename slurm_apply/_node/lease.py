@@ -24,6 +24,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tup
 
 from .._store import layout as jd
 from .._store import claims, records
+from .._store.taskfiles import TaskFiles
 
 HEARTBEAT_S = 2.0
 # A heartbeat older than this means its task is dead. Far above HEARTBEAT_S, so that a busy node
@@ -41,25 +42,22 @@ def heartbeat_path(job_dir: Path, sub: int, task: int) -> Path:
 
 
 class Heartbeat:
-    """This task's heartbeat: created at its start, touched while it runs."""
+    """This task's heartbeat: created at its start, touched while it runs (written through
+    TaskFiles, so a task of a replaced job touches nothing of the new one)."""
 
-    def __init__(self, job_dir: Path, sub: int, task: int) -> None:
-        self.path = heartbeat_path(job_dir, sub, task)
-        # Empty means alive (a requeued task clears its stop note). Nothing to keep: no fsync.
-        with open(self.path, "wb"):
-            pass
-        self.now = os.stat(self.path).st_mtime
+    def __init__(self, files: TaskFiles) -> None:
+        self.files = files
+        self.path = files.heartbeat
+        self.now = files.start_heartbeat()
 
     def renew(self) -> float:
         """Touch it; return the file system's "now" (its new mtime)."""
-        os.utime(self.path)
-        self.now = os.stat(self.path).st_mtime
+        self.now = self.files.renew_heartbeat()
         return self.now
 
     def stop(self, in_flight: StopInfo) -> None:
         """Say this task stopped, and which rows its processes had in flight."""
-        note = {"stopped": True, "in_flight": {str(p): list(cr) for p, cr in in_flight.items()}}
-        jd.write_json(self.path, note)
+        self.files.write_stop_note(in_flight)
 
 
 def _stop_info(path: Path) -> Optional[StopInfo]:

@@ -21,12 +21,13 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Any, BinaryIO, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from .._store import layout as jd
 from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
 from .._store.manifest import Manifest
+from .._store.taskfiles import TaskFiles
 from .budget import Budget
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
@@ -108,6 +109,11 @@ class Context:
     started: float = 0.0  # when the task started (time.time())
     loaded: float = 0.0  # when its payload was loaded
 
+    @property
+    def files(self) -> TaskFiles:
+        """Where the task writes, each write behind the job's token."""
+        return TaskFiles(self.job_dir, self.sub, self.task, self.manifest.token)
+
 
 class Writer:
     """Batches finished rows and appends them as one framed record at a time.
@@ -119,8 +125,8 @@ class Writer:
     was in flight. The process also ends when its parent (the task) has died.
     """
 
-    def __init__(self, path: Path, on_errors: Callable[[int, str], None] = lambda n, first: None) -> None:
-        self.fh = records.open_for_append(path)
+    def __init__(self, fh: BinaryIO, on_errors: Callable[[int, str], None] = lambda n, first: None) -> None:
+        self.fh = fh  # from TaskFiles.open_records
         self.on_errors = on_errors  # told how many rows raised in each frame written
         # Stacks already written, so a traceback repeated row after row is stored once.
         self.tracebacks = records.TracebackCache(self.fh.frames)  # type: ignore[attr-defined]
@@ -229,7 +235,7 @@ class _Loop:
         # After a requeue: skip the rows this process saved before (ids only: nothing unpickled).
         own: Set[int] = saved_rows(rec) if work.read_own and rec.exists() else set()
         params = ParamsReader(jd.params_bin(ctx.job_dir, ctx.sub))
-        writer = Writer(rec, self.budget.add)
+        writer = Writer(self.ctx.files.open_records(rec), self.budget.add)
         # The task starts us with SIGTERM blocked, so that no signal came before the handler
         # that saves our rows; a signal that came meanwhile is handled now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
@@ -259,7 +265,7 @@ class _Loop:
     def may_claim(self) -> bool:
         # The directory may hold another job now: claim nothing of it. Nor once the job was
         # stopped early (max_failures).
-        return not (jd.job_replaced(self.ctx.job_dir, self.ctx.manifest.token)
+        return not (self.ctx.files.replaced()
                     or self.budget.stopped())
 
     def chunk(self, params: ParamsReader, writer: Writer, c: int, skip: Any,

@@ -32,7 +32,6 @@ from .._store import layout as jd
 from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
 from . import lease
-from . import markers
 from .budget import Budget
 from . import rows as rowloop
 
@@ -234,7 +233,7 @@ class Task:
               f"task's log: {log})\n")
         frame = records.encode_frame([], [], {row: ("WorkerDied", message, tb)})
         with claims.sigterm_deferred():
-            with records.open_for_append(self._rec(p)) as fh:
+            with self.ctx.files.open_records(self._rec(p)) as fh:
                 fh.write(frame)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -266,7 +265,7 @@ class Task:
         for i, o in enumerate(orphans):
             p = idle[i % len(idle)]
             lost = (o.lost, o.owner) if o.lost is not None else None
-            if claims.try_take_over(ctx.job_dir, ctx.sub, o.chunk, o.gen, (ctx.task, p), lost):
+            if ctx.files.take_over(o.chunk, o.gen, (ctx.task, p), lost):
                 works.setdefault(p, []).append((o.chunk, o.skip, 0))
                 self.tally.took_over.append(o.chunk)
                 why = ("it stopped on SIGTERM" if dead.get(o.owner[0]) is not None
@@ -288,7 +287,7 @@ class Task:
         for o in lease.plan_takeovers(mine, {ctx.task: None}, self.recorded, self.chunk_rows,
                                       keep_in_flight=True):
             p = o.owner[1] if 0 <= o.owner[1] < self.ncpu else 0
-            if claims.try_take_over(ctx.job_dir, ctx.sub, o.chunk, o.gen, (ctx.task, p)):
+            if ctx.files.take_over(o.chunk, o.gen, (ctx.task, p)):
                 works.setdefault(p, []).append((o.chunk, o.skip, 0))
         return works
 
@@ -314,7 +313,7 @@ class Task:
             idle = [p for p in range(self.ncpu) if p not in self.children]
             if idle and not self.tally.gave_up and time.monotonic() >= next_scan:
                 if self.take_over(idle, now) and linger_until is not None:
-                    markers.unmark_idle(self.ctx)  # working again
+                    self.ctx.files.unmark("idle")  # working again
                     linger_until = None
                 # A lingering task looks often at first, to end soon after the tasks it watches.
                 pause = min(pause * 1.5, LINGER_POLL_MAX_S) if linger_until is not None else LINGER_POLL_S
@@ -322,14 +321,32 @@ class Task:
             if self.children:
                 continue
             if linger_until is None:
-                markers.mark_idle(self.ctx)
+                self.ctx.files.mark_idle()
                 linger_until = time.monotonic() + lease.LINGER_S
                 pause = LINGER_POLL_S
                 next_scan = time.monotonic() + pause
             if not self.watching or time.monotonic() > linger_until or self.tally.gave_up:
                 break
         if not self.children:  # out of rows (also on SIGTERM while lingering): nothing more to do
-            self.marked_done = markers.mark_done(self.ctx, self.tally.summary())
+            self.mark_done()
+
+    def mark_done(self) -> None:
+        """The end marker, this task's last write: it ran out of rows and takes over nothing more."""
+        summary, ctx = self.tally.summary(), self.ctx
+        ended = time.time()
+        ctx.files.mark_done({**summary, "node": ctx.node, "started": ctx.started,
+                             "payload_loaded": ctx.loaded, "ended": ended})
+        self.marked_done = True
+        extra = summary["failures"] + summary["deaths"]
+        print(f"slurm_apply: task {ctx.task} finished {summary['rows']} row(s), {summary['errors']} "
+              f"raised, in {ended - ctx.started:.2f} s" + ("; " + "; ".join(extra) if extra else ""),
+              flush=True)
+
+    def kill_processes(self) -> None:
+        """Stop every process of this task (its job was replaced: they write nothing more there)."""
+        for child in self.children.values():
+            if child.process.pid is not None:
+                _kill(child.process.pid)
 
     def _wait(self, timeout_s: float) -> None:
         if self.children:

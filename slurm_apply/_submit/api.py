@@ -259,7 +259,7 @@ def _replace_old_job(path: Path, force: bool) -> None:
         return
     if not force:
         old.refuse_if_active("replace (overwrite=True)", status)
-    old.stop()
+    old._stop("replace (overwrite=True)")
 
 
 def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple[Any, Dict[str, Any]],

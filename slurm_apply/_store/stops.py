@@ -1,0 +1,121 @@
+"""``max_failures`` on disk: each process's count of rows that raised, and the stop file.
+
+Each task process publishes its count in the *name* of one small file,
+``s<k>/failures/t0003-p812.17`` (task 3, pid 812, 17 rows), renamed as the count grows: the job's
+count is then one listing of that directory, no file opened. When the sum reaches the limit a
+process writes ``s<k>/stop.json`` (the node's side of this is ``_node/budget.py``).
+
+The stop file is made empty with the submission and written in place, never created or
+renamed later: opening an existing file makes an NFS client fetch its attributes afresh
+(close-to-open consistency), where a file that did not exist may be taken as still absent
+from the client's cache for up to a minute. Its one write is a block of STOP_BYTES (the JSON
+padded with spaces), so two processes that stop at once leave one whole note, not a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from . import layout as jd
+
+if TYPE_CHECKING:
+    from .manifest import Submission
+
+STOP_BYTES = 4096
+
+
+def prepare(job_dir: Path, sub: int) -> None:
+    """Make the submission's empty stop file (before any of its tasks runs)."""
+    jd.write_bytes(jd.stop_path(job_dir, sub), b"")
+
+
+def read_stop(job_dir: Path, sub: int) -> Optional[Dict[str, Any]]:
+    """The stop note, or None while the submission has not stopped (or has no stop file)."""
+    try:
+        with open(jd.stop_path(job_dir, sub), "rb") as fh:
+            data = fh.read(STOP_BYTES)
+    except OSError:
+        return None
+    if not data.strip():
+        return None
+    try:
+        note = json.loads(data)
+    except ValueError:
+        note = {}  # torn: stopped all the same
+    return note if isinstance(note, dict) else {}
+
+
+def _parse(name: str) -> Optional[tuple]:
+    """``t0003-p812.17`` -> ("t0003-p812", 17)."""
+    stem, dot, count = name.rpartition(".")
+    if not dot or not stem.startswith("t") or not count.isdigit():
+        return None
+    return stem, int(count)
+
+
+def total_failures(job_dir: Path, sub: int) -> int:
+    """The rows that raised in a submission, as its processes last published them."""
+    try:
+        names = os.listdir(jd.failures_dir(job_dir, sub))
+    except FileNotFoundError:
+        return 0
+    best = {}
+    for name in names:
+        parsed = _parse(name)
+        if parsed is not None:  # a listing made during a rename may show both names
+            best[parsed[0]] = max(best.get(parsed[0], 0), parsed[1])
+    return sum(best.values())
+
+
+def stop_written(job_dir: Path, sub: int) -> bool:
+    """Whether the stop note is written (an open and an fstat: asked before each claim)."""
+    try:
+        fd = os.open(jd.stop_path(job_dir, sub), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        return os.fstat(fd).st_size > 0
+    finally:
+        os.close(fd)
+
+
+def publish_count(job_dir: Path, sub: int, stem: str, old: int, new: int) -> None:
+    """A process's count of rows that raised goes from ``old`` (0: not yet published) to ``new``."""
+    d = jd.failures_dir(job_dir, sub)
+    if old:
+        os.replace(d / f"{stem}.{old}", d / f"{stem}.{new}")
+    else:
+        d.mkdir(exist_ok=True)
+        (d / f"{stem}.{new}").touch()
+
+
+def write_stop(job_dir: Path, sub: int, note: Dict[str, Any]) -> bool:
+    """Write the stop note in place; False if the job directory is gone."""
+    block = json.dumps(note).encode()[:STOP_BYTES].ljust(STOP_BYTES)
+    try:
+        fd = os.open(jd.stop_path(job_dir, sub), os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        os.pwrite(fd, block, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_stops(job_dir: Path, subs: List["Submission"]) -> Dict[int, Dict[str, Any]]:
+    """For the login side: the stop notes of submissions that stopped early, ``failed`` being
+    the rows that raised in them as their processes last counted (one listing each)."""
+    out: Dict[int, Dict[str, Any]] = {}
+    for s in subs:
+        if s.max_failures is None:
+            continue  # no stop file can exist: not even a stat
+        note = read_stop(job_dir, s.index)
+        if note is not None:
+            note["failed"] = max(int(note.get("failed", 0)), total_failures(job_dir, s.index))
+            out[s.index] = note
+    return out
