@@ -24,7 +24,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .._store import layout as jd
 
@@ -58,7 +58,7 @@ def read_stop(job_dir: Path, sub: int) -> Optional[Dict[str, Any]]:
     return note if isinstance(note, dict) else {}
 
 
-def _parse(name: str) -> Optional[tuple]:
+def _parse(name: str) -> Optional[Tuple[str, int]]:
     """``t0003-p812.17`` -> ("t0003-p812", 17)."""
     stem, dot, count = name.rpartition(".")
     if not dot or not stem.startswith("t") or not count.isdigit():
@@ -72,7 +72,7 @@ def total_failures(job_dir: Path, sub: int) -> int:
         names = os.listdir(jd.failures_dir(job_dir, sub))
     except FileNotFoundError:
         return 0
-    best = {}
+    best: Dict[str, int] = {}
     for name in names:
         parsed = _parse(name)
         if parsed is not None:  # a listing made during a rename may show both names
@@ -122,7 +122,7 @@ class Budget:
 
     def add(self, n: int, first: str = "") -> None:
         """``n`` more rows raised in this process (``first``: the first one's error)."""
-        if not self.active or not n:
+        if self.limit is None or not n:  # not self.active
             return
         self.count += n
         self.first = self.first or first
@@ -150,7 +150,7 @@ class Budget:
             new.touch()
         self.published, self.published_at = self.count, now
         total = max(self.count, total_failures(self.ctx.job_dir, self.ctx.sub))
-        if total >= self.limit and not self.stopped():
+        if self.limit is not None and total >= self.limit and not self.stopped():
             self.write_stop(total)
 
     def write_stop(self, total: int) -> None:
