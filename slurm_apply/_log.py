@@ -43,7 +43,7 @@ def _routed() -> bool:
             return True
         if not node.propagate:
             return False
-        node = node.parent  # type: ignore[assignment]
+        node = node.parent
     return False
 
 

@@ -74,7 +74,7 @@ def _rows_to_run(job: "SlurmJob", status: "JobStatus", params: "pd.DataFrame", r
         if not chosen:
             raise InputError("rows= selects no row; nothing to resubmit")
         return chosen
-    chosen = sorted(status.missing_rows + (status.failed_rows if failed else []))
+    chosen = sorted([*status.missing_rows, *(status.failed_rows if failed else ())])
     if not chosen:
         what = ("has a result" if failed or not status.failed_rows
                 else "has a result or an error (pass failed=True to rerun errors)")

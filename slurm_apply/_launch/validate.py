@@ -53,9 +53,9 @@ def check_max_failures(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"max_failures must be a number of rows (e.g. 100) or a fraction of the "
                          f"rows (e.g. 0.01); got {value!r} ({type(value).__name__})")
-    if isinstance(value, numbers.Integral) and value >= 1:
+    if isinstance(value, numbers.Integral) and int(value) >= 1:
         return int(value)
-    if 0 < value < 1:
+    if value < 1 and not value <= 0:  # 0 < value < 1: numbers.Real is typed with < and <= only
         return float(value)
     raise InputError(f"max_failures must be an integer >= 1 (rows) or a fraction between 0 and 1 "
                      f"(of the rows); got {value!r}")
@@ -142,7 +142,7 @@ def check_more_args(f: Callable[..., Any], more_args: Any, df: Any, seed_arg: Op
     if bad:
         raise InputError(f"more_args keys must be argument names of f; got {bad!r}")
     columns = set(getattr(df, "columns", ()))
-    both = sorted((set(more_args) & columns) | ({seed_arg} & set(more_args)))
+    both = sorted((set(more_args) & columns) | (set(more_args) & {seed_arg}))
     if both:
         raise InputError(f"more_args gives {both}, which params_df (or seed_arg) also gives; each "
                          "argument must come from one place: drop it from more_args or from the table")

@@ -60,7 +60,7 @@ class Budget:
 
     def add(self, n: int, first: str = "") -> None:
         """``n`` more rows raised in this process (``first``: the first one's error)."""
-        if not self.active or not n:
+        if self.limit is None or not n:  # not self.active
             return
         self.count += n
         self.first = self.first or first
@@ -82,7 +82,7 @@ class Budget:
         self.ctx.files.publish_count(self.stem, self.published, self.count)
         self.published, self.published_at = self.count, now
         total = max(self.count, stops.total_failures(self.ctx.job_dir, self.ctx.sub))
-        if total >= self.limit and not self.stopped():
+        if self.limit is not None and total >= self.limit and not self.stopped():
             self.write_stop(total)
 
     def write_stop(self, total: int) -> None:

@@ -245,10 +245,10 @@ class _Loop:
             at[CHUNK] = c
             self.chunk(params, writer, c, (skip | own) if own else skip, one_by_one)
         while True:
-            c = self.claimer.next_chunk(self.before_claim)
-            if c is None:
+            claimed = self.claimer.next_chunk(self.before_claim)
+            if claimed is None:
                 break
-            self.chunk(params, writer, c, own)
+            self.chunk(params, writer, claimed, own)
         writer.close()
         self.budget.flush()
         params.close()

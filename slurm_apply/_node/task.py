@@ -26,7 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, cast
 
 from .._store import layout as jd
 from .._store.params import ParamsReader, decode_chunk
@@ -147,7 +147,7 @@ class Task:
             self.children[work.proc] = _Child(work, process, recv)
         send.close()
         if self.stopping:  # the signal came while it was being started
-            _kill(process.pid)
+            _kill(cast(int, process.pid))  # started: it has a pid
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if os.getpid() != self.pid:
@@ -261,7 +261,7 @@ class Task:
         orphans = lease.plan_takeovers(
             self.claims.chains(), dead, self.recorded, self.chunk_rows,
             unknown_dead=lambda c: lease.unknown_owner_is_dead(ctx.job_dir, ctx.sub, c, now))
-        works: Dict[int, List[Tuple[int, Any]]] = {}
+        works: Dict[int, List[rowloop.Resume]] = {}
         for i, o in enumerate(orphans):
             p = idle[i % len(idle)]
             lost = (o.lost, o.owner) if o.lost is not None else None
@@ -279,11 +279,11 @@ class Task:
             self.start(rowloop.Work(p, tuple(resume), claims.Claimer.NO_MORE, read_own=False))
         return bool(works)
 
-    def take_back(self) -> Dict[int, List[Tuple[int, Any]]]:
+    def take_back(self) -> Dict[int, List[rowloop.Resume]]:
         """After a requeue: this task's unfinished chunks, claimed again, row in flight included."""
         ctx = self.ctx
         mine = {c: ch for c, ch in self.claims.chains().items() if ch.owner[0] == ctx.task}
-        works: Dict[int, List[Tuple[int, Any]]] = {}
+        works: Dict[int, List[rowloop.Resume]] = {}
         for o in lease.plan_takeovers(mine, {ctx.task: None}, self.recorded, self.chunk_rows,
                                       keep_in_flight=True):
             p = o.owner[1] if 0 <= o.owner[1] < self.ncpu else 0

@@ -126,7 +126,7 @@ def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
         return "COMPLETING", ("ended; waiting for its end marker to appear (a shared file system "
                               f"can show it late): {since_end_s:.0f} s of {MARKER_GRACE_S:.0f}")
     from_log = scan_log(log_text)
-    if sched is not None:
+    if sched is not None and record is not None:  # sched is set only when record is
         return _ended(sched, record, from_log, log_text)
     if from_log is not None:
         return from_log

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, astuple, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 from .._backends import Answer, TaskKey, TaskRecord
 from .classify import ACTIVE_STATES, UNKNOWN, classify
@@ -127,11 +127,10 @@ class JobStatus:
         more = f", ... ({len(positions)} rows)" if len(positions) > limit else ""
         return ", ".join(shown) + more
 
-    def missing_by_reason(self) -> Dict[str, Sequence[int]]:
+    def missing_by_reason(self) -> Mapping[str, Sequence[int]]:
         """The missing rows grouped by why they are missing, in row order."""
-        by = getattr(self.missing_reasons, "by_reason", None)
-        if by is not None and isinstance(self.missing_rows, RowSet):
-            out = by(self.missing_rows)
+        if isinstance(self.missing_reasons, RowReasons) and isinstance(self.missing_rows, RowSet):
+            out = self.missing_reasons.by_reason(self.missing_rows)
             left = self.missing_rows - RowSet.from_runs(*self.missing_reasons.runs)
             return {**out, NOT_FINISHED: left} if left else out
         grouped: Dict[str, List[int]] = {}
@@ -258,7 +257,8 @@ def build(snap: Snapshot) -> JobStatus:
         elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing, retry.shown_rows()))
     if stopped is not None:
         status.notes.insert(0, stopped_note(stopped, status.first_error))
-    status._pending = rows["pending"]  # not a field: for the output's state column
+    # Not a field (to_dict and == leave it out): for the output's state column.
+    status._pending = rows["pending"]  # type: ignore[attr-defined]
     return status
 
 
@@ -358,9 +358,10 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
     if not launched:
         return None
     sub = launched[-1]
+    submitted_at = cast(float, sub.submitted_at)  # launched keeps only those with a submitted_at
     if not ended:
-        return snap.now - sub.submitted_at
+        return snap.now - submitted_at
     ends = [float(m["ended"]) for (_, kind), m in snap.markers.get(sub.index, {}).items()
             if kind == "done" and m.get("ended")]
     ends += [t for t in (snap.log_mtime(sub.index, task) for task in range(sub.n_tasks)) if t]
-    return max(ends) - sub.submitted_at if ends else None
+    return max(ends) - submitted_at if ends else None

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .retries import RetryLine
     from .model import JobStatus, TaskStatus
 
@@ -364,7 +366,7 @@ def compress_rows(rows: Sequence[int], limit: int = 12) -> str:
     return _ranges_text([a for a, _ in ranges], [b for _, b in ranges], len(rows), limit)
 
 
-def compress_runs(starts: Sequence[int], stops: Sequence[int], limit: int = 12) -> str:
+def compress_runs(starts: Sequence[int] | np.ndarray, stops: Sequence[int] | np.ndarray, limit: int = 12) -> str:
     """Runs [start, stop) as '1-3, 7, 9-10', the first ``limit`` of them."""
     total = int(sum(int(b) - int(a) for a, b in zip(starts, stops)))
     return _ranges_text([int(a) for a in starts[:limit + 1]], [int(b) for b in stops[:limit + 1]],

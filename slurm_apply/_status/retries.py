@@ -63,7 +63,7 @@ class Retries:
     detail: str = ""
     busy: bool = False  # the follow-up may still start a submission: the job has not ended
     lines: List[RetryLine] = field(default_factory=list)
-    given_up: Dict[str, Sequence[int]] = field(default_factory=dict)  # why not retried -> rows (RowSet)
+    given_up: Dict[str, RowSet] = field(default_factory=dict)  # why not retried -> rows
 
     def shown_rows(self, most: int = 12) -> List[int]:
         """The rows a status names (the first of each line), to be named by their labels."""
@@ -121,7 +121,8 @@ def _asked(sub: "Submission", answer: Optional[Answer], now: float) -> Tuple[str
     end = answer.end_time if isinstance(answer, TaskRecord) else None
     if end is not None and now - end < MARKER_GRACE_S:
         return DECIDING, f"{_name(sub)} ended {now - end:.0f} s ago", True
-    said = f" ({state}{': ' + answer.reason if answer.reason else ''})" if state else ""
+    said = (f" ({state}{': ' + answer.reason if answer.reason else ''})"
+            if isinstance(answer, TaskRecord) and state else "")
     return LOST, f"{_name(sub)} ended without deciding{said}; its log is logs/s{sub.index}_retry.out", False
 
 
@@ -189,8 +190,8 @@ def decided_meanwhile(m: "Manifest", followups: Dict[int, Answer],
     """A follow-up the scheduler says has ended, with no decision in the manifest as read: as it
     records its decision before it ends, the manifest has changed since it was read."""
     ended = [s.index for s in m.launched() if s.followup and s.decision is None
-             and isinstance(followups.get(s.index), TaskRecord)
-             and scheduler_state(followups[s.index].state) not in ACTIVE_STATES]
+             and isinstance(f := followups.get(s.index), TaskRecord)
+             and scheduler_state(f.state) not in ACTIVE_STATES]
     return bool(ended) and any(reload().submissions[k].decision for k in ended)
 
 

@@ -322,10 +322,10 @@ class ClaimReader:
         for chunk, gens in found.items():
             chain = Chain(chunk)
             for gen in range(len(gens)):
-                name = gens.get(gen)
-                if name is None:  # a gap: the directory is being written; stop at it
+                claim = gens.get(gen)
+                if claim is None:  # a gap: the directory is being written; stop at it
                     break
-                owner, lost = self._read(name)
+                owner, lost = self._read(claim)
                 chain.owners.append(owner)
                 if lost is not None:
                     chain.lost[lost[0]] = lost[1]

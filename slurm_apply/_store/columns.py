@@ -67,7 +67,7 @@ def encode(values: Sequence[Any]) -> Optional[Columns]:
             return None
         if not all(type(v) is dict and tuple(v) == keys for v in values):
             return None
-        raw = list(zip(*map(dict.values, values)))
+        raw: List[Sequence[Any]] = list(zip(*map(dict.values, values)))
         names: Optional[List[str]] = list(keys)
     else:
         raw = [values]

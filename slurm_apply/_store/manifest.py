@@ -124,9 +124,10 @@ class Submission:
 
     def derive(self, **changes: Any) -> "Submission":
         """The next submission: this one's settings with ``changes``, not yet submitted."""
-        fresh = dict(state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="",
-                     attempt=0, retry_of=None, retried_for={}, raised={}, followup="",
-                     followup_id=None, followup_error="", decision=None)
+        fresh: Dict[str, Any] = dict(
+            state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="", attempt=0,
+            retry_of=None, retried_for={}, raised={}, followup="", followup_id=None,
+            followup_error="", decision=None)
         fresh.update(changes)
         return dataclasses.replace(self, **fresh)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 
 def runs_of(rows: Sequence[int]) -> "array[int]":
@@ -69,7 +69,7 @@ def count(runs: "array[int]") -> int:
 
 # -- turning ids into arrays: NumPy on the login side, array.array on the nodes ------------------
 
-IdsFrom = Callable[[memoryview], Any]  # little-endian int64 ids -> an array
+IdsFrom = Callable[[Union[memoryview, bytes]], Any]  # little-endian int64 ids -> an array
 
 
 def numpy_ids(buf: "memoryview | bytes") -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import layout as jd
 
@@ -48,7 +48,7 @@ def read_stop(job_dir: Path, sub: int) -> Optional[Dict[str, Any]]:
     return note if isinstance(note, dict) else {}
 
 
-def _parse(name: str) -> Optional[tuple]:
+def _parse(name: str) -> Optional[Tuple[str, int]]:
     """``t0003-p812.17`` -> ("t0003-p812", 17)."""
     stem, dot, count = name.rpartition(".")
     if not dot or not stem.startswith("t") or not count.isdigit():
@@ -62,7 +62,7 @@ def total_failures(job_dir: Path, sub: int) -> int:
         names = os.listdir(jd.failures_dir(job_dir, sub))
     except FileNotFoundError:
         return 0
-    best = {}
+    best: Dict[str, int] = {}
     for name in names:
         parsed = _parse(name)
         if parsed is not None:  # a listing made during a rename may show both names

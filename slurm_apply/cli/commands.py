@@ -17,7 +17,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 
 import click
 
@@ -30,6 +30,9 @@ from .._status.render import interrupted_text, one_line, status_text, table
 from .._store import layout as jd
 from .._status.model import JobStatus
 from .._job.wait import wait
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_ROWS_INCOMPLETE = 3
 
@@ -237,7 +240,7 @@ def output(job_dir: Path, out_path: Optional[Path], errors: str) -> None:
         raise click.ClickException(
             "writing Parquet needs pyarrow, which is not installed here: `pip install pyarrow`, "
             "or write .csv or .pkl instead.")
-    table = _open(job_dir).get_output(errors=errors)
+    table = cast("pd.DataFrame", _open(job_dir).get_output(errors=errors))  # outtype "table": a DataFrame
     if out_path is None or str(out_path) == "-":
         click.echo(table.to_csv(index=_export.keeps_index(table)), nl=False)
         return
