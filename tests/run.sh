@@ -29,8 +29,9 @@ fi
 
 # The project's rules, before any test: the layers (import-linter contracts in pyproject.toml),
 # ruff and mypy (their settings are in pyproject.toml too).
-echo "tests/run.sh: checking the layers (lint-imports) and ruff" >&2
+echo "tests/run.sh: checking the layers (lint-imports), ruff and mypy" >&2
 lint-imports --no-cache
 python3 -m ruff check slurm_apply tests bench examples
+python3 -m mypy
 
 exec python3 -m pytest "$@"
