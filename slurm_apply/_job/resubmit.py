@@ -33,6 +33,9 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     options = v.check_options(slurm_options)
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
+    # What this handle read of the records was checked when read; a record damaged on disk since
+    # would still count as done. Choosing what to run is worth one fresh, checked read.
+    job._read_records_again()
     status = job.get_job_status()
     if not force:
         job.refuse_if_active("resubmit", status)
