@@ -7,8 +7,12 @@ file system refuses locks is refused at submission, before anything is written.
 
 from __future__ import annotations
 
+import builtins
+import random
 import struct
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -103,3 +107,43 @@ def test_a_damaged_frame_is_set_apart_and_kept(tmp_path):
     assert saved_rows(path) == {0, 1, 4, 5}  # a requeued process runs 2 and 3 again
     records.open_for_append(path).close()
     assert path.stat().st_size == size
+
+
+# -- 5: test_row() leaves the session as it found it ----------------------------------------------
+
+TABLE = "the caller's own"  # a global of this module that add_objects also names
+
+
+def uses_objects(x):
+    return (x * SCALE, TABLE, random.random(), float(np.random.random()))  # noqa: F821
+
+
+class Offset:
+    """A callable object: its add_objects become builtins while it runs."""
+
+    def __call__(self, x):
+        return x + OFFSET  # noqa: F821
+
+
+def _written(tmp_path, f, objects, name, **kw):
+    return apply(f, pd.DataFrame({"x": range(3)}), add_objects=objects, backend="local",
+                 job_dir=tmp_path, jobname=name, nodes=1, cpus_per_node=1, submit=False, **kw)
+
+
+def test_test_row_leaves_globals_builtins_and_generators_as_they_were(tmp_path):
+    job = _written(tmp_path, uses_objects, {"SCALE": 10, "TABLE": "the job's"}, "glb", seed=3)
+    other = _written(tmp_path, Offset(), {"OFFSET": 100}, "bi")
+    random.seed(12345)
+    np.random.seed(54321)
+    py_state, np_state = random.getstate(), np.random.get_state()
+
+    value = job.test_row(1)
+    assert value[:2] == (10, "the job's")  # the row saw the job's objects and its row seed...
+    assert value == job.test_row(1)
+    assert other.test_row(2) == 102
+
+    assert "SCALE" not in globals() and TABLE == "the caller's own"  # ...the caller still has its own
+    assert not hasattr(builtins, "OFFSET")
+    assert random.getstate() == py_state
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
