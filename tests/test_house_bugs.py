@@ -147,3 +147,58 @@ def test_test_row_leaves_globals_builtins_and_generators_as_they_were(tmp_path):
     assert random.getstate() == py_state
     after = np.random.get_state()
     assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+
+
+# -- 6: every save of the manifest is a read-modify-write under its lock --------------------------
+
+def _slow(x):
+    import time
+
+    time.sleep(2)
+    return x
+
+
+def test_the_first_launch_loses_no_change_made_meanwhile(tmp_path, monkeypatch):
+    """A cancel()'s first step (stop_retries) and a follow-up's decision, each made by another
+    thread (so under the lock as another process would take it) while the first launch is
+    between its steps, are still in the manifest once slurm_apply() returns."""
+    import threading
+
+    from slurm_apply._backends.local.backend import LocalBackend
+    from slurm_apply._job import followup
+    from slurm_apply._store import layout as jd
+    from slurm_apply._store.manifest import NOTHING, Decision
+
+    others = []
+
+    def meanwhile(action):
+        t = threading.Thread(target=action)
+        t.start()
+        t.join(timeout=2)  # without the lock held it is done by now; with it, it waits its turn
+        others.append(t)
+
+    real_submit, real_followup = LocalBackend.submit, LocalBackend.submit_followup
+
+    def submit(self, job_dir, sub):
+        job_id = real_submit(self, job_dir, sub)
+        meanwhile(lambda: followup.stop_retries(job_dir, "cancel()"))
+        return job_id
+
+    def submit_followup(self, job_dir, sub):
+        job_id = real_followup(self, job_dir, sub)
+        meanwhile(lambda: followup._record(job_dir, 0, Decision(NOTHING, 1.0, "decided meanwhile")))
+        return job_id
+
+    monkeypatch.setattr(LocalBackend, "submit", submit)
+    monkeypatch.setattr(LocalBackend, "submit_followup", submit_followup)
+    job = apply(_slow, pd.DataFrame({"x": range(2)}), backend="local", job_dir=tmp_path,
+                jobname="race", nodes=1, cpus_per_node=2, retries=1)
+    for t in others:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    m = jd.load_manifest(job.job_dir)
+    s0 = m.submissions[0]
+    assert s0.job_id and s0.state == "submitted"  # what the launch recorded...
+    assert "cancel()" in m.retries_stopped  # ...and what was decided meanwhile
+    assert s0.decision is not None and s0.decision.detail == "decided meanwhile"
+    job.cancel()

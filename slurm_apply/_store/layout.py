@@ -39,8 +39,9 @@ import os
 import pickle
 import stat
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
@@ -267,8 +268,26 @@ def load_manifest(job_dir: Path) -> Manifest:
     return Manifest.from_json(data, where=str(path))
 
 
-def save_manifest(job_dir: Path, manifest: Manifest) -> None:
-    write_json(job_dir / MANIFEST, manifest.to_json())
+def update_manifest(job_dir: Path, change: Callable[[Manifest], Any]) -> Manifest:
+    """Change the manifest: read it afresh under :func:`manifest_lock`, apply ``change`` to it
+    (in place) and write it back atomically; the manifest as written.
+
+    The only way to change a job's manifest: a whole in-memory copy is never written over the
+    file, so a change another process made meanwhile (a cancel() stopping retries, a follow-up's
+    decision, a resubmission) is never lost. Inside a locked section (re-entrant), the read
+    sees what the section wrote.
+    """
+    with manifest_lock(job_dir):
+        manifest = load_manifest(job_dir)
+        change(manifest)
+        write_json(job_dir / MANIFEST, manifest.to_json())
+    return manifest
+
+
+def create_manifest(job_dir: Path, manifest: Manifest) -> None:
+    """Write the first manifest of a job directory just made (under the lock, as every write)."""
+    with manifest_lock(job_dir):
+        write_json(job_dir / MANIFEST, manifest.to_json())
 
 
 def token_path(job_dir: Path, token: str) -> Path:
@@ -295,13 +314,35 @@ def job_replaced(job_dir: Path, token: str) -> bool:
     return not token_path(job_dir, token).exists()
 
 
+_held = threading.local()  # per thread: {job directory: depth} of the manifest locks it holds
+
+
 @contextlib.contextmanager
 def manifest_lock(job_dir: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the manifest between processes (resubmit, CLI)."""
+    """Serialise read-modify-write of the manifest between processes (and threads): a whole
+    decision (a resubmission, a follow-up's, a launch and its outcome) holds it throughout.
+
+    Re-entrant within a thread, so :func:`update_manifest` can be called inside a locked
+    section. Another thread opens a lock of its own (flock locks belong to an open file), so it
+    waits as another process would. The descriptor is not inherited by subprocesses.
+    """
+    held: Dict[str, int] = _held.__dict__.setdefault("dirs", {})
+    key = os.path.realpath(job_dir)
+    if key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
     fd = os.open(job_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        held[key] = 1
+        try:
+            yield
+        finally:
+            del held[key]
     finally:
         os.close(fd)
 

@@ -276,7 +276,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
             check.go()
         write_table(path, params_df)  # what s0's chunks cannot give back of it
         _submit.write_submission(path, manifest, params_df, first)
-        jd.save_manifest(path, manifest)
+        jd.create_manifest(path, manifest)
         if check is not None:
             check.result()
     except BaseException:
@@ -285,8 +285,8 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
             check.cancel()
         jd.remove_tree(path)
         raise
-    manifest.prepare_s = round(time.perf_counter() - started, 4)
-    jd.save_manifest(path, manifest)
+    manifest.prepare_s = prepare_s = round(time.perf_counter() - started, 4)
+    jd.update_manifest(path, lambda m: setattr(m, "prepare_s", prepare_s))
 
 
 def _submit_first(path: Path, manifest: Manifest) -> None:
