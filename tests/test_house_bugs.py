@@ -202,3 +202,43 @@ def test_the_first_launch_loses_no_change_made_meanwhile(tmp_path, monkeypatch):
     assert "cancel()" in m.retries_stopped  # ...and what was decided meanwhile
     assert s0.decision is not None and s0.decision.detail == "decided meanwhile"
     job.cancel()
+
+
+# -- 7: a file system that refuses locks is refused at submission --------------------------------
+
+def _refuse_locks(monkeypatch):
+    import errno
+    import fcntl
+    import os
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_a_job_dir_without_locks_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from slurm_apply import JobDirError
+    from slurm_apply._backends.local.backend import LocalBackend
+
+    submitted = []
+    monkeypatch.setattr(LocalBackend, "submit", lambda self, job_dir, sub: submitted.append(sub))
+    _refuse_locks(monkeypatch)
+    with pytest.raises(JobDirError) as err:
+        apply(_square, pd.DataFrame({"x": range(3)}), backend="local", job_dir=tmp_path,
+              jobname="nolocks", nodes=1, cpus_per_node=1)
+    said = str(err.value)
+    assert str(tmp_path) in said and "ENOLCK" in said  # where, and the cause...
+    assert "flock" in said and "nothing was written" in said  # ...what it means
+    assert "Lustre" in said and "-o flock" in said and "job_dir=" in said  # ...and the fix
+    assert list(tmp_path.iterdir()) == [] and submitted == []
+
+
+def test_a_written_job_says_the_same_when_its_file_system_refuses_locks(tmp_path, monkeypatch):
+    from slurm_apply import JobDirError
+
+    job = _written(tmp_path, _square, {}, "later")
+    _refuse_locks(monkeypatch)
+    with pytest.raises(JobDirError, match=r"refuses file locks: .*ENOLCK"):
+        job.submit()
+    assert not job.manifest.latest.launched

@@ -233,6 +233,9 @@ def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
     path = jd.default_dir(jobname, job_dir)
     if path.exists() and not overwrite:
         raise jd.exists_error(path)
+    # Retries, cancel() and resubmit() lock the manifest: a file system refusing locks is
+    # refused now, before anything is written (and the probe leaves nothing behind).
+    jd.check_locks(path if path.is_dir() else path.parent)
     from .._launch.script import directive_value
 
     try:  # a path sbatch cannot carry fails here, not after writing
