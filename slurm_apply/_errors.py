@@ -7,7 +7,8 @@
      ├── PreflightError                      the payload does not load in a fresh interpreter
      ├── SubmissionError                     sbatch refused the job (carries sbatch's message)
      ├── SchedulerError                      squeue / sacct / scontrol failed unexpectedly
-     ├── JobDirError                         the job directory is missing, corrupt or unsafe
+     ├── JobDirError                         the job directory is missing, corrupt or unsafe, or its
+     │                                       file system refuses locks
      │    └── UnsafeJobDirError (also PermissionError)
      ├── JobActiveError                      refused because tasks are still queued or running
      ├── JobTimeoutError (also TimeoutError) wait() ran out of time
@@ -82,7 +83,7 @@ class SchedulerError(SlurmApplyError):
 
 
 class JobDirError(SlurmApplyError):
-    """The job directory is missing, incomplete or corrupt."""
+    """The job directory is missing, incomplete or corrupt, or its file system refuses locks."""
 
 
 class UnsafeJobDirError(JobDirError, PermissionError):

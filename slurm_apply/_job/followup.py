@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._backends import resources as res
@@ -53,11 +53,13 @@ SETTLE_S = 420.0  # how long to wait for the scheduler to say every task has end
 
 def stop_retries(job_dir: Path, why: str) -> None:
     """No follow-up starts a submission from now on (``why`` is recorded and shown)."""
-    with jd.manifest_lock(job_dir):
-        manifest = jd.load_manifest(job_dir)
+    said = f"stopped by {why} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+    def stop(manifest: Manifest) -> None:
         if manifest.retry.retries and not manifest.retries_stopped:
-            manifest.retries_stopped = f"stopped by {why} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-            jd.save_manifest(job_dir, manifest)
+            manifest.retries_stopped = said
+
+    jd.update_manifest(job_dir, stop)
 
 
 def stop_followups(job: "SlurmJob") -> None:
@@ -156,27 +158,34 @@ def _decide(job: "SlurmJob", k: int, status: Optional["JobStatus"], why: str) ->
         new = _write_retry(job.job_dir, manifest, sub, plan)
         decision = Decision(RETRIED, now, _summary(plan), retry=new.index, given_up=given_up)
         manifest.replace_submission(dataclasses.replace(sub, decision=decision))
-        # Saved by launch, once the retry has its job id: a status never sees the retry
-        # written and not yet submitted (which would end the job early).
-        _launch(job.job_dir, manifest, new.index)
+        # Saved by launch with the retry's outcome, in one write: a status never sees the
+        # retry written and not yet submitted (which would end the job early).
+        _launch(job.job_dir, manifest, new.index, also=_deciding(k, decision))
         return decision
 
 
-def _launch(job_dir: Path, manifest: Manifest, index: int) -> None:
+def _deciding(k: int, decision: Decision) -> Callable[[Manifest], None]:
+    """The change that records ``decision`` as what submission k's follow-up decided."""
+    def change(manifest: Manifest) -> None:
+        manifest.replace_submission(dataclasses.replace(manifest.submissions[k], decision=decision))
+    return change
+
+
+def _launch(job_dir: Path, manifest: Manifest, index: int,
+            also: Callable[[Manifest], None]) -> None:
     from .._launch import exit_notice
     from .._errors import SubmissionError
     from .._launch.write import launch
 
     try:
-        launch(job_dir, manifest, index)
+        launch(job_dir, manifest, index, also=also)
     except SubmissionError:
         pass  # recorded in the manifest as a failed submission, which the status shows
     exit_notice.hand_over()  # local tasks started here go on after this process, as they should
 
 
 def _save(job_dir: Path, manifest: Manifest, sub: Submission, decision: Decision) -> Decision:
-    manifest.replace_submission(dataclasses.replace(sub, decision=decision))
-    jd.save_manifest(job_dir, manifest)
+    jd.update_manifest(job_dir, _deciding(sub.index, decision))
     return decision
 
 

@@ -263,12 +263,27 @@ class SlurmJob:
             With ``outtype="raw"`` a row without a value is a :class:`FailedRow` or a
             :class:`MissingRow` (saying why), never a bare None.
         """
-        from . import output as _output
+        from .._store.frame_content import DamagedFrame
 
         if outtype not in ("table", "raw"):
             raise InputError(f"outtype must be 'table' or 'raw'; got {outtype!r}")
         if errors not in ("raise", "keep"):
             raise InputError(f"errors must be 'raise' or 'keep'; got {errors!r}")
+        try:
+            return self._output(outtype, errors)
+        except DamagedFrame:
+            # A record was damaged on disk after this handle had read (and checked) it: read
+            # every record again, checking each, so status and output agree the rows are not done.
+            self._read_records_again()
+            return self._output(outtype, errors)
+
+    def _read_records_again(self) -> None:
+        """Forget what was read of the records: the next status reads and checks every frame."""
+        self._results = Results(self.job_dir, self._manifest.n_rows)
+
+    def _output(self, outtype: str, errors: str) -> Union["pd.DataFrame", List[Any]]:
+        from . import output as _output
+
         status = self.get_job_status(ask_scheduler=False)
         if status.missing_rows or status.rows_pending:  # only now worth asking: to say why
             status = self.get_job_status()

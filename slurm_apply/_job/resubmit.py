@@ -15,7 +15,7 @@ from .._launch import write as _submit
 from .._launch import validate as v
 from .._errors import InputError, JobActiveError
 from .._store import layout as jd
-from .._store.manifest import WRITTEN, merge_options, ranges
+from .._store.manifest import WRITTEN, Manifest, merge_options, ranges
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +33,9 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
     options = v.check_options(slurm_options, backends.option_rules(backend or job.manifest.latest.backend))
+    # What this handle read of the records was checked when read; a record damaged on disk since
+    # would still count as done. Choosing what to run is worth one fresh, checked read.
+    job._read_records_again()
     status = job.get_job_status()
     if not force:
         job.refuse_if_active("resubmit", status)
@@ -41,7 +44,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
 
     params = table.read(job.job_dir)
     chosen = _rows_to_run(job, status, params, rows, failed)
-    with jd.manifest_lock(job.job_dir):
+    with jd.manifest_lock(job.job_dir):  # the whole decision: read, write the rows, launch
         manifest = jd.load_manifest(job.job_dir)
         manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest
@@ -51,8 +54,13 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
             slurm_options=merge_options(prev.slurm_options, options),
             max_concurrent=max_concurrent if max_concurrent is not None else prev.max_concurrent,
             backend=backend or prev.backend, written_at=time.time())
-        _submit.write_submission(job.job_dir, manifest, params, sub)
-        jd.save_manifest(job.job_dir, manifest)
+        sub = _submit.write_submission(job.job_dir, manifest, params, sub)
+
+        def add(m: Manifest) -> None:
+            m.retries_stopped = ""
+            m.put_submission(sub)
+
+        jd.update_manifest(job.job_dir, add)
         if submit:
             _submit.launch(job.job_dir, manifest, sub.index)
 

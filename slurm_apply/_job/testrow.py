@@ -10,6 +10,7 @@ the row's own exception; or in a fresh interpreter, as a node starts.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import random
@@ -47,23 +48,66 @@ def as_on_the_node(job_dir: Path) -> Iterator[None]:
         sys.path[:] = old_path
 
 
+@contextlib.contextmanager
+def _objects_lent(namespace: Dict[str, Any], objects: Dict[str, Any]) -> Iterator[None]:
+    """``objects`` in ``namespace`` (f's module globals, or builtins) for the length of the call,
+    then the names as they were: those it had get their own values back, the others go."""
+    had = {k: namespace[k] for k in objects if k in namespace}
+    new = [k for k in objects if k not in namespace]
+    namespace.update(objects)
+    try:
+        yield
+    finally:
+        for k in new:
+            namespace.pop(k, None)
+        namespace.update(had)
+
+
+@contextlib.contextmanager
+def _generators_kept(seeded: bool) -> Iterator[None]:
+    """The caller's ``random`` and NumPy global generators as they were before the call, whoever
+    drew from or reseeded them during it. NumPy is imported when rows are seeded, as a task
+    does (``_node.rows.load_payload``), so its generator is seeded even if f imports it late."""
+    np: Any = sys.modules.get("numpy")
+    if np is None and seeded:
+        try:
+            np = importlib.import_module("numpy")
+        except ImportError:
+            np = None
+    py_state = random.getstate()
+    np_state = np.random.get_state() if np is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        if np is not None:
+            np.random.set_state(np_state)
+
+
 def run_here(job_dir: Path, position: int) -> Any:
-    """Call f on the row in this process; its exception, if any, goes up as raised."""
+    """Call f on the row in this process; its exception, if any, goes up as raised.
+
+    The session is left as it was found: working directory, import path, the names
+    add_objects gave (in f's module globals, or builtins) and the global generators of
+    ``random`` and NumPy are put back, whether the row returned or raised. (Modules imported
+    for ``pkgs`` or by f stay imported.)
+    """
     from .._node.rows import row_seed
 
     m = jd.load_manifest(job_dir)
     kwargs = row_kwargs(job_dir, position)
-    with as_on_the_node(job_dir):
-        f = payload.load(job_dir, m.pkgs)
-        if m.seed is not None:
-            s = row_seed(m.seed, position)
-            random.seed(s)
-            np = sys.modules.get("numpy")
-            if np is not None:
-                np.random.seed(s)
-            if m.seed_arg:
-                kwargs[m.seed_arg] = s
-        return f(**kwargs)
+    with as_on_the_node(job_dir), _generators_kept(m.seed is not None):
+        f, objects = payload.unpickle(job_dir, m.pkgs)
+        with _objects_lent(payload.namespace(f), objects):
+            if m.seed is not None:
+                s = row_seed(m.seed, position)
+                random.seed(s)
+                np = sys.modules.get("numpy")
+                if np is not None:
+                    np.random.seed(s)
+                if m.seed_arg:
+                    kwargs[m.seed_arg] = s
+            return f(**kwargs)
 
 
 def run_fresh(job_dir: Path, position: int) -> Any:

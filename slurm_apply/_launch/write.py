@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from .. import _backends as backends
 from .._store import layout as jd
@@ -118,8 +118,16 @@ def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     return name
 
 
-def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
-    """Hand a written submission to its backend and record the outcome in the manifest (saved).
+def launch(job_dir: Path, manifest: Manifest, index: int,
+           also: Optional[Callable[[Manifest], None]] = None) -> Submission:
+    """Hand a written submission to its backend and record the outcome in the manifest.
+
+    ``manifest.submissions[index]`` is what to launch (it need not be saved yet); ``also``, if
+    given, is a change saved in the same write as the outcome. Each save is a read-modify-write
+    of the manifest on disk (``update_manifest``), and the manifest lock is held from the
+    submission to the last save: a cancel() waits for the job id it has to cancel, and nothing
+    another process decided meanwhile is lost. ``manifest`` is brought up to date with what
+    was saved.
 
     A refusal, or a scheduler that did not answer, is recorded as a failed submission before
     SubmissionError goes up.
@@ -129,20 +137,41 @@ def launch(job_dir: Path, manifest: Manifest, index: int) -> Submission:
     notice = backend.launch_notice(sub)
     if notice:
         logger.info(notice)
-    try:
-        job_id = backend.submit(job_dir, sub)
-    except SubmissionError as exc:
-        manifest.replace_submission(dataclasses.replace(sub, state=FAILED, error=str(exc)))
-        jd.save_manifest(job_dir, manifest)
-        raise
-    sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
-    if backend.tasks_outlive_caller:
-        exit_notice.remember(job_dir, sub)  # to say at exit if its tasks still run
-    manifest.replace_submission(sub)
-    jd.save_manifest(job_dir, manifest)
-    if sub.followup:
-        sub = _launch_followup(job_dir, manifest, backend, sub)
+    with jd.manifest_lock(job_dir):
+        try:
+            job_id = backend.submit(job_dir, sub)
+        except SubmissionError as exc:
+            _record(job_dir, manifest, dataclasses.replace(sub, state=FAILED, error=str(exc)), also)
+            raise
+        sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+        if backend.tasks_outlive_caller:
+            exit_notice.remember(job_dir, sub)  # to say at exit if its tasks still run
+        _record(job_dir, manifest, sub, also)
+        if sub.followup:
+            sub = _launch_followup(job_dir, manifest, backend, sub)
     return sub
+
+
+# What launching a submission decides of it; the rest of a saved submission is left as found.
+_LAUNCH_FIELDS = ("backend", "state", "error", "job_id", "submitted_at", "followup_id", "followup_error")
+
+
+def _record(job_dir: Path, manifest: Manifest, sub: Submission,
+            also: Optional[Callable[[Manifest], None]] = None) -> None:
+    """Save the launch's outcome for ``sub`` (and the change ``also``) into the manifest on
+    disk: the whole submission if it is not saved yet, else only what launching it decides.
+    ``manifest`` is brought up to date with what was saved."""
+    def change(m: Manifest) -> None:
+        if also is not None:
+            also(m)
+        if sub.index < len(m.submissions):
+            saved = m.submissions[sub.index]
+            m.put_submission(dataclasses.replace(saved, **{k: getattr(sub, k) for k in _LAUNCH_FIELDS}))
+        else:
+            m.put_submission(sub)
+
+    saved = jd.update_manifest(job_dir, change)
+    manifest.__dict__.update(saved.__dict__)
 
 
 def _launch_followup(job_dir: Path, manifest: Manifest, backend: "backends.Backend",
@@ -155,6 +184,5 @@ def _launch_followup(job_dir: Path, manifest: Manifest, backend: "backends.Backe
         sub = dataclasses.replace(sub, followup_error=str(exc))
         logger.warning("rows of %s whose task dies will not be retried automatically: its "
                        "follow-up job could not be submitted (%s)", manifest.jobname, exc)
-    manifest.replace_submission(sub)
-    jd.save_manifest(job_dir, manifest)
+    _record(job_dir, manifest, sub)
     return sub

@@ -108,7 +108,8 @@ class Task:
         self.shared = mmap.mmap(-1, 8 * rowloop.SLOT_WIDTH * ncpu)  # inherited by the forks
         self.slots = memoryview(self.shared).cast("q")
         self.children: Dict[int, _Child] = {}
-        self.readers = {p: records.RecordReader(self._rec(p)) for p in range(ncpu)}
+        # What its own workers just wrote, to count rows: values are not read back (``records``).
+        self.readers = {p: records.RecordReader(self._rec(p), verify=False) for p in range(ncpu)}
         self.tally = _Tally()
         self.stopping = False
         self.pid = os.getpid()

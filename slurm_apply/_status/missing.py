@@ -7,6 +7,7 @@ missing cost what their chunks cost.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -26,10 +27,16 @@ def why_missing(snap: "Snapshot", missing: RowSet,
     task died), or say it was never started. Chunk by chunk, never row by row.
 
     Returns (row -> why, row -> the state of the task to blame): NOT_STARTED when no task
-    took its chunk, STOPPED when the job stopped early, NOT_SUBMITTED when nothing ran it."""
+    took its chunk, STOPPED when the job stopped early, NOT_SUBMITTED when nothing ran it,
+    DAMAGED when its task recorded it but the record's values fail their checksum."""
     by_task = {(d.submission, d.task): d for d in details}
     left = missing
     reasons, states = RowReasons(), RowReasons()
+    for path, number, rows in snap.results.damaged(missing):
+        here = rows & left
+        left = left - here
+        reasons.add(here, damaged_reason(path, number, snap.results.job_dir))
+        states.add(here, DAMAGED)
     for s in reversed(snap.manifest.submissions):
         if not left:
             break
@@ -61,6 +68,19 @@ def why_missing(snap: "Snapshot", missing: RowSet,
         reasons.add(left, "not in any submission")
         states.add(left, "NOT_SUBMITTED")
     return reasons, states
+
+
+DAMAGED = "DAMAGED"
+
+
+def damaged_reason(path: Path, number: int, job_dir: Path) -> str:
+    """Why a row recorded in damaged frame ``number`` of ``path`` has no result."""
+    try:
+        name = str(path.relative_to(job_dir))
+    except ValueError:
+        name = str(path)
+    return (f"its record is damaged ({name}, frame {number}: the values fail their checksum, "
+            "so the file changed on disk after it was written); resubmit() runs it again")
 
 
 def _chunk_runs(s: "Submission", bounds: List[Tuple[int, int]]) -> Tuple[Any, Any, Any]:

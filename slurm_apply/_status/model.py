@@ -240,7 +240,8 @@ def build(snap: Snapshot) -> JobStatus:
                    for d in details)
     latest = m.latest.index
     stopped = snap.stops.get(latest)
-    said = missing and (abnormal or ended or retry.busy)  # worth the cost only then
+    # Worth the cost only then; a damaged record is news whenever it is found.
+    said = missing and (abnormal or ended or retry.busy or bool(snap.results.damaged(missing)))
     why, states = why_missing(snap, missing, details) if said else (RowReasons(), RowReasons())
     status = JobStatus(
         jobname=m.jobname, job_dir=m.job_dir,

@@ -8,6 +8,11 @@ offset and meta checksum are kept. Memory and time grow with frames, not rows: a
 ten-million-row job is a few thousand runs. Per-row arrays are made only when asked for
 (output, masks). Status-side queries never unpickle a value: only :meth:`Results.values` does,
 one frame at a time.
+
+Each frame's values are checked against their CRC once, when the frame is first read
+(``_store/records.py``); a damaged frame's done rows are no result, here as everywhere: they
+count as recorded by their submission (it will not run them again) but neither done nor failed,
+so they are missing, and :meth:`Results.damaged` says where their record is.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class _File:
         self.meta_crcs = array("q")
         self.by_column = array("b")  # per frame: its values are stored by column
         self.stacks: Dict[int, List[str]] = {}  # frame -> its table of tracebacks, once read
+        self.damaged: List[Tuple[int, RowSet]] = []  # (frame, its done rows) of damaged frames
 
     def stacks_of(self, number: int) -> List[str]:
         """The tracebacks frame ``number`` stored, which later frames of the file refer to."""
@@ -103,6 +109,7 @@ class Results:
         self._seen: Dict[int, RowSet] = {}
         self._seen_new: Dict[int, List[Tuple[np.ndarray, np.ndarray]]] = {}
         self._files: Dict[Tuple[int, int, int], _File] = {}
+        self._damaged = RowSet()  # done rows of damaged frames, whatever else recorded them
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -156,10 +163,11 @@ class Results:
             pairs = np.concatenate((_pairs(batch.done_pairs), _pairs(batch.err_pairs)))
             keys = np.concatenate((np.repeat(base | SUCCESS_BIT | numbers, batch.done_runs),
                                    np.repeat(base | numbers, batch.err_runs)))
-            if len(pairs) and (pairs.min() < 0 or pairs[:, 1].max() > self.n_rows
-                               or np.any(pairs[:, 1] <= pairs[:, 0])):
-                raise ValueError(f"it records row {int(pairs[:, 1].max()) - 1} (or a negative one) "
-                                 f"but the job has {self.n_rows} rows: it does not belong to this job")
+            bad = _pairs(batch.damaged_pairs)
+            for p in (pairs, bad):
+                if len(p) and (p.min() < 0 or p[:, 1].max() > self.n_rows or np.any(p[:, 1] <= p[:, 0])):
+                    raise ValueError(f"it records row {int(p[:, 1].max()) - 1} (or a negative one) "
+                                     f"but the job has {self.n_rows} rows: it does not belong to this job")
         except ValueError:
             f.reader.offset, f.reader.frames = start
             raise
@@ -169,6 +177,13 @@ class Results:
         starts, stops = pairs[:, 0].copy(), pairs[:, 1].copy()
         self._new.append((starts, stops, keys))
         self._seen_new.setdefault(f.sub, []).append((starts, stops))
+        if len(bad):
+            cuts = np.cumsum(batch.damaged_runs)[:-1]
+            for number, runs in zip(batch.damaged, np.split(bad, cuts)):
+                rows = RowSet.from_runs(runs[:, 0], runs[:, 1])
+                f.damaged.append((int(number), rows))
+                self._damaged = self._damaged | rows
+            self._seen_new[f.sub].append((bad[:, 0].copy(), bad[:, 1].copy()))
         return k
 
     def _merged(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -183,6 +198,21 @@ class Results:
         s, e, k = self._merged()
         pick = k >= SUCCESS_BIT if kind == "done" else k < SUCCESS_BIT
         return RowSet(s[pick], e[pick], _normal=False)
+
+    def damaged(self, rows: Optional[RowSet] = None) -> List[Tuple[Path, int, RowSet]]:
+        """(record file, frame number, its rows) of each damaged frame (its values fail their
+        CRC) holding some of ``rows`` (default: any), in file and frame order. Its rows are no
+        result of it, whatever other records say of them."""
+        out: List[Tuple[Path, int, RowSet]] = []
+        if not self._damaged or (rows is not None and not rows & self._damaged):
+            return out
+        for key in sorted(self._files):
+            f = self._files[key]
+            for number, held in f.damaged:
+                here = held if rows is None else held & rows
+                if here:
+                    out.append((f.path, number, here))
+        return out
 
     def key_of(self, rows: np.ndarray) -> np.ndarray:
         """The winning key of each of ``rows`` (``NO_RECORD`` where none)."""

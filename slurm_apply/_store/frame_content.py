@@ -17,6 +17,16 @@ from .records import ErrorInfo, Frame, RecordReader
 from .rowruns import array_ids
 
 
+class DamagedFrame(JobDirError):
+    """A frame's values failed their CRC when read for output, though its reader had checked
+    them when it indexed the frame: the file changed on disk since. Whoever holds that index
+    reads the records again (checking every frame), after which the frame is known damaged."""
+
+    def __init__(self, message: str, path: Path, number: int) -> None:
+        super().__init__(message)
+        self.path, self.number = path, number
+
+
 def parse_errors(frame: Frame, earlier: Optional[errtab.Earlier] = None) -> Dict[int, ErrorInfo]:
     """{row: (type, message, traceback)} of a frame's rows that raised.
 
@@ -29,7 +39,7 @@ def parse_errors(frame: Frame, earlier: Optional[errtab.Earlier] = None) -> Dict
 
 def _stacks_in(path: Path) -> errtab.Earlier:
     def earlier(number: int) -> List[str]:
-        reader = RecordReader(path, ids=array_ids)
+        reader = RecordReader(path, ids=array_ids, verify=False)  # errors only
         while reader.frames <= number:
             frames = reader.read_new()
             if not frames:
@@ -82,8 +92,9 @@ def _unpickle(frame: Frame, fh: Optional[BinaryIO]) -> Any:
         fh.seek(frame.values_offset)
         data = fh.read(frame.values_length)
     if len(data) != frame.values_length or zlib.crc32(data) != frame.values_crc:
-        raise JobDirError(f"{frame.path}: the values of record frame {frame.number} are corrupt "
-                          "(checksum mismatch); its rows can be run again with resubmit()")
+        raise DamagedFrame(f"{frame.path}: the values of record frame {frame.number} are damaged "
+                           "(they fail their checksum); its rows can be run again with resubmit()",
+                           frame.path, frame.number)
     try:
         return pickle.loads(data)
     except Exception as exc:

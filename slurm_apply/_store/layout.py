@@ -40,8 +40,9 @@ import os
 import pickle
 import stat
 import tempfile
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
@@ -284,8 +285,26 @@ def load_manifest(job_dir: Path) -> Manifest:
     return Manifest.from_json(data, where=str(path))
 
 
-def save_manifest(job_dir: Path, manifest: Manifest) -> None:
-    write_json(job_dir / MANIFEST, manifest.to_json())
+def update_manifest(job_dir: Path, change: Callable[[Manifest], Any]) -> Manifest:
+    """Change the manifest: read it afresh under :func:`manifest_lock`, apply ``change`` to it
+    (in place) and write it back atomically; the manifest as written.
+
+    The only way to change a job's manifest: a whole in-memory copy is never written over the
+    file, so a change another process made meanwhile (a cancel() stopping retries, a follow-up's
+    decision, a resubmission) is never lost. Inside a locked section (re-entrant), the read
+    sees what the section wrote.
+    """
+    with manifest_lock(job_dir):
+        manifest = load_manifest(job_dir)
+        change(manifest)
+        write_json(job_dir / MANIFEST, manifest.to_json())
+    return manifest
+
+
+def create_manifest(job_dir: Path, manifest: Manifest) -> None:
+    """Write the first manifest of a job directory just made (under the lock, as every write)."""
+    with manifest_lock(job_dir):
+        write_json(job_dir / MANIFEST, manifest.to_json())
 
 
 def token_path(job_dir: Path, token: str) -> Path:
@@ -312,13 +331,98 @@ def job_replaced(job_dir: Path, token: str) -> bool:
     return not token_path(job_dir, token).exists()
 
 
+LOCK_FIX = (
+    "slurm_apply locks the job directory's manifest (fcntl.flock) so that retries, cancel() and "
+    "resubmit(), which may run on different machines, never write over one another's changes. "
+    "Put the job on a file system shared by the nodes that supports flock (pass job_dir=...): "
+    "NFS with its lock service (NLM/lockd, not mounted with 'nolock'; NFSv4 locks by itself), "
+    "Lustre mounted with '-o flock', GPFS (Spectrum Scale), BeeGFS, CephFS or a local disk for "
+    "the local backend; or ask the administrators to enable locks there")
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding ``path`` ("nfs", "lustre", ...), or "" if unknown."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            mounts = [line.split()[1:3] for line in fh if len(line.split()) > 2]
+    except OSError:
+        return ""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def _locks_refused(where: Path, exc: OSError, written: bool) -> JobDirError:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    kind = _fs_type(where)
+    return JobDirError(
+        f"the file system of {where}{f' ({kind})' if kind else ''} refuses file locks: "
+        f"fcntl.flock failed with {code} ({exc.strerror}). "
+        + ("" if written else "Expected a file system with working locks; nothing was written. ")
+        + LOCK_FIX + ".")
+
+
+def check_locks(directory: Path) -> None:
+    """Refuse, with the cause and the fix, a directory whose file system refuses ``flock``.
+
+    Locks a scratch file made there (removed at once). Run before a job is written, on the
+    directory that will hold it. A file system that only fakes locks on one machine (NFS mounted
+    with 'nolock', Lustre with 'localflock') cannot be told from here; see the README.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".slurm_apply-lock-probe-", dir=directory)
+    except OSError as exc:
+        raise JobDirError(f"cannot create a file in {directory} ({exc}); expected a writable "
+                          "directory for the job") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        pass  # someone holds a lock on a file only we know: locks work
+    except OSError as exc:
+        raise _locks_refused(directory, exc, written=False) from None
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+_held = threading.local()  # per thread: {job directory: depth} of the manifest locks it holds
+
+
 @contextlib.contextmanager
 def manifest_lock(job_dir: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the manifest between processes (resubmit, CLI)."""
+    """Serialise read-modify-write of the manifest between processes (and threads): a whole
+    decision (a resubmission, a follow-up's, a launch and its outcome) holds it throughout.
+
+    Re-entrant within a thread, so :func:`update_manifest` can be called inside a locked
+    section. Another thread opens a lock of its own (flock locks belong to an open file), so it
+    waits as another process would. The descriptor is not inherited by subprocesses.
+    """
+    held: Dict[str, int] = _held.__dict__.setdefault("dirs", {})
+    key = os.path.realpath(job_dir)
+    if key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
     fd = os.open(job_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise _locks_refused(job_dir, exc, written=True) from None
+        held[key] = 1
+        try:
+            yield
+        finally:
+            del held[key]
     finally:
         os.close(fd)
 

@@ -197,6 +197,16 @@ class Manifest:
     def replace_submission(self, sub: Submission) -> None:
         self.submissions[sub.index] = sub
 
+    def put_submission(self, sub: Submission) -> None:
+        """Replace submission ``sub.index``, or add it when it is the next one."""
+        if sub.index == len(self.submissions):
+            self.submissions.append(sub)
+        elif 0 <= sub.index < len(self.submissions):
+            self.submissions[sub.index] = sub
+        else:
+            raise JobDirError(f"submission {sub.index} cannot be recorded: the manifest has "
+                              f"{len(self.submissions)} (was the job directory replaced?)")
+
     def to_json(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["submissions"] = [s.to_json() for s in self.submissions]

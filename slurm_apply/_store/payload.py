@@ -264,9 +264,9 @@ def map_buffers(path: "os.PathLike[str] | str") -> Optional[List[memoryview]]:
     return [whole[off:off + n] for off, n in index]
 
 
-def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[..., Any]:
-    """Import ``pkgs``, unpickle f and the objects (big buffers mapped, not read) and make the
-    objects globals of f. ``where`` is a job directory or its ``payload.pkl``."""
+def unpickle(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Tuple[Callable[..., Any], Dict[str, Any]]:
+    """Import ``pkgs`` and unpickle (f, the objects), big buffers mapped, not read. ``where`` is
+    a job directory or its ``payload.pkl``. Nothing is installed: see :func:`install`."""
     path = Path(where)
     if path.is_dir():
         path = path / PAYLOAD
@@ -275,18 +275,34 @@ def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[
     buffers = map_buffers(buffers_path(path))
     with open(path, "rb") as fh:
         f, objects = pickle.load(fh, buffers=buffers)
-    if objects:
-        inner = f
-        while isinstance(inner, functools.partial):  # more_args, or the user's own partial
-            inner = inner.func
-        glb = getattr(inner, "__globals__", None)
-        if glb is not None:
-            glb.update(objects)
-        else:  # a callable object: put the names in builtins so its code still finds them
-            import builtins
+    return f, objects
 
-            for k, v in objects.items():
-                setattr(builtins, k, v)
+
+def namespace(f: Callable[..., Any]) -> Dict[str, Any]:
+    """Where the objects go so that f's code finds them: the globals of f (under any
+    ``functools.partial``: more_args, or the user's own), or, for a callable object, builtins."""
+    inner = f
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    glb = getattr(inner, "__globals__", None)
+    if glb is not None:
+        return glb
+    import builtins
+
+    return vars(builtins)
+
+
+def install(f: Callable[..., Any], objects: Dict[str, Any]) -> None:
+    """Make the objects globals of f (see :func:`namespace`)."""
+    if objects:
+        namespace(f).update(objects)
+
+
+def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[..., Any]:
+    """Import ``pkgs``, unpickle f and the objects (big buffers mapped, not read) and make the
+    objects globals of f. ``where`` is a job directory or its ``payload.pkl``."""
+    f, objects = unpickle(where, pkgs)
+    install(f, objects)
     return f
 
 

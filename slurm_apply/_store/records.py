@@ -24,6 +24,15 @@ is on disk. A writer killed half-way leaves a torn last frame: readers stop ther
 again once it is complete, and :func:`open_for_append` cuts it off before a requeued process
 appends. The same rule serves both, so a writer never cuts a frame a reader has accepted.
 
+An accepted frame whose values fail their CRC is *damaged* (a bit flipped on disk or on the
+wire): its errors still count (they sit in the checked meta) but its done rows are no result.
+Readers check the values CRC once, when they first index a frame (``verify``, on by default),
+and hand a damaged frame's done rows apart (``Batch.damaged_*``, ``Frame.damaged``), so every
+reader of "which rows are done" (status, output, resubmission, a takeover, a requeued task's
+resume) sees the same thing: the row is not done, and why. The frame stays in the file (the
+frames after it are good), so nothing is cut. Only the task's parent, which reads what its own
+workers just wrote, leaves the check out (``verify=False``): it only counts rows.
+
 The node imports this module, so it must not import NumPy at module level: ids are converted by
 a function the caller chooses (:func:`numpy_ids` on the login side, :func:`array_ids` on nodes).
 """
@@ -79,6 +88,7 @@ class Frame(NamedTuple):
     values_length: int
     values_crc: int
     columnar: bool = False  # the values are stored by column
+    damaged: bool = False  # checked and its values fail their CRC: its done rows are no result
 
 
 def dumps(obj: Any) -> bytes:
@@ -127,6 +137,10 @@ class Batch(NamedTuple):
     Row ids are runs, (start, stop) int64 little-endian pairs, frame after frame (the done runs
     of frame k are the ``done_runs[k]`` pairs after those of frames before it); the arrays are
     ``array('q')``. ``done`` and ``err`` give the ids themselves, one int64 each.
+
+    A damaged frame (see the module's doc) adds no done row: its ``n_done`` and ``done_runs``
+    are 0, and its done runs are in ``damaged_pairs`` instead, ``damaged_runs[i]`` of them for
+    frame number ``damaged[i]``.
     """
 
     first: int  # number of the first frame
@@ -139,6 +153,9 @@ class Batch(NamedTuple):
     done_runs: "array[int]"  # per frame, how many pairs
     err_runs: "array[int]"
     columnar: "array[int]"  # 1 where the frame's values are stored by column
+    damaged: "array[int]"  # numbers of the damaged frames
+    damaged_pairs: bytes
+    damaged_runs: "array[int]"  # per damaged frame, how many pairs
 
     @property
     def done(self) -> bytes:
@@ -161,6 +178,23 @@ class _Meta(NamedTuple):
     values_length: int
     values_crc: int
     columnar: bool
+    damaged: bool
+
+
+# Values are read this much at a time to check their CRC: a big frame never sits whole in memory.
+_CHECK_BLOCK = 1 << 20
+
+
+def _values_crc(fh: BinaryIO, length: int) -> Optional[int]:
+    """CRC32 of the next ``length`` bytes of ``fh``; None if fewer are there."""
+    crc, left = 0, length
+    while left:
+        block = fh.read(min(left, _CHECK_BLOCK))
+        if not block:
+            return None
+        crc = zlib.crc32(block, crc)
+        left -= len(block)
+    return crc
 
 
 def _parse_meta(magic: bytes, meta: bytes) -> Optional[Tuple[int, int, bytes, bytes, bytes]]:
@@ -186,8 +220,9 @@ def _parse_meta(magic: bytes, meta: bytes) -> Optional[Tuple[int, int, bytes, by
             rowruns.runs_bytes(array_ids(meta[mid:end])), meta[end:])
 
 
-def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta]:
-    """Each accepted frame from ``pos`` up to ``size``, reading heads and metas only."""
+def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1, verify: bool = True) -> Iterator[_Meta]:
+    """Each accepted frame from ``pos`` up to ``size``, reading heads and metas and, with
+    ``verify``, the values too, to check their CRC (a frame that fails it is damaged)."""
     seek, read, unpack, crc32 = fh.seek, fh.read, HEAD.unpack, zlib.crc32
     while limit:
         meta_at = pos + HEAD.size
@@ -207,8 +242,14 @@ def _metas(fh: BinaryIO, pos: int, size: int, limit: int = -1) -> Iterator[_Meta
         parsed = _parse_meta(magic, meta)
         if parsed is None:
             return
+        damaged = False
+        if verify:
+            crc = _values_crc(fh, val_len)
+            if crc is None:  # the file was cut after its size was taken
+                return
+            damaged = crc != val_crc
         yield _Meta(pos, meta_crc, parsed[0], parsed[1], parsed[2], parsed[3], parsed[4],
-                    values_at, val_len, val_crc, _COLUMNAR[magic])
+                    values_at, val_len, val_crc, _COLUMNAR[magic], damaged)
         pos = values_at + val_len
         limit -= 1
 
@@ -218,7 +259,7 @@ def _frame(path: Path, number: int, m: _Meta, ids: IdsFrom, done: bool = True) -
     its errors alone: a frame of a million rows then costs no million-id array."""
     return Frame(path, number, m.pos, ids_from_runs(ids, m.done_pairs if done else b""),
                  ids_from_runs(ids, m.err_pairs), m.errors_json, m.meta_crc, m.values_at,
-                 m.values_length, m.values_crc, m.columnar)
+                 m.values_length, m.values_crc, m.columnar, m.damaged)
 
 
 class RecordReader:
@@ -231,6 +272,9 @@ class RecordReader:
     ids : callable, optional
         Turns a buffer of little-endian int64 row ids into an array: :func:`numpy_ids`
         (default) or :func:`array_ids`.
+    verify : bool, default True
+        Check each new frame's values against their CRC (reads them once); False reads heads
+        and metas only, and no frame is found damaged.
 
     Attributes
     ----------
@@ -240,11 +284,13 @@ class RecordReader:
         Number of frames accepted so far (the next frame's number).
     """
 
-    def __init__(self, path: "os.PathLike[str] | str", ids: IdsFrom = numpy_ids) -> None:
+    def __init__(self, path: "os.PathLike[str] | str", ids: IdsFrom = numpy_ids,
+                 verify: bool = True) -> None:
         self.path = Path(path)
         self.offset = 0
         self.frames = 0
         self._ids = ids
+        self._verify = verify
 
     def _open(self) -> Optional[BinaryIO]:
         try:
@@ -265,7 +311,7 @@ class RecordReader:
         if fh is None:
             return out
         with fh:
-            for m in _metas(fh, self.offset, os.fstat(fh.fileno()).st_size):
+            for m in _metas(fh, self.offset, os.fstat(fh.fileno()).st_size, verify=self._verify):
                 out.append(_frame(self.path, self.frames, m, self._ids))
                 self.offset = m.values_at + m.values_length
                 self.frames += 1
@@ -275,27 +321,35 @@ class RecordReader:
         """Like :meth:`read_new`, as columns: what a big job's status reads, cheaply."""
         starts, crcs, n_done, n_err = array("q"), array("q"), array("q"), array("q")
         r_done, r_err, by_column = array("q"), array("q"), array("b")
+        bad, r_bad = array("q"), array("q")
         done: List[bytes] = []
         err: List[bytes] = []
+        bad_pairs: List[bytes] = []
         first = self.frames
         fh = self._open()
         if fh is not None:
             with fh:
-                for m in _metas(fh, self.offset, os.fstat(fh.fileno()).st_size):
-                    done.append(m.done_pairs)
+                size = os.fstat(fh.fileno()).st_size
+                for m in _metas(fh, self.offset, size, verify=self._verify):
+                    if m.damaged:
+                        bad.append(first + len(starts))
+                        bad_pairs.append(m.done_pairs)
+                        r_bad.append(len(m.done_pairs) // PAIR_SIZE)
+                    else:
+                        done.append(m.done_pairs)
                     if m.err_pairs:
                         err.append(m.err_pairs)
                     starts.append(m.pos)
                     crcs.append(m.meta_crc)
-                    n_done.append(m.n_done)
+                    n_done.append(0 if m.damaged else m.n_done)
                     n_err.append(m.n_err)
-                    r_done.append(len(m.done_pairs) // PAIR_SIZE)
+                    r_done.append(0 if m.damaged else len(m.done_pairs) // PAIR_SIZE)
                     r_err.append(len(m.err_pairs) // PAIR_SIZE)
                     by_column.append(m.columnar)
                     self.offset = m.values_at + m.values_length
             self.frames += len(starts)
         return Batch(first, starts, crcs, n_done, n_err, b"".join(done), b"".join(err), r_done,
-                     r_err, by_column)
+                     r_err, by_column, bad, b"".join(bad_pairs), r_bad)
 
 
 class RecordFile:
@@ -327,7 +381,8 @@ class RecordFile:
     def frame(self, offset: int, number: int, ids: IdsFrom = numpy_ids, done: bool = True) -> Frame:
         """The frame starting at ``offset``; JobDirError if there is no valid frame there.
         ``done=False``: without its done ids (see ``_frame``)."""
-        found = list(_metas(self._fh, offset, self._size, limit=1))
+        # Not verified again: the values are checked as they are read (``read_values``).
+        found = list(_metas(self._fh, offset, self._size, limit=1, verify=False))
         if not found:
             raise JobDirError(f"{self.path} changed since it was read: no valid record frame at "
                               f"byte {offset} any more (was the job directory replaced?)")
@@ -349,7 +404,7 @@ def open_for_append(path: "os.PathLike[str] | str") -> BinaryIO:
     numbers that a reader has already seen keep their meaning. The file object's ``frames``
     is the number the next frame will have.
     """
-    reader = RecordReader(path)
+    reader = RecordReader(path, verify=False)  # it looks for the torn tail only
     reader.read_new_batch()  # no ids function is called: NumPy stays unloaded on the node
     good = reader.offset
     fh = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")

@@ -234,6 +234,9 @@ def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
     path = jd.default_dir(jobname, job_dir)
     if path.exists() and not overwrite:
         raise jd.exists_error(path)
+    # Retries, cancel() and resubmit() lock the manifest: a file system refusing locks is
+    # refused now, before anything is written (and the probe leaves nothing behind).
+    jd.check_locks(path if path.is_dir() else path.parent)
     from .._launch.script import directive_value
 
     try:  # a path sbatch cannot carry fails here, not after writing
@@ -277,7 +280,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
             check.go()
         write_table(path, params_df)  # what s0's chunks cannot give back of it
         _submit.write_submission(path, manifest, params_df, first)
-        jd.save_manifest(path, manifest)
+        jd.create_manifest(path, manifest)
         if check is not None:
             check.result()
     except BaseException:
@@ -286,8 +289,8 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
             check.cancel()
         jd.remove_tree(path)
         raise
-    manifest.prepare_s = round(time.perf_counter() - started, 4)
-    jd.save_manifest(path, manifest)
+    manifest.prepare_s = prepare_s = round(time.perf_counter() - started, 4)
+    jd.update_manifest(path, lambda m: setattr(m, "prepare_s", prepare_s))
 
 
 def _submit_first(path: Path, manifest: Manifest) -> None:
