@@ -1,0 +1,58 @@
+"""Issue 21, "Sharp edges": what a new user hits first, each pinned by a test that failed before."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from slurm_apply import InputError, SlurmJob, slurm_apply, slurm_call
+
+
+def _local(f, df, tmp_path, name, **kw):
+    kw.setdefault("nodes", 1)
+    kw.setdefault("cpus_per_node", 1)
+    return slurm_apply(f, df, backend="local", job_dir=tmp_path, jobname=name, **kw)
+
+
+# -- item 2: slurm_call must not take f's own arguments as its options ------------------------
+
+def simulate(n_iter=100, seed=0, nodes=1):
+    return {"n_iter": n_iter, "seed": seed, "nodes": nodes}
+
+
+def needs_seed(n_iter, seed):
+    return (n_iter, seed)
+
+
+def test_slurm_call_refuses_an_argument_that_is_also_an_option(tmp_path):
+    with pytest.raises(InputError) as err:
+        slurm_call(simulate, n_iter=10, seed=42, nodes=1, backend="local", job_dir=tmp_path)
+    msg = str(err.value)
+    # each clashing name, and how to pass it either way
+    assert "seed" in msg and "nodes" in msg and "more_args" in msg
+    assert "'n_iter'" not in msg
+    assert not list(tmp_path.iterdir())  # nothing written
+    # without a default the error no longer blames the table
+    with pytest.raises(InputError) as err:
+        slurm_call(needs_seed, n_iter=10, seed=42, backend="local", job_dir=tmp_path)
+    assert "params_df" not in str(err.value) and "more_args" in str(err.value)
+
+
+def test_slurm_call_more_args_are_fs_and_the_keyword_is_the_option(tmp_path):
+    job = slurm_call(simulate, n_iter=10, more_args={"seed": 42, "nodes": 5}, seed=7,
+                     backend="local", job_dir=tmp_path, jobname="call")
+    job.wait(timeout_s=120, progress=False)
+    out = job.get_output(outtype="raw")
+    assert out == [{"n_iter": 10, "seed": 42, "nodes": 5}]
+    assert job.manifest.seed == 7
+    # more_args alone (no other argument of f) works too
+    job = slurm_call(needs_seed, more_args={"n_iter": 3, "seed": 4}, seed=1,
+                     backend="local", job_dir=tmp_path, jobname="call2")
+    job.wait(timeout_s=120, progress=False)
+    assert job.get_output(outtype="raw") == [(3, 4)]
+    # more_args={}: the keyword is only the option; f keeps its default
+    job = slurm_call(simulate, n_iter=2, more_args={}, seed=9, backend="local", job_dir=tmp_path,
+                     jobname="call3")
+    job.wait(timeout_s=120, progress=False)
+    assert job.get_output(outtype="raw") == [{"n_iter": 2, "seed": 0, "nodes": 1}]
+    assert job.manifest.seed == 9
