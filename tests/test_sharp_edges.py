@@ -56,3 +56,26 @@ def test_slurm_call_more_args_are_fs_and_the_keyword_is_the_option(tmp_path):
     job.wait(timeout_s=120, progress=False)
     assert job.get_output(outtype="raw") == [{"n_iter": 2, "seed": 0, "nodes": 1}]
     assert job.manifest.seed == 9
+
+
+# -- item 3: duplicate index labels are refused at submission -------------------------------
+
+def fails_on_x(k):
+    if k == "x":
+        raise ValueError("bad row")
+    return k
+
+
+def test_duplicate_index_labels_are_refused_before_anything_is_written(tmp_path):
+    df = pd.DataFrame({"k": ["x", "x", "z", "w"]}, index=["x", "x", "z", "w"])
+    with pytest.raises(InputError) as err:
+        _local(fails_on_x, df, tmp_path, "dups")
+    msg = str(err.value)
+    assert "'x'" in msg and "reset_index" in msg and "unique" in msg
+    assert not list(tmp_path.iterdir())
+    # the fix the message gives works, and every failed row is its own entry
+    job = _local(fails_on_x, df.reset_index(drop=True), tmp_path, "dups")
+    job.wait(timeout_s=120, progress=False)
+    assert sorted(job.get_errors()) == [0, 1]
+    out = job.get_output(errors="keep")
+    assert list(out.index[out.state == "failed"]) == [0, 1]

@@ -173,6 +173,15 @@ def check_params(f: Callable[..., Any], df: Any, *, extra_args: Sequence[str] = 
             f"params_df has duplicate column names {dups}; each column must name one argument of f. "
             "Rename or drop the copies, e.g. df.loc[:, ~df.columns.duplicated()]."
         )
+    if not df.index.is_unique:
+        dup_labels = list(dict.fromkeys(df.index[df.index.duplicated(keep=False)]))
+        raise InputError(
+            f"params_df's index has duplicate labels {dup_labels[:10]!r}"
+            f"{' ...' if len(dup_labels) > 10 else ''}; rows are named by their index labels "
+            "(status, get_errors(), resubmit(rows=...), test_row()), so each label must be unique. "
+            "Number the rows instead with params_df.reset_index(drop=True) (reset_index() without "
+            "drop=True keeps the old labels as a column, which f then must accept)."
+        )
     bad = [c for c in cols if not isinstance(c, str) or not _IDENT.fullmatch(c)]
     if bad:
         raise InputError(
