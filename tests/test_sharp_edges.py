@@ -79,3 +79,27 @@ def test_duplicate_index_labels_are_refused_before_anything_is_written(tmp_path)
     assert sorted(job.get_errors()) == [0, 1]
     out = job.get_output(errors="keep")
     assert list(out.index[out.state == "failed"]) == [0, 1]
+
+
+# -- item 5: every Python identifier is a valid argument name ---------------------------------
+
+def test_unicode_argument_names_are_accepted_and_keywords_refused(tmp_path):
+    ns = {}
+    exec("def f(größe, 名前, faktor):\n    return {'out': f'{名前}:{größe * faktor}:{ZÄHLER}'}", ns)
+    f = ns["f"]
+    df = pd.DataFrame({"größe": [1, 2], "名前": ["a", "b"]})
+    job = _local(f, df, tmp_path, "unicode", more_args={"faktor": 10}, add_objects={"ZÄHLER": "z"})
+    job.wait(timeout_s=120, progress=False)
+    assert list(job.get_output().out) == ["a:10:z", "b:20:z"]
+    # keywords and non-identifiers are still refused, wherever a name becomes an argument
+    # or a global
+    def g(**kw):
+        return kw
+
+    for bad in ({"df": pd.DataFrame({"class": [1]})},
+                {"df": pd.DataFrame({"a": [1]}), "more_args": {"lambda": 1}},
+                {"df": pd.DataFrame({"a": [1]}), "add_objects": {"for": 1}},
+                {"df": pd.DataFrame({"a b": [1]})}):
+        df = bad.pop("df")
+        with pytest.raises(InputError, match="identifier|keyword"):
+            _local(g, df, tmp_path, "bad", **bad)
