@@ -33,7 +33,7 @@ def _is_name(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
 
 
-_NAME_RULE = "Python identifiers that are not keywords (e.g. x, größe; not 'a b', '1x' or 'class')"
+_NAME_RULE = "a Python identifier that is not a keyword (e.g. x, größe; not 'a b', '1x' or 'class')"
 
 
 def check_function(f: Any) -> None:
@@ -134,7 +134,7 @@ def check_seed_arg(seed_arg: Any, seed: Any, df: Any) -> None:
     if seed is False:
         raise InputError("seed_arg needs row seeds, but seed=False turns them off")
     if not _is_name(seed_arg):
-        raise InputError(f"seed_arg must be an argument name of f, {_NAME_RULE}; got {seed_arg!r}")
+        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r} (it must be {_NAME_RULE})")
     if seed_arg in getattr(df, "columns", ()):
         raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
 
@@ -147,7 +147,7 @@ def check_more_args(f: Callable[..., Any], more_args: Any, df: Any, seed_arg: Op
         raise InputError(f"more_args must be a dict {{argument name: value}}; got {type(more_args).__name__}")
     bad = [k for k in more_args if not _is_name(k)]
     if bad:
-        raise InputError(f"more_args keys must be argument names of f, {_NAME_RULE}; got {bad!r}")
+        raise InputError(f"more_args keys must be argument names of f; got {bad!r} (each must be {_NAME_RULE})")
     columns = set(getattr(df, "columns", ()))
     both = sorted((set(more_args) & columns) | ({seed_arg} & set(more_args)))
     if both:
@@ -194,7 +194,7 @@ def check_params(f: Callable[..., Any], df: Any, *, extra_args: Sequence[str] = 
     bad = [c for c in cols if not _is_name(c)]
     if bad:
         raise InputError(
-            f"params_df's column names must be valid argument names of f, {_NAME_RULE}; got {bad!r}. "
+            f"params_df's column names must be valid argument names of f; got {bad!r} (each must be {_NAME_RULE}). "
             "Rename them, e.g. df.columns = ['x', 'y']."
         )
     try:
@@ -262,8 +262,8 @@ def resolve_objects(add_objects: Any, caller_globals: Mapping[str, Any]) -> Dict
         )
     bad = [k for k in objects if not _is_name(k)]
     if bad:
-        raise InputError(f"add_objects keys must be valid Python names (they become globals of f), "
-                         f"{_NAME_RULE}; got {bad!r}")
+        raise InputError(f"add_objects keys must be valid Python names (they become globals of f); "
+                         f"got {bad!r} (each must be {_NAME_RULE})")
     return objects
 
 
