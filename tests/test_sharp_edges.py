@@ -103,3 +103,31 @@ def test_unicode_argument_names_are_accepted_and_keywords_refused(tmp_path):
         df = bad.pop("df")
         with pytest.raises(InputError, match="identifier|keyword"):
             _local(g, df, tmp_path, "bad", **bad)
+
+
+# -- item 6: a directory that is no job directory is called that, before any permission advice --
+
+def test_a_world_writable_non_job_directory_gets_no_chmod_advice(tmp_path):
+    from click.testing import CliRunner
+
+    from slurm_apply import JobDirError, UnsafeJobDirError, cli
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    (shared / "someone_elses_file").write_text("x")
+    for command in (["status"], ["output"], ["cleanup"], ["resubmit"], ["cancel"], ["logs"]):
+        result = CliRunner().invoke(cli.main, [*command, str(shared)], prog_name="slurm-apply",
+                                    catch_exceptions=False)
+        assert result.exit_code == 1, result.output
+        assert "not a slurm_apply job directory" in result.output
+        assert "chmod" not in result.output
+    with pytest.raises(JobDirError) as err:
+        SlurmJob.from_dir(shared)
+    assert not isinstance(err.value, UnsafeJobDirError) and "chmod" not in str(err.value)
+    # a real job directory that others can write still gets the advice
+    job = _local(lambda x: x, pd.DataFrame({"x": [1]}), tmp_path, "open")
+    job.wait(timeout_s=120, progress=False)
+    job.job_dir.chmod(0o777)
+    with pytest.raises(UnsafeJobDirError, match="chmod go-w"):
+        SlurmJob.from_dir(job.job_dir)
