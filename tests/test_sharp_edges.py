@@ -131,3 +131,67 @@ def test_a_world_writable_non_job_directory_gets_no_chmod_advice(tmp_path):
     job.job_dir.chmod(0o777)
     with pytest.raises(UnsafeJobDirError, match="chmod go-w"):
         SlurmJob.from_dir(job.job_dir)
+
+
+# -- item 7: messages that say what is true and what to do ------------------------------------
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from slurm_apply import cli
+
+    result = CliRunner().invoke(cli.main, [str(a) for a in args], prog_name="slurm-apply",
+                                catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_cli_test_with_a_row_out_of_range_is_a_usage_error(tmp_path):
+    job = _local(lambda x: x, pd.DataFrame({"x": [1, 2]}), tmp_path, "range")
+    job.wait(timeout_s=120, progress=False)
+    code, out = _cli("test", job.job_dir, 99)
+    assert code == 2, out
+    assert "Traceback" not in out and "raised" not in out
+    assert "0 to 1" in out and "99" in out
+    code, out = _cli("test", job.job_dir, 1)
+    assert code == 0 and out.strip() == "2"
+
+
+def test_a_job_never_submitted_says_submit_not_resubmit(tmp_path):
+    from slurm_apply import RowsMissingError
+
+    job = _local(lambda x: x, pd.DataFrame({"x": [1, 2]}), tmp_path, "unsub", submit=False)
+    with pytest.raises(RowsMissingError) as err:
+        job.get_output()
+    assert "submit()" in str(err.value) and "resubmit" not in str(err.value)
+    code, out = _cli("output", job.job_dir)
+    assert code == 1 and "slurm-apply submit" in out and "resubmit" not in out
+
+
+def test_cli_cancel_on_a_finished_job_says_there_was_nothing_to_cancel(tmp_path):
+    job = _local(lambda x: x, pd.DataFrame({"x": [1, 2]}), tmp_path, "over", retries=0)
+    job.wait(timeout_s=120, progress=False)
+    code, out = _cli("cancel", job.job_dir)
+    assert code == 0, out
+    assert "cancelled" not in out and "nothing to cancel" in out and "COMPLETED" in out
+    assert job.get_job_status().state == "COMPLETED"
+
+
+def test_a_handle_after_cleanup_files_fails_one_clear_way(tmp_path):
+    from slurm_apply import JobDirError
+
+    job = _local(lambda x: x, pd.DataFrame({"x": [1, 2]}), tmp_path, "gone")
+    job.wait(timeout_s=120, progress=False)
+    job.cleanup_files()
+    calls = {
+        "get_job_status": job.get_job_status, "wait": lambda: job.wait(progress=False),
+        "get_output": job.get_output, "get_errors": job.get_errors,
+        "resubmit": job.resubmit, "submit": job.submit, "cancel": job.cancel,
+        "test_row": lambda: job.test_row(0), "cleanup_files": job.cleanup_files,
+        "as_completed": lambda: list(job.as_completed()),
+    }
+    for name, call in calls.items():
+        with pytest.raises(JobDirError) as err:
+            call()
+        assert str(err.value) == (f"job directory {job.job_dir} no longer exists (cleanup_files() "
+                                  "deletes it, results included); nothing is left to act on"), name
+    assert "gone" in repr(job)  # a repr still works, from what the handle remembers

@@ -43,9 +43,12 @@ class MissingRow:
     reason: str
 
 
-def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels) -> None:
+def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels, *,
+                   unsubmitted: bool = False) -> None:
     """RowsFailedError if rows raised (the first remote traceback as its cause), else
-    RowsMissingError if rows have no result yet or never will. Rows are named by their labels."""
+    RowsMissingError if rows have no result yet or never will. Rows are named by their labels.
+    ``unsubmitted``: the latest submission was written with submit=False and never submitted
+    (``submit()`` runs it, and ``resubmit()`` refuses)."""
     n = status.rows_total
     if status.failed_rows:
         r0 = status.failed_rows[0]
@@ -61,6 +64,11 @@ def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels) -> N
         raise RowsMissingError(
             f"{status.rows_pending} of {n} rows are still queued or running; wait() for them, or "
             "get_output(errors='keep') returns the rows done so far.", rows=labels(status.missing_rows))
+    if status.missing_rows and unsubmitted:
+        raise RowsMissingError(
+            f"{status.rows_missing} of {n} rows have no result: the job was written with "
+            "submit=False and has not been submitted; submit it with job.submit() (or "
+            "`slurm-apply submit DIR`).", rows=labels(status.missing_rows))
     if status.missing_rows:
         detail = "; ".join(f"rows {status.rows_text(v)}: {k}" for k, v in status.missing_by_reason().items())
         raise RowsMissingError(

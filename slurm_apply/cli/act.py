@@ -9,6 +9,8 @@ from typing import Any, Dict, Optional, Tuple
 import click
 
 from .commands import _JOB_DIR, _open, cli
+from .._errors import InputError
+from .._status.classify import ACTIVE_STATES, UNKNOWN
 
 
 @cli.command()
@@ -90,10 +92,16 @@ def cancel(job_dir: Path) -> None:
     if not job.job_ids:
         click.echo(f"nothing to cancel: {job.jobname} was never submitted")
         return
+    status = job.get_job_status()
+    if status.ended:  # nothing queued, running, unknown or about to be retried
+        click.echo(f"nothing to cancel: {job.jobname} ({', '.join(job.job_ids)}) has ended, "
+                   f"{status.state}; no task is queued or running")
+        return
+    busy = sum(1 for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN)
     job.cancel()
     retries = " and stopped its automatic retries" if job.manifest.retry.retries else ""
-    click.echo(f"cancelled the queued and running tasks of {job.jobname} ({', '.join(job.job_ids)})"
-               f"{retries}")
+    click.echo(f"cancelled {job.jobname} ({', '.join(job.job_ids)}): {busy} queued, running or "
+               f"unknown task(s){retries}")
 
 
 @cli.command()
@@ -134,6 +142,10 @@ def test_row(job_dir: Path, row: str, fresh: bool, use_pdb: bool) -> None:
 
     job = _open(job_dir)
     label = _label(job, row)
+    try:
+        job.position(label)  # a row that does not exist is a usage error, not the row's
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'ROW'") from None
     try:
         value = job.test_row(label, fresh=fresh)
     except Exception as exc:  # the row's own error: shown as the node would log it
