@@ -195,3 +195,60 @@ def test_a_handle_after_cleanup_files_fails_one_clear_way(tmp_path):
         assert str(err.value) == (f"job directory {job.job_dir} no longer exists (cleanup_files() "
                                   "deletes it, results included); nothing is left to act on"), name
     assert "gone" in repr(job)  # a repr still works, from what the handle remembers
+
+
+# -- item 9: Ctrl-C during wait() in a script ---------------------------------------------------
+
+SCRIPT = r'''
+import os, sys, time
+import pandas as pd
+from slurm_apply import slurm_apply
+
+def slow(x):
+    import time
+    time.sleep(60)
+    return x
+
+job = slurm_apply(slow, pd.DataFrame({"x": [1]}), backend="local", job_dir=sys.argv[1],
+                  jobname="ctrlc", nodes=1, cpus_per_node=1, retries=0)
+open(sys.argv[2], "w").write(str(job.job_dir))
+job.wait(progress=False)
+'''
+
+
+def test_ctrl_c_during_wait_in_a_script_exits_130_with_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    ready = tmp_path / "ready"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:  # files: the local
+        # runner the script leaves behind must not hold a pipe open
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(ready)],
+                                cwd=tmp_path, env=env, stdout=out_f, stderr=err_f)
+    try:
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert ready.exists(), err_path.read_text()
+        time.sleep(1.0)  # into wait()'s loop
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if ready.exists():
+            SlurmJob.from_dir(ready.read_text()).cancel()
+    err = err_path.read_text()
+    # what a shell shows as $?: 128 + the signal for a process killed by one
+    assert (128 - rc if rc < 0 else rc) == 130, (rc, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("slurm_apply: ")]
+    assert len(lines) == 1, err
+    assert "keep running" in lines[0] and "slurm-apply status" in lines[0], lines[0]
