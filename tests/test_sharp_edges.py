@@ -252,3 +252,50 @@ def test_ctrl_c_during_wait_in_a_script_exits_130_with_one_line(tmp_path):
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("slurm_apply: ")]
     assert len(lines) == 1, err
     assert "keep running" in lines[0] and "slurm-apply status" in lines[0], lines[0]
+
+
+# -- item 10: results that do not all have the same shape ---------------------------------------
+
+def dict_or_none(x, state):
+    if x % 3 == 1:
+        return None
+    if x == 5:
+        raise ValueError("five")
+    return {"sq": x * x, "slurm_apply_error": f"mine {x}", "error": "also mine", "x_result": -x}
+
+
+def test_dict_rows_expand_beside_none_rows_and_user_columns_are_never_overwritten(tmp_path):
+    import math
+
+    job = _local(dict_or_none, pd.DataFrame({"x": range(7), "state": ["s"] * 7}), tmp_path, "mixed")
+    job.wait(timeout_s=120, progress=False)
+    out = job.get_output(errors="keep")
+    assert list(out.x) == list(range(7)) and list(out.state) == ["s"] * 7
+    sq = list(out.sq)
+    assert [sq[i] for i in (0, 2, 3, 6)] == [0, 4, 9, 36]
+    assert all(math.isnan(sq[i]) for i in (1, 4, 5))  # None rows and the failed row
+    assert out.loc[0, "slurm_apply_error"] == "mine 0" and out.loc[0, "error"] == "also mine"
+    assert list(out.x_result)[0] == 0 and list(out.x_result)[6] == -6
+    # the error and state columns take names no column has
+    added = [c for c in out.columns if c not in ("x", "state", "sq", "slurm_apply_error", "error",
+                                                 "x_result")]
+    assert len(added) == 2 and len(set(out.columns)) == len(out.columns)
+    err_col, state_col = added
+    assert out.loc[5, err_col].startswith("ValueError: five") and pd.isna(out.loc[0, err_col])
+    assert list(out[state_col]) == ["done"] * 5 + ["failed", "done"]
+    raw = job.get_output(outtype="raw", errors="keep")
+    assert raw[1] is None and raw[0]["sq"] == 0
+
+
+def test_a_value_of_another_kind_beside_dicts_gets_a_column_of_its_own():
+    import math
+
+    from slurm_apply._job.output import result_frame
+
+    out = result_frame([{"a": 1}, 5, None, pd.Series({"a": 3})], None)
+    assert list(out.columns) == ["a", "result"]
+    assert out.a.tolist()[0] == 1 and math.isnan(out.a.tolist()[1]) and out.a.tolist()[3] == 3
+    assert out.result.tolist()[1] == 5 and math.isnan(out.result.tolist()[0])
+    out = result_frame([{"result": 1}, "text"], None)
+    assert list(out.columns) == ["result", "slurm_apply_result"]
+    assert out.slurm_apply_result.tolist()[1] == "text"
