@@ -299,3 +299,76 @@ def test_a_value_of_another_kind_beside_dicts_gets_a_column_of_its_own():
     out = result_frame([{"result": 1}, "text"], None)
     assert list(out.columns) == ["result", "slurm_apply_result"]
     assert out.slurm_apply_result.tolist()[1] == "text"
+
+
+# -- item 4: resubmissions do not race, and force cancels first ----------------------------------
+
+def _slow_after(flag, seconds):
+    flag = str(flag)
+
+    def f(x):
+        import os
+        import time
+
+        if not os.path.exists(flag):
+            raise ValueError("not yet")
+        time.sleep(seconds)
+        return x
+
+    return f
+
+
+def _wait_until(job, predicate, timeout_s=30):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = job.get_job_status()
+        if predicate(st):
+            return st
+        assert time.monotonic() < deadline, str(st)
+        time.sleep(0.05)
+
+
+def test_resubmissions_started_together_run_once(tmp_path):
+    import subprocess
+    import sys
+
+    flag = tmp_path / "flag"
+    job = _local(_slow_after(flag, 30), pd.DataFrame({"x": range(2)}), tmp_path, "race", retries=0)
+    job.wait(timeout_s=120, progress=False)
+    assert job.get_job_status().rows_failed == 2
+    flag.write_text("")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "slurm_apply", "resubmit", str(job.job_dir),
+                                   "--failed"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(3)]
+        results = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
+        ok = [out for code, out in results if code == 0]
+        refused = [out for code, out in results if code != 0]
+        assert len(ok) == 1, results
+        assert len(refused) == 2 and all("refusing to resubmit" in out for out in refused), results
+        assert len(SlurmJob.from_dir(job.job_dir).manifest.submissions) == 2
+    finally:
+        SlurmJob.from_dir(job.job_dir).cancel()
+
+
+def test_resubmit_force_cancels_the_running_tasks_first(tmp_path):
+    flag = tmp_path / "flag"
+    flag.write_text("")
+    job = _local(_slow_after(flag, 60), pd.DataFrame({"x": range(1)}), tmp_path, "force", retries=0)
+    try:
+        _wait_until(job, lambda st: "RUNNING" in st.tasks.values())
+        from slurm_apply import JobActiveError
+
+        with pytest.raises(JobActiveError):
+            job.resubmit(rows=[0])
+        flag.unlink()  # the resubmitted row raises at once: nothing runs beside it
+        job.resubmit(rows=[0], force=True)
+        st = job.get_job_status()
+        s0 = [t for t in st.task_details if t.submission == 0]
+        assert [t.state for t in s0] == ["CANCELLED"], str(st)
+        st = job.wait(timeout_s=60, progress=False)
+        assert st.rows_failed == 1 and len(job.manifest.submissions) == 2
+    finally:
+        job.cancel()

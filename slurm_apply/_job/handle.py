@@ -423,7 +423,8 @@ class SlurmJob:
         slurm_options : dict, optional
             Merged over the previous submission's options.
         force : bool, default False
-            Resubmit even while tasks are queued, running or unknown.
+            Resubmit even while tasks are queued, running or unknown: they are cancelled
+            first (and waited for, up to a minute), so their unfinished rows run again here.
         """
         from .resubmit import resubmit
 

@@ -33,15 +33,21 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     options = v.check_options(slurm_options)
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
-    status = job.get_job_status()
-    if not force:
-        job.refuse_if_active("resubmit", status)
-    _refuse_unsubmitted(job)
     from .._store import table
 
+    if force:  # cancel what still runs and let it stop, outside the lock (cancel() takes it)
+        st = job.get_job_status()
+        if not st.ended and st.state != "NOT_SUBMITTED":
+            job.stop()
     params = table.read(job.job_dir)
-    chosen = _rows_to_run(job, status, params, rows, failed)
+    # The check and the write are one step under the lock: of resubmissions started together,
+    # the first submits and the others see its tasks queued and refuse.
     with jd.manifest_lock(job.job_dir):
+        status = job.get_job_status()
+        if not force:
+            job.refuse_if_active("resubmit", status)
+        _refuse_unsubmitted(job)
+        chosen = _rows_to_run(job, status, params, rows, failed)
         manifest = jd.load_manifest(job.job_dir)
         manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest

@@ -24,7 +24,7 @@ from .._status.classify import ACTIVE_STATES, UNKNOWN
 @click.option("--option", "-O", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other sbatch option, e.g. -O partition=long (KEY alone for a flag).")
 @click.option("--force", is_flag=True,
-              help="Resubmit even while tasks are queued, running or unknown.")
+              help="Resubmit even while tasks are queued, running or unknown: cancel them first.")
 def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Optional[str],
              nodes: Optional[int], cpus_per_node: Optional[int], max_concurrent: Optional[int],
              extra: Tuple[str, ...], force: bool) -> None:
@@ -32,7 +32,7 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
 
     Options not given keep the previous submission's values (nodes, CPUs, time, memory and
     every other sbatch option, at-once limit, backend). Refuses while tasks are queued,
-    running or unknown, unless --force.
+    running or unknown, unless --force (which cancels them first).
 
     \b
     Examples:
