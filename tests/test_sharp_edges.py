@@ -372,3 +372,57 @@ def test_resubmit_force_cancels_the_running_tasks_first(tmp_path):
         assert st.rows_failed == 1 and len(job.manifest.submissions) == 2
     finally:
         job.cancel()
+
+
+# -- item 8: memory sizes in exactly the forms sbatch takes ---------------------------------------
+
+# sbatch reads --mem with strtoll and one optional unit K, M, G or T (any case), which may be
+# followed by B: whole numbers only (Slurm's str_to_mbytes).
+MEM_SBATCH_TAKES = ["4000", "0", "4G", "4g", "4GB", "4gb", "512M", "1024K", "1T", "4Mb"]
+MEM_SBATCH_REFUSES = ["1.5G", "0.5", "4B", "4GiB", "G", "-4G", "4 G", "4GBB", "4X"]
+
+
+@pytest.mark.parametrize("mem", MEM_SBATCH_REFUSES)
+def test_mem_forms_sbatch_refuses_are_refused_before_writing(tmp_path, mem):
+    for key in ("mem", "mem-per-cpu", "mem_per_gpu"):
+        with pytest.raises(InputError, match="whole number"):
+            _local(lambda x: x, pd.DataFrame({"x": [1]}), tmp_path, "mem", slurm_options={key: mem})
+    assert not list(tmp_path.iterdir())
+
+
+def test_mem_refusal_says_what_to_write_and_resubmit_records_nothing(tmp_path):
+    with pytest.raises(InputError, match="'1536M'"):
+        _local(lambda x: x, pd.DataFrame({"x": [1]}), tmp_path, "mem", slurm_options={"mem": "1.5G"})
+    with pytest.raises(InputError, match="max_mem"):
+        _local(lambda x: x, pd.DataFrame({"x": [1]}), tmp_path, "mem", max_mem="2.5G")
+    job = _local(lambda x: x, pd.DataFrame({"x": [1]}), tmp_path, "mem",
+                 slurm_options={"mem": MEM_SBATCH_TAKES[2]})
+    job.wait(timeout_s=120, progress=False)
+    with pytest.raises(InputError, match="'1536M'"):
+        job.resubmit(rows=[0], slurm_options={"mem": "1.5G"})
+    assert len(job.manifest.submissions) == 1
+
+
+@pytest.mark.parametrize("mem", MEM_SBATCH_TAKES)
+def test_mem_forms_sbatch_takes_are_accepted(tmp_path, mem):
+    from slurm_apply._submit.validate import check_options
+
+    assert check_options({"mem": mem}) == {"mem": mem}
+
+
+def test_mem_forms_match_the_real_sbatch(cluster, tmp_path):
+    """What the check accepts, sbatch accepts; what it refuses, sbatch refuses."""
+    import subprocess
+
+    from slurm_apply._submit.validate import check_options
+
+    for mem in MEM_SBATCH_TAKES + MEM_SBATCH_REFUSES:
+        proc = subprocess.run(["sbatch", "--test-only", f"--mem={mem}", "--wrap", "true"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        sbatch_refuses = "Invalid --mem specification" in proc.stderr
+        try:
+            check_options({"mem": mem})
+            we_refuse = False
+        except InputError:
+            we_refuse = True
+        assert we_refuse == sbatch_refuses, (mem, proc.returncode, proc.stderr)
