@@ -426,3 +426,27 @@ def test_mem_forms_match_the_real_sbatch(cluster, tmp_path):
         except InputError:
             we_refuse = True
         assert we_refuse == sbatch_refuses, (mem, proc.returncode, proc.stderr)
+
+
+def test_resubmissions_started_together_run_once_on_the_cluster(cluster, job_parent):
+    """On Slurm the later resubmissions must learn of the first's array from the scheduler
+    (squeue, when sacct does not list it yet) while they hold the lock."""
+    import subprocess
+    import sys
+
+    flag = job_parent / "flag"
+    job = slurm_apply(_slow_after(flag, 60), pd.DataFrame({"x": range(2)}), nodes=1,
+                      cpus_per_node=1, retries=0, job_dir=job_parent, jobname="race")
+    job.wait(timeout_s=120, progress=False)
+    assert job.get_job_status().rows_failed == 2
+    flag.write_text("")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "slurm_apply", "resubmit", str(job.job_dir),
+                                   "--failed"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(3)]
+        results = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
+        assert sorted(code for code, _ in results) == [0, 1, 1], results
+        assert all("refusing to resubmit" in out for code, out in results if code), results
+        assert len(SlurmJob.from_dir(job.job_dir).manifest.submissions) == 2
+    finally:
+        SlurmJob.from_dir(job.job_dir).cancel()
