@@ -134,10 +134,10 @@ class WaitInterrupted(KeyboardInterrupt):
     that line (naming the commands to type) and exit status 130, as a plain Ctrl-C does.
     """
 
-    def __init__(self, message: str, status: "Optional[JobStatus]", shell: str = "") -> None:
+    def __init__(self, message: str, status: "Optional[JobStatus]", cli_line: str = "") -> None:
         super().__init__(message)
         self.status = status
-        self.shell = shell  # the same line for a shell, once the script it stopped has ended
+        self.cli_line = cli_line  # the same line for a shell, once the script it stopped has ended
 
     def _render_traceback_(self) -> List[str]:
         return [f"{type(self).__name__}: {self}"]

@@ -70,7 +70,7 @@ def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
         # "from None": what was running when Ctrl-C came (a sleep, a scheduler query) is noise.
         _exit_quietly_if_uncaught()
         raise WaitInterrupted(interrupted_text(job.jobname, str(job.job_dir), last, cli=False),
-                              last, shell=interrupted_text(job.jobname, str(job.job_dir), last,
+                              last, cli_line=interrupted_text(job.jobname, str(job.job_dir), last,
                                                            cli=True)) from None
     assert last is not None and last.ended
     return last
@@ -101,7 +101,7 @@ def _exit_quietly_if_uncaught() -> None:
         import threading
 
         try:
-            sys.stderr.write(f"{etype.__name__}: {value.shell or value}\n")
+            sys.stderr.write(f"{etype.__name__}: {value.cli_line or value}\n")
             shutdown = getattr(threading, "_shutdown", None)  # what Python's own exit runs first
             if shutdown is not None:
                 shutdown()
