@@ -131,12 +131,14 @@ class WaitInterrupted(KeyboardInterrupt):
     Its message is one line saying so, and how to wait again or cancel. IPython and Jupyter
     show just that line instead of a traceback (through ``_render_traceback_``), and a run of
     cells stops there as on any interrupt. ``status`` is the last status the wait saw (None
-    if it was stopped before it read one).
+    if it was stopped before it read one). Uncaught in a script, it ends the script with
+    that line (naming the commands to type) and exit status 130, as a plain Ctrl-C does.
     """
 
-    def __init__(self, message: str, status: "Optional[JobStatus]") -> None:
+    def __init__(self, message: str, status: "Optional[JobStatus]", cli_line: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.cli_line = cli_line  # the same line for a shell, once the script it stopped has ended
 
     def _render_traceback_(self) -> List[str]:
         return [f"{type(self).__name__}: {self}"]

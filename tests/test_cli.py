@@ -418,7 +418,7 @@ def test_cleanup_refuses_while_running_then_cancel_and_cleanup(tmp_path):
         assert "slurm-apply cancel" in out
         assert (job.job_dir / "manifest.json").exists()
         code, out = run_cli("cancel", job.job_dir)
-        assert code == 0 and out.startswith("cancelled the queued and running tasks of sleepy (local-")
+        assert code == 0 and out.startswith("cancelled sleepy (local-") and "1 queued, running or unknown task(s)" in out
         st = wait_ended(job, timeout_s=10)
         assert st.tasks == {0: "CANCELLED"}
     finally:

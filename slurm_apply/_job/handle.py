@@ -10,7 +10,7 @@ from .. import _backends as backends
 from .._store import layout as jd
 from .._backends import Answer, TaskKey, TaskRecord, Unknown
 from .._status.classify import ACTIVE_STATES, UNKNOWN
-from .._errors import InputError, JobActiveError, JobTimeoutError, SchedulerError
+from .._errors import InputError, JobActiveError, JobDirError, JobTimeoutError, SchedulerError
 from .._store.stops import read_stops
 from .._status.results import Results, list_record_files
 from .._store.params import chunk_bounds
@@ -20,6 +20,7 @@ from .._status.missing import in_rows
 from .followup import stop_followups, stop_retries
 from .._status.model import JobStatus, Snapshot, build, valid_done
 from .._store.claims import ClaimReader
+from .._store.manifest import WRITTEN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +104,14 @@ class SlurmJob:
         return jd.log_path(self.job_dir, sub, task)
 
     def _reload(self) -> None:
+        self._check_exists()
         self._manifest = jd.load_manifest(self.job_dir)
+
+    def _check_exists(self) -> None:
+        """One clear error for every method once the directory is gone (cleanup_files())."""
+        if not self.job_dir.exists():
+            raise JobDirError(f"job directory {self.job_dir} no longer exists (cleanup_files() "
+                              "deletes it, results included); nothing is left to act on")
 
     # -- status --------------------------------------------------------------------------------
 
@@ -233,6 +241,7 @@ class SlurmJob:
         from .._status.progress import Progress
         from .wait import wait
 
+        self._check_exists()
         shown = Progress() if progress else None
         try:
             return wait(self, timeout_s=timeout_s, on_update=shown, poll_s=poll_s,
@@ -288,7 +297,9 @@ class SlurmJob:
         if status.missing_rows or status.rows_pending:  # only now worth asking: to say why
             status = self.get_job_status()
         if errors == "raise":
-            _output.raise_for_rows(status, self._results, self.labels)
+            unsubmitted = any(s.state == WRITTEN and not s.launched
+                              for s in self._manifest.submissions)
+            _output.raise_for_rows(status, self._results, self.labels, unsubmitted=unsubmitted)
         if outtype == "raw":
             return _output.raw(self._results.values(), self._results, status, self.labels)
         from .._store import table
@@ -308,6 +319,7 @@ class SlurmJob:
         """
         from .rows import as_completed
 
+        self._check_exists()
         return as_completed(self, self._results, timeout_s)
 
     def test_row(self, row: Any, *, fresh: bool = False) -> Any:
@@ -325,6 +337,7 @@ class SlurmJob:
         """
         from . import testrow as _testrow
 
+        self._check_exists()
         position = self.position(row)
         return (_testrow.run_fresh if fresh else _testrow.run_here)(self.job_dir, position)
 
@@ -351,6 +364,7 @@ class SlurmJob:
     def cancel(self) -> None:
         """Cancel every queued or running task of every submission, and stop automatic
         retries (a follow-up that has not yet decided decides nothing)."""
+        self._check_exists()
         stop_retries(self.job_dir, "cancel()")
         self._reload()
         by_backend: Dict[str, List["Submission"]] = {}
@@ -420,10 +434,12 @@ class SlurmJob:
         slurm_options : dict, optional
             Merged over the previous submission's options.
         force : bool, default False
-            Resubmit even while tasks are queued, running or unknown.
+            Resubmit even while tasks are queued, running or unknown: they are cancelled
+            first (and waited for, up to a minute), so their unfinished rows run again here.
         """
         from .resubmit import resubmit
 
+        self._check_exists()
         resubmit(self, failed=failed, rows=rows, nodes=nodes, cpus_per_node=cpus_per_node,
                  slurm_options=slurm_options, max_concurrent=max_concurrent, backend=backend,
                  submit=submit, force=force)
@@ -435,6 +451,7 @@ class SlurmJob:
         ``backend="local"`` to run its tasks on this machine."""
         from .resubmit import submit
 
+        self._check_exists()
         submit(self, backend)
         self._reload()
         return self

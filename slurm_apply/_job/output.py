@@ -43,9 +43,12 @@ class MissingRow:
     reason: str
 
 
-def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels) -> None:
+def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels, *,
+                   unsubmitted: bool = False) -> None:
     """RowsFailedError if rows raised (the first remote traceback as its cause), else
-    RowsMissingError if rows have no result yet or never will. Rows are named by their labels."""
+    RowsMissingError if rows have no result yet or never will. Rows are named by their labels.
+    ``unsubmitted``: the latest submission was written with submit=False and never submitted
+    (``submit()`` runs it, and ``resubmit()`` refuses)."""
     n = status.rows_total
     if status.failed_rows:
         r0 = status.failed_rows[0]
@@ -61,6 +64,11 @@ def raise_for_rows(status: "JobStatus", results: "Results", labels: Labels) -> N
         raise RowsMissingError(
             f"{status.rows_pending} of {n} rows are still queued or running; wait() for them, or "
             "get_output(errors='keep') returns the rows done so far.", rows=labels(status.missing_rows))
+    if status.missing_rows and unsubmitted:
+        raise RowsMissingError(
+            f"{status.rows_missing} of {n} rows have no result: the job was written with "
+            "submit=False and has not been submitted; submit it with job.submit() (or "
+            "`slurm-apply submit DIR`).", rows=labels(status.missing_rows))
     if status.missing_rows:
         detail = "; ".join(f"rows {status.rows_text(v)}: {k}" for k, v in status.missing_by_reason().items())
         raise RowsMissingError(
@@ -95,13 +103,18 @@ def table(params: "pd.DataFrame", results: "Results", status: "JobStatus", *,
         result = result_frame(results.values(), None if done.all() else done.tolist())
     clash = [c for c in result.columns if c in params.columns]
     if clash:
-        result = result.rename(columns={c: f"{c}_result" for c in clash})
+        taken = set(params.columns) | set(result.columns)
+        renamed = {}
+        for c in clash:
+            renamed[c] = unique_name(f"{c}_result", taken, f"{c}_result")
+            taken.add(renamed[c])
+        result = result.rename(columns=renamed)
     result.index = params.index
     out = pd.concat([params, result], axis=1)
     if keep_errors:
-        name = ERROR_COLUMN if ERROR_COLUMN not in out.columns else ERROR_COLUMN_ALT
+        name = unique_name(ERROR_COLUMN, out.columns, ERROR_COLUMN_ALT)
         out[name] = _error_column(status, results)
-        name = STATE_COLUMN if STATE_COLUMN not in out.columns else STATE_COLUMN_ALT
+        name = unique_name(STATE_COLUMN, out.columns, STATE_COLUMN_ALT)
         out[name] = _state_column(status, results)
     return out
 
@@ -131,16 +144,40 @@ def _error_column(status: "JobStatus", results: "Results") -> List[Optional[str]
 
 
 def result_frame(values: List[Any], present: Optional[List[bool]]) -> "pd.DataFrame":
+    """The result columns, row by row. Rows that returned a dict or a Series give columns,
+    whatever the other rows returned: rows that returned None (or have no result) are NaN
+    there, and any other value goes to a ``result`` column of its own."""
     import pandas as pd
 
-    sample = [v for i, v in enumerate(values) if present is None or present[i]]
-    if sample and all(isinstance(v, dict) for v in sample):
-        records = [v if isinstance(v, dict) else {} for v in values]
-        return pd.DataFrame.from_records(records)
-    if sample and all(isinstance(v, pd.Series) for v in sample):
-        return pd.DataFrame([v if isinstance(v, pd.Series) else pd.Series(dtype=object)
-                             for v in values]).reset_index(drop=True)
-    return pd.DataFrame({"result": pd.Series(values, dtype=None)})
+    has = [present is None or present[i] for i in range(len(values))]
+    shaped = [v for v, h in zip(values, has) if h and v is not None]
+    mapped = [v for v in shaped if isinstance(v, (dict, pd.Series))]
+    if not mapped:
+        return pd.DataFrame({"result": pd.Series(values, dtype=None)})
+    if len(mapped) == len(shaped) and all(isinstance(v, pd.Series) for v in mapped):
+        return pd.DataFrame([v if h and isinstance(v, pd.Series) else pd.Series(dtype=object)
+                             for v, h in zip(values, has)]).reset_index(drop=True)
+    keys: set = set()
+    for v in mapped:
+        keys.update(v.keys())
+    other = unique_name("result", keys)  # a value of another kind beside the dicts
+    records = [{} if not h or v is None else v if isinstance(v, dict)
+               else v.to_dict() if isinstance(v, pd.Series) else {other: v}
+               for v, h in zip(values, has)]
+    return pd.DataFrame.from_records(records)
+
+
+def unique_name(name: str, taken: Any, alt: str = "") -> str:
+    """``name``, else ``alt``, else ``alt_2``, ``alt_3``, ...: the first not ``taken``, so a
+    column slurm_apply adds never replaces one of the user's."""
+    if name not in taken:
+        return name
+    alt = alt or f"slurm_apply_{name}"
+    candidate, n = alt, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{alt}_{n}"
+    return candidate
 
 
 # Where a row has no result, the table holds what result_frame's pandas calls would put there.

@@ -33,18 +33,24 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
     options = v.check_options(slurm_options, backends.option_rules(backend or job.manifest.latest.backend))
-    # What this handle read of the records was checked when read; a record damaged on disk since
-    # would still count as done. Choosing what to run is worth one fresh, checked read.
-    job._read_records_again()
-    status = job.get_job_status()
-    if not force:
-        job.refuse_if_active("resubmit", status)
-    _refuse_unsubmitted(job)
     from .._store import table
 
+    if force:  # cancel what still runs and let it stop, outside the lock (cancel() takes it)
+        st = job.get_job_status()
+        if not st.ended and st.state != "NOT_SUBMITTED":
+            job._stop("resubmit")
     params = table.read(job.job_dir)
-    chosen = _rows_to_run(job, status, params, rows, failed)
-    with jd.manifest_lock(job.job_dir):  # the whole decision: read, write the rows, launch
+    # The check and the write are one step under the lock: of resubmissions started together,
+    # the first submits and the others see its tasks queued and refuse.
+    with jd.manifest_lock(job.job_dir):
+        # What this handle read of the records was checked when read; a record damaged on disk
+        # since would still count as done. Choosing what to run is worth one fresh, checked read.
+        job._read_records_again()
+        status = job.get_job_status()
+        if not force:
+            job.refuse_if_active("resubmit", status)
+        _refuse_unsubmitted(job)
+        chosen = _rows_to_run(job, status, params, rows, failed)
         manifest = jd.load_manifest(job.job_dir)
         manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest

@@ -68,10 +68,56 @@ def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
         from .._status.render import interrupted_text
 
         # "from None": what was running when Ctrl-C came (a sleep, a scheduler query) is noise.
+        _exit_quietly_if_uncaught()
         raise WaitInterrupted(interrupted_text(job.jobname, str(job.job_dir), last, cli=False),
-                              last) from None
+                              last, cli_line=interrupted_text(job.jobname, str(job.job_dir), last,
+                                                           cli=True)) from None
     assert last is not None and last.ended
     return last
+
+
+def _exit_quietly_if_uncaught() -> None:
+    """A WaitInterrupted nobody catches ends a script as a plain Ctrl-C does (the shell sees
+    130), with its one line instead of a traceback.
+
+    Python gives that exit status only to a KeyboardInterrupt of that exact class, so a hook
+    does it: it prints the line, finishes the interpreter's work (non-daemon threads, such as
+    the fsync of the payload's buffers, then the atexit functions), and ends the process by
+    SIGINT as Python itself does. Other exceptions go to the hook that was there before.
+    IPython and Jupyter never call sys.excepthook for a cell, so they are not affected.
+    """
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "slurm_apply_wait", False):
+        return
+
+    def hook(etype: type, value: BaseException, tb: object) -> None:
+        if not isinstance(value, WaitInterrupted):
+            previous(etype, value, tb)  # type: ignore[arg-type]
+            return
+        import atexit
+        import signal
+        import threading
+
+        try:
+            sys.stderr.write(f"{etype.__name__}: {value.cli_line or value}\n")
+            shutdown = getattr(threading, "_shutdown", None)  # what Python's own exit runs first
+            if shutdown is not None:
+                shutdown()
+            atexit._run_exitfuncs()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            os._exit(130)  # only if the signal did not end the process
+
+    hook.slurm_apply_wait = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> Iterator["JobStatus"]:

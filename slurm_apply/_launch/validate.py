@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import keyword
 import numbers
 import re
 import types
@@ -24,7 +25,15 @@ if TYPE_CHECKING:
 _JOBNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _JOBNAME_CHARS = re.compile(r"[A-Za-z0-9_.-]")
 _JOBNAME_MAX = 100
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _is_name(name: Any) -> bool:
+    """A Python identifier (any that ``str.isidentifier`` accepts, ``größe`` and ``名前``
+    included) that is not a keyword: what can be an argument name or a global of f."""
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+_NAME_RULE = "a Python identifier that is not a keyword (e.g. x, größe; not 'a b', '1x' or 'class')"
 
 
 def check_function(f: Any) -> None:
@@ -126,8 +135,8 @@ def check_seed_arg(seed_arg: Any, seed: Any, df: Any) -> None:
         return
     if seed is False:
         raise InputError("seed_arg needs row seeds, but seed=False turns them off")
-    if not isinstance(seed_arg, str) or not seed_arg.isidentifier():
-        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r}")
+    if not _is_name(seed_arg):
+        raise InputError(f"seed_arg must be an argument name of f; got {seed_arg!r} (it must be {_NAME_RULE})")
     if seed_arg in getattr(df, "columns", ()):
         raise InputError(f"seed_arg {seed_arg!r} is also a column of params_df; choose another name")
 
@@ -138,9 +147,9 @@ def check_more_args(f: Callable[..., Any], more_args: Any, df: Any, seed_arg: Op
         return {}
     if not isinstance(more_args, Mapping):
         raise InputError(f"more_args must be a dict {{argument name: value}}; got {type(more_args).__name__}")
-    bad = [k for k in more_args if not isinstance(k, str) or not _IDENT.fullmatch(k)]
+    bad = [k for k in more_args if not _is_name(k)]
     if bad:
-        raise InputError(f"more_args keys must be argument names of f; got {bad!r}")
+        raise InputError(f"more_args keys must be argument names of f; got {bad!r} (each must be {_NAME_RULE})")
     columns = set(getattr(df, "columns", ()))
     both = sorted((set(more_args) & columns) | (set(more_args) & {seed_arg}))
     if both:
@@ -175,10 +184,19 @@ def check_params(f: Callable[..., Any], df: Any, *, extra_args: Sequence[str] = 
             f"params_df has duplicate column names {dups}; each column must name one argument of f. "
             "Rename or drop the copies, e.g. df.loc[:, ~df.columns.duplicated()]."
         )
-    bad = [c for c in cols if not isinstance(c, str) or not _IDENT.fullmatch(c)]
+    if not df.index.is_unique:
+        dup_labels = list(dict.fromkeys(df.index[df.index.duplicated(keep=False)]))
+        raise InputError(
+            f"params_df's index has duplicate labels {dup_labels[:10]!r}"
+            f"{' ...' if len(dup_labels) > 10 else ''}; rows are named by their index labels "
+            "(status, get_errors(), resubmit(rows=...), test_row()), so each label must be unique. "
+            "Number the rows instead with params_df.reset_index(drop=True) (reset_index() without "
+            "drop=True keeps the old labels as a column, which f then must accept)."
+        )
+    bad = [c for c in cols if not _is_name(c)]
     if bad:
         raise InputError(
-            f"params_df's column names must be valid argument names of f; got {bad!r}. "
+            f"params_df's column names must be valid argument names of f; got {bad!r} (each must be {_NAME_RULE}). "
             "Rename them, e.g. df.columns = ['x', 'y']."
         )
     try:
@@ -244,9 +262,10 @@ def resolve_objects(add_objects: Any, caller_globals: Mapping[str, Any]) -> Dict
             "add_objects must be a dict {name: object} or a list of global names; "
             f"got {type(add_objects).__name__}"
         )
-    bad = [k for k in objects if not isinstance(k, str) or not _IDENT.fullmatch(k)]
+    bad = [k for k in objects if not _is_name(k)]
     if bad:
-        raise InputError(f"add_objects keys must be valid Python names (they become globals of f); got {bad!r}")
+        raise InputError(f"add_objects keys must be valid Python names (they become globals of f); "
+                         f"got {bad!r} (each must be {_NAME_RULE})")
     return objects
 
 

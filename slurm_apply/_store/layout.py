@@ -246,6 +246,9 @@ def check_safe(job_dir: Path) -> None:
         raise JobDirError(f"job directory {job_dir} does not exist") from None
     if not stat.S_ISDIR(st.st_mode):
         raise JobDirError(f"{job_dir} is not a directory")
+    if not os.path.lexists(job_dir / MANIFEST):
+        # Not ours at all (/tmp, say): advice about its permissions would be wrong, even harmful.
+        raise JobDirError(f"{job_dir} is not a slurm_apply job directory: {MANIFEST} is missing")
     if st.st_uid != os.getuid():
         raise UnsafeJobDirError(
             f"{job_dir} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}); its pickles "

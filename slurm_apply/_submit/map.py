@@ -49,11 +49,14 @@ def slurm_call(f: Callable[..., Any], **kwargs: Any) -> SlurmJob:
 
     Every keyword option of :func:`slurm_apply` (``slurm_options``, ``cpus_per_node``,
     ``add_objects``, ...) is taken from ``kwargs`` by name; every other keyword is an argument
-    of ``f``.
+    of ``f``. A keyword that names both an option and an argument of ``f`` (``seed``,
+    ``nodes``, ...) is refused as ambiguous unless ``more_args`` is given: ``more_args`` holds
+    f's arguments, and beside it such a keyword is the option.
     """
     import pandas as pd
 
     v.check_function(f)
+    _refuse_ambiguous(f, kwargs)
     opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _options()}
     opts.setdefault("_caller_globals", sys._getframe(1).f_globals)
     opts.setdefault("nodes", 1)
@@ -64,6 +67,32 @@ def slurm_call(f: Callable[..., Any], **kwargs: Any) -> SlurmJob:
         else pd.DataFrame({"_": [0]})
     target = f if kwargs else _NoArgs(f)
     return slurm_apply(target, df, **opts)
+
+
+def _refuse_ambiguous(f: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+    """slurm_call(f, seed=42) with ``def f(seed=0)``: f's seed or the job's? Refuse to guess."""
+    import inspect
+
+    if kwargs.get("more_args") is not None:
+        return  # f's arguments are in more_args; the keywords beside it are options
+    try:
+        params = inspect.signature(f).parameters.values()
+    except (TypeError, ValueError):
+        return
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    both = [k for k in kwargs if k in _options() and k in named]
+    if not both:
+        return
+    fname = getattr(f, "__name__", "f")
+    given = ", ".join(f"{k}={kwargs[k]!r:.40}" for k in both)
+    as_more = ", ".join(f"{k!r}: {kwargs[k]!r:.40}" for k in both)
+    raise InputError(
+        f"slurm_call({fname}, ..., {given}): {', '.join(repr(k) for k in both)} "
+        f"{'is' if len(both) == 1 else 'are'} both an argument of {fname} and an option of "
+        f"slurm_call (as of slurm_apply), so which one is meant is ambiguous. "
+        f"To pass {fname} its own, use more_args={{{as_more}}}; beside more_args, a keyword "
+        f"such as {both[0]}=... is the option (more_args={{}} to set only the option and "
+        f"leave {fname}'s default).")
 
 
 def _first_arg_name(f: Callable[..., Any]) -> str:

@@ -9,6 +9,8 @@ from typing import Any, Dict, Optional, Tuple
 import click
 
 from .commands import _JOB_DIR, _open, cli
+from .._errors import InputError
+from .._status.classify import ACTIVE_STATES, UNKNOWN
 
 
 @cli.command()
@@ -22,7 +24,7 @@ from .commands import _JOB_DIR, _open, cli
 @click.option("--option", "-O", "extra", multiple=True, metavar="KEY=VALUE",
               help="Any other sbatch option, e.g. -O partition=long (KEY alone for a flag).")
 @click.option("--force", is_flag=True,
-              help="Resubmit even while tasks are queued, running or unknown.")
+              help="Resubmit even while tasks are queued, running or unknown: cancel them first.")
 def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Optional[str],
              nodes: Optional[int], cpus_per_node: Optional[int], max_concurrent: Optional[int],
              extra: Tuple[str, ...], force: bool) -> None:
@@ -30,7 +32,7 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
 
     Options not given keep the previous submission's values (nodes, CPUs, time, memory and
     every other sbatch option, at-once limit, backend). Refuses while tasks are queued,
-    running or unknown, unless --force.
+    running or unknown, unless --force (which cancels them first).
 
     \b
     Examples:
@@ -90,10 +92,16 @@ def cancel(job_dir: Path) -> None:
     if not job.job_ids:
         click.echo(f"nothing to cancel: {job.jobname} was never submitted")
         return
+    status = job.get_job_status()
+    if status.ended:  # nothing queued, running, unknown or about to be retried
+        click.echo(f"nothing to cancel: {job.jobname} ({', '.join(job.job_ids)}) has ended, "
+                   f"{status.state}; no task is queued or running")
+        return
+    busy = sum(1 for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN)
     job.cancel()
     retries = " and stopped its automatic retries" if job.manifest.retry.retries else ""
-    click.echo(f"cancelled the queued and running tasks of {job.jobname} ({', '.join(job.job_ids)})"
-               f"{retries}")
+    click.echo(f"cancelled {job.jobname} ({', '.join(job.job_ids)}): {busy} queued, running or "
+               f"unknown task(s){retries}")
 
 
 @cli.command()
@@ -134,6 +142,10 @@ def test_row(job_dir: Path, row: str, fresh: bool, use_pdb: bool) -> None:
 
     job = _open(job_dir)
     label = _label(job, row)
+    try:
+        job.position(label)  # a row that does not exist is a usage error, not the row's
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'ROW'") from None
     try:
         value = job.test_row(label, fresh=fresh)
     except Exception as exc:  # the row's own error: shown as the node would log it

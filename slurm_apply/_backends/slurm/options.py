@@ -79,16 +79,20 @@ def unknown_name(key: str) -> Optional[str]:
 
 # The value forms sbatch takes for the options people set most.
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE|unlimited|infinite")
-_MEM = re.compile(r"\d+(\.\d+)?[KMGTkmgt]?[Bb]?")
+# sbatch reads a size with strtoll, then one optional unit K, M, G or T (any case), which may be
+# followed by B (Slurm's str_to_mbytes): a whole number, never a fraction like 1.5G.
+_MEM = re.compile(r"\d+([KMGTkmgt][Bb]?)?")
+_MEM_FORM = ("a whole number of megabytes, or a whole number with a unit K, M, G or T "
+             "(e.g. 4000, '4G' or '512M'; sbatch takes no fractions)")
 _COUNT = re.compile(r"\d+(-\d+)?")
 _GRES = re.compile(r"[A-Za-z][\w.-]*(:[\w.-]+)*(,[A-Za-z][\w.-]*(:[\w.-]+)*)*")
 _GPUS = re.compile(r"([\w.-]+:)?\d+(,([\w.-]+:)?\d+)*")
 FORMS = {
     "time": (_TIME, "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. '2:00:00'"),
     "time-min": (_TIME, "a time like '30:00'"),
-    "mem": (_MEM, "a size with an optional unit K, M, G or T, e.g. '4G' or 4000 (megabytes)"),
-    "mem-per-cpu": (_MEM, "a size like '2G'"),
-    "mem-per-gpu": (_MEM, "a size like '16G'"),
+    "mem": (_MEM, _MEM_FORM),
+    "mem-per-cpu": (_MEM, _MEM_FORM),
+    "mem-per-gpu": (_MEM, _MEM_FORM),
     "nodes": (_COUNT, "a count or a range like '2-4'"),
     "ntasks": (_COUNT, "a count"),
     "gres": (_GRES, "name[:type]:count, comma-separated, e.g. 'gpu:a100:1'"),
@@ -105,4 +109,16 @@ def bad_value(key: str, value: object) -> Optional[str]:
     pattern, form = FORMS[key]
     if pattern.fullmatch(str(value).strip()):
         return None
-    return f"{key}={value!r} is not a form sbatch takes for --{key}: expected {form}"
+    return f"{key}={value!r} is not a form sbatch takes for --{key}: expected {form}{_instead(key, value)}"
+
+
+def _instead(key: str, value: object) -> str:
+    """What to write instead of a size sbatch would refuse: ``1.5G`` -> ``1536M``."""
+    import math
+
+    from ..resources import mem_mb
+
+    if FORMS[key][0] is not _MEM:
+        return ""
+    mb = mem_mb(value)
+    return f"; write '{math.ceil(mb)}M'" if mb is not None and mb > 0 else ""
