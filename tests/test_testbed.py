@@ -23,6 +23,8 @@ import testbed  # noqa: E402  (needs the path above under any pytest import mode
 
 JOB_TIMEOUT_S = 60
 
+pytestmark = pytest.mark.slurm  # real Slurm daemons: not part of the fast, no-cluster loop
+
 
 def _require_slurm() -> None:
     """Skip, or fail on CI, when this machine cannot run the testbed."""
