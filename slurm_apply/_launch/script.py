@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 from .._errors import InputError
 
@@ -129,10 +129,6 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
         f"{shlex.quote(token)}"
     )
     return "\n".join(lines) + "\n"
-
-
-def options_to_dict(options: Optional[Mapping[str, OptionValue]]) -> Dict[str, OptionValue]:
-    return {normalize_key(k): v for k, v in (options or {}).items()}
 
 
 # The options a follow-up shares with its array: where the user may run and what is charged.

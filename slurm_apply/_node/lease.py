@@ -93,7 +93,7 @@ def dead_tasks(job_dir: Path, sub: int, me: int, now: float) -> Tuple[Dict[int, 
     ended: Set[int] = set()
     with os.scandir(d) as entries:
         for entry in entries:
-            parsed = _task_file(entry.name)
+            parsed = jd.parse_task_file(entry.name)
             if parsed is None or parsed[0] == me:
                 continue
             if parsed[1] == "live":
@@ -117,13 +117,6 @@ def dead_tasks(job_dir: Path, sub: int, me: int, now: float) -> Tuple[Dict[int, 
                 continue
         running.add(task)
     return dead, running
-
-
-def _task_file(name: str) -> Optional[Tuple[int, str]]:
-    stem, _, kind = name.partition(".")
-    if not stem.startswith("t") or not stem[1:].isdigit():
-        return None
-    return int(stem[1:]), kind
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,6 @@ class JobStatus:
         """A bool per row: pending (its submission has not ended and has not recorded it)."""
         return getattr(self, "_pending", RowSet()).mask(self.rows_total)
 
-    def tasks_in(self, *states: str) -> List[TaskStatus]:
-        return [t for t in self.task_details if t.state in states]
-
     def to_dict(self) -> Dict[str, Any]:
         """Every field as plain JSON-able values (row sets as lists)."""
         out = asdict(self)

@@ -91,10 +91,6 @@ def claims_dir(job_dir: Path, sub: int) -> Path:
     return sub_dir(job_dir, sub) / "claims"
 
 
-def claim_path(job_dir: Path, sub: int, chunk: int) -> Path:
-    return claims_dir(job_dir, sub) / f"c{chunk:06d}"
-
-
 def results_dir(job_dir: Path, sub: int) -> Path:
     return sub_dir(job_dir, sub) / "results"
 
@@ -150,10 +146,10 @@ def local_supervisor_log(job_dir: Path, sub: int) -> Path:
     return local_dir(job_dir) / f"s{sub}.supervisor.log"
 
 
-def parse_marker_name(name: str) -> Optional[Tuple[int, str]]:
-    """``t0003.done`` -> (3, "done"); anything else -> None."""
+def parse_task_file(name: str) -> Optional[Tuple[int, str]]:
+    """``t0003.done`` -> (3, "done"), ``t0003.live`` -> (3, "live"); not a task's file -> None."""
     stem, _, kind = name.partition(".")
-    if not stem.startswith("t") or not stem[1:].isdigit() or kind not in ("start", "done"):
+    if not stem.startswith("t") or not stem[1:].isdigit():
         return None
     return int(stem[1:]), kind
 
@@ -513,8 +509,8 @@ def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any
     except FileNotFoundError:
         return out
     for name in names:
-        parsed = parse_marker_name(name)
-        if parsed is None:
+        parsed = parse_task_file(name)
+        if parsed is None or parsed[1] not in ("start", "done"):
             continue
         try:
             out[parsed] = read_json(d / name)

@@ -55,16 +55,6 @@ class ParamsReader:
 
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and the like."""
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 def chunk_bounds(n_rows: int, n_chunks: int) -> List[Tuple[int, int]]:
     """Split positions 0..n_rows into n_chunks contiguous, nearly equal ranges."""
     base, extra = divmod(n_rows, n_chunks)

@@ -33,7 +33,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-PAYLOAD = "payload.pkl"
+from .layout import PAYLOAD
+
 BUFFERS = "payload.buffers"
 OUT_OF_BAND_MIN_BYTES = 1 << 20
 ALIGN = 4096  # a page: a buffer's pages are never read in along with its neighbour's

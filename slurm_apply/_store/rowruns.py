@@ -63,10 +63,6 @@ def expand(runs: "array[int]") -> "array[int]":
     return out
 
 
-def count(runs: "array[int]") -> int:
-    return sum(runs[i + 1] - runs[i] for i in range(0, len(runs), 2))
-
-
 # -- turning ids into arrays: NumPy on the login side, array.array on the nodes ------------------
 
 IdsFrom = Callable[[Union[memoryview, bytes]], Any]  # little-endian int64 ids -> an array

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from .._errors import JobDirError
 from . import layout as jd
-from .params import ParamsReader, chunk_bounds, decode_chunk, dumps
+from .params import ParamsReader, chunk_bounds, decode_chunk
+from .records import dumps
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from ..._store import layout as jd
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
+from .followup import STOP_GRACE_S
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ STATE_FORMAT = 1
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "LOST")
 POLL_S = 0.02  # how often the supervisor looks at its tasks
-STOP_GRACE_S = 10.0  # a cancelled task's time to save its rows after SIGTERM, before SIGKILL
 PROC = Path("/proc")
 
 
