@@ -88,7 +88,7 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
         max_concurrent=sub.max_concurrent, setup=sub.setup,
     )
-    jd.write_text(job_dir / sub.script, script, mode=0o700)
+    jd.write_text(jd.script_path(job_dir, sub.script), script, mode=0o700)
     if manifest.wants_followup(sub):
         sub = dataclasses.replace(sub, followup=_write_followup(job_dir, manifest, sub))
     manifest.submissions.append(sub)
@@ -105,8 +105,7 @@ def _size(path: Path) -> int:
 def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     """Write the script that retries the submission's rows whose task died; return its name."""
     # The follow-up reads the table back (s0's chunks, or params.pkl in format 2): its size on disk.
-    table_mb = sum(_size(p) for p in (jd.params_bin(job_dir, 0), job_dir / jd.PARAMS_META,
-                                      job_dir / jd.PARAMS)) / 2**20
+    table_mb = sum(_size(p) for p in jd.table_paths(job_dir)) / 2**20
     mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
     name = jd.followup_script_name(sub.index)
     script = _script.render_followup(
@@ -114,7 +113,7 @@ def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
         options=sub.slurm_options, python=manifest.python, job_dir=job_dir, sub=sub.index,
         token=manifest.token, workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
         setup=sub.setup, mem=f"{mem_mb}M", time=FOLLOWUP_TIME)
-    jd.write_text(job_dir / name, script, mode=0o700)
+    jd.write_text(jd.script_path(job_dir, name), script, mode=0o700)
     return name
 
 

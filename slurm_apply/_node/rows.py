@@ -60,7 +60,7 @@ def row_seed(job_seed: int, row: int) -> int:
 
 
 def load_payload(job_dir: Path, manifest: Manifest) -> Callable[..., Any]:
-    f = load(job_dir / jd.PAYLOAD, manifest.pkgs)
+    f = load(jd.payload_path(job_dir), manifest.pkgs)
     if manifest.seed is not None:
         # Rows are seeded: NumPy's global generator too, from the first row on, even when f
         # imports NumPy only inside its body. (With seed=False a task never loads NumPy itself.)

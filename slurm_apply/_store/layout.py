@@ -66,6 +66,25 @@ def default_dir(jobname: str, parent: "os.PathLike[str] | str | None" = None) ->
     return (base / f"{DIR_PREFIX}{jobname}").absolute()
 
 
+def manifest_path(job_dir: Path) -> Path:
+    return Path(job_dir) / MANIFEST
+
+
+def payload_path(job_dir: Path) -> Path:
+    return Path(job_dir) / PAYLOAD
+
+
+def table_paths(job_dir: Path) -> List[Path]:
+    """The files that hold params_df (the first submission's chunks, the column kinds, and the
+    whole table in directories of format 2)."""
+    return [params_bin(job_dir, 0), Path(job_dir) / PARAMS_META, Path(job_dir) / PARAMS]
+
+
+def script_path(job_dir: Path, name: str) -> Path:
+    """A submission's script or its follow-up's (``name`` as the manifest records it)."""
+    return Path(job_dir) / name
+
+
 def script_name(sub: int) -> str:
     return "submit.sh" if sub == 0 else f"submit_s{sub}.sh"
 

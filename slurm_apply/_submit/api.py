@@ -250,7 +250,7 @@ def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
 def _replace_old_job(path: Path, force: bool) -> None:
     """overwrite=True: refuse while the old job has tasks queued, running or unknown, unless
     ``force``, which cancels them first (its tasks then cannot write here: the token changes)."""
-    if not (path / jd.MANIFEST).exists():
+    if not jd.manifest_path(path).exists():
         return  # not a job directory: jd.create says what to do
     try:
         old = SlurmJob.from_dir(path)
@@ -273,7 +273,7 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
     try:
         jd.write_token(path, manifest.token)
         if preflight:  # its interpreter starts and imports while the payload is written
-            check = Preflight(path / jd.PAYLOAD, manifest.pkgs, warm_modules(*payload))
+            check = Preflight(jd.payload_path(path), manifest.pkgs, warm_modules(*payload))
         # Big buffers are not fsynced here: slurm_apply() has it done in the background.
         manifest.payload_bytes = write_payload(path, *payload, sync_buffers=False)
         if check is not None:

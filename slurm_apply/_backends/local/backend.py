@@ -321,7 +321,7 @@ class _Supervisor:
     def __init__(self, job_dir: Path, k: int) -> None:
         self.job_dir, self.k = job_dir, k
         plan = read_state(job_dir, k)
-        self.script = job_dir / plan["script"]
+        self.script = jd.script_path(job_dir, plan["script"])
         self.width = int(plan["parallel"])
         self.tasks: Dict[str, Dict[str, Any]] = plan["tasks"]
         self.plan = plan

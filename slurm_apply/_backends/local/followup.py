@@ -34,7 +34,7 @@ def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
         return
     with open(jd.followup_log_path(sup.job_dir, sup.k), "ab") as log:
         # Its own process group, as a task's: a cancel stops it and whatever it started.
-        proc = subprocess.Popen(["bash", str(sup.job_dir / script)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(["bash", str(jd.script_path(sup.job_dir, script))], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     rec: Dict[str, Any] = {"state": RUNNING, "started": time.time(), "proc": identity(proc.pid)}
     sup.plan["followup_run"] = rec

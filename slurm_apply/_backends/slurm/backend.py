@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from ..._errors import InputError, SchedulerError, SubmissionError
+from ..._store import layout as jd
 from .. import resources as res
 from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
 from .parse import (
@@ -295,7 +296,7 @@ class SlurmBackend(Backend):
     name = "slurm"
 
     def submit(self, job_dir: Path, sub: "Submission") -> str:
-        return sbatch(Path(job_dir) / sub.script)
+        return sbatch(jd.script_path(job_dir, sub.script))
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
         """One sacct for every array and undecided follow-up; squeue for what sacct did not
@@ -339,7 +340,7 @@ class SlurmBackend(Backend):
     def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         # afterany: it starts once every task has ended, whatever their states; a dependency
         # that can never be met (the array forgotten) cancels it rather than leaving it queued.
-        return sbatch(Path(job_dir) / sub.followup, f"--dependency=afterany:{sub.job_id}",
+        return sbatch(jd.script_path(job_dir, sub.followup), f"--dependency=afterany:{sub.job_id}",
                       "--kill-on-invalid-dep=yes")
 
     def limits(self, options: Dict[str, object]) -> Limits:
@@ -356,7 +357,7 @@ class SlurmBackend(Backend):
     def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         """The id of this submission's script run by hand with sbatch, found by the job name in
         the script and the script's path; None when unknown or when squeue cannot answer."""
-        script = Path(job_dir) / sub.script
+        script = jd.script_path(job_dir, sub.script)
         try:
             name = parse_job_name(script.read_text())
             return find_array_job(name, str(script)) if name else None
