@@ -45,8 +45,9 @@ class SlurmJob:
     """
 
     def __init__(self, job_dir: Union[str, os.PathLike]) -> None:
-
+        """The handle of the job in ``job_dir``; the same checks as :meth:`from_dir`."""
         self.job_dir = Path(job_dir).absolute()
+        jd.check_safe(self.job_dir)
         self._manifest = jd.load_manifest(self.job_dir)
         self._results = Results(self.job_dir, self._manifest.n_rows)
         self._answers: Dict[TaskKey, Answer] = {}  # the scheduler's last answers
@@ -61,9 +62,7 @@ class SlurmJob:
         Refuses a directory owned by another user or writable by group or others: loading its
         pickles would run whatever someone put there.
         """
-        path = Path(job_dir).absolute()
-        jd.check_safe(path)
-        return cls(path)
+        return cls(job_dir)
 
     # -- what was asked -----------------------------------------------------------------------
 
