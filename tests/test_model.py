@@ -188,3 +188,10 @@ def test_a_row_lost_in_a_chunk_taken_over_is_blamed_on_the_task_it_was_in_flight
                         chunk_bounds=lambda n, c: [(0, 5), (5, 10)]))
     assert st.missing_rows == [7] and st.tasks == {0: "COMPLETED", 1: "NODE_FAIL"}
     assert st.missing_reasons == {7: "task 1: NODE_FAIL (node n2 stopped answering)"}
+
+
+def test_the_timing_constants_keep_their_relations():
+    from slurm_apply import _timing
+
+    broken = [name for name, holds in _timing.relations().items() if not holds]
+    assert broken == []

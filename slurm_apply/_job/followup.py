@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .handle import SlurmJob
     from .._status.model import JobStatus
 
-SETTLE_S = 420.0  # how long to wait for the scheduler to say every task has ended
+from .._timing import SETTLE_S
 
 
 def stop_retries(job_dir: Path, why: str) -> None:

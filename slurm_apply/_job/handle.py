@@ -12,6 +12,7 @@ from .._backends import Answer, TaskKey, TaskRecord, Unknown
 from .._status.classify import ACTIVE_STATES, UNKNOWN
 from .._errors import InputError, JobActiveError, JobDirError, JobTimeoutError, SchedulerError
 from .._store.stops import read_stops
+from .._timing import WAIT_MAX_POLL_S, WAIT_MAX_SCHEDULER_S, WAIT_POLL_S, WAIT_SCHEDULER_S
 from .._status.results import Results, list_record_files
 from .._store.params import chunk_bounds
 from .rows import RowNames
@@ -207,8 +208,9 @@ class SlurmJob:
     # -- waiting -------------------------------------------------------------------------------
 
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
-             poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
-             max_scheduler_every_s: float = 30.0) -> JobStatus:
+             poll_s: float = WAIT_POLL_S, max_poll_s: float = WAIT_MAX_POLL_S,
+             scheduler_every_s: float = WAIT_SCHEDULER_S,
+             max_scheduler_every_s: float = WAIT_MAX_SCHEDULER_S) -> JobStatus:
         """Block until no task is queued, running or unknown, and no automatic retry may
         follow; return the final status.
 

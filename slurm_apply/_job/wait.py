@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional
 from .._status.classify import UNKNOWN
 from .._errors import InputError, JobTimeoutError, WaitInterrupted
 from .._log import logger
+from .._timing import WAIT_MAX_POLL_S, WAIT_MAX_SCHEDULER_S, WAIT_POLL_S, WAIT_SCHEDULER_S
 
 if TYPE_CHECKING:
     from .handle import SlurmJob
@@ -50,9 +51,9 @@ class Pace:
 
 
 def wait(job: "SlurmJob", *, timeout_s: Optional[float] = None,
-         on_update: Optional[Callable[["JobStatus"], None]] = None, poll_s: float = 0.05,
-         max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
-         max_scheduler_every_s: float = 30.0) -> "JobStatus":
+         on_update: Optional[Callable[["JobStatus"], None]] = None, poll_s: float = WAIT_POLL_S,
+         max_poll_s: float = WAIT_MAX_POLL_S, scheduler_every_s: float = WAIT_SCHEDULER_S,
+         max_scheduler_every_s: float = WAIT_MAX_SCHEDULER_S) -> "JobStatus":
     """Block until the job has ended; return a status whose ``ended`` is True.
 
     ``on_update`` is called with each new status: the only way a progress display learns of

@@ -21,8 +21,7 @@ from .._store import stops
 if TYPE_CHECKING:
     from .rows import Context
 
-PUBLISH_S = 0.2  # a process's count reaches the others at least this often while rows raise
-CHECK_S = 0.1  # how often a process in the middle of a chunk looks at the stop file
+from .._timing import CHECK_S, PUBLISH_S
 
 
 class Budget:

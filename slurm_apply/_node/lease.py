@@ -26,13 +26,7 @@ from .._store import layout as jd
 from .._store import claims, records
 from .._store.taskfiles import TaskFiles
 
-HEARTBEAT_S = 2.0
-# A heartbeat older than this means its task is dead. Far above HEARTBEAT_S, so that a busy node
-# or a slow file system does not make a live task look dead (its rows would then run twice).
-LEASE_S = 20.0
-SCAN_S = 5.0  # how often a task with an idle process looks for dead tasks
-# How long a task that has run out of rows stays to take over from tasks that die meanwhile.
-LINGER_S = LEASE_S + 2 * SCAN_S
+from .._timing import HEARTBEAT_S, LEASE_S, LINGER_S, SCAN_S  # noqa: F401 (lease.LEASE_S, ...)
 
 StopInfo = Dict[int, Tuple[int, int]]  # process -> (chunk, row in flight) at a SIGTERM
 

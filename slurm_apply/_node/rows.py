@@ -34,8 +34,7 @@ from .budget import Budget
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
 # that much of a process's work and never a row slower than it; SIGTERM loses nothing. They are
 # forced to disk (fsync, which also makes them visible over NFS) at most every FSYNC_INTERVAL_S.
-WRITE_INTERVAL_S = 0.02
-FSYNC_INTERVAL_S = 1.0
+from .._timing import RECORD_FSYNC_S as FSYNC_INTERVAL_S, RECORD_WRITE_S as WRITE_INTERVAL_S
 FLUSH_ROWS = 100_000  # and the most rows held in memory before a write
 # A process prints its first LOG_ERRORS row errors to the task's log, then says it stops
 # printing them: a bug that makes every row raise must not write millions of lines.

@@ -34,13 +34,10 @@ from .._store import claims, records
 from . import lease
 from .budget import Budget
 from . import rows as rowloop
+from .._timing import LINGER_POLL_MAX_S, LINGER_POLL_S, STOP_WAIT_S
 
 MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a row
 MAX_DEATHS = 100  # per task start: past this a replacement costs more than it saves
-STOP_WAIT_S = 10.0  # to let processes save after SIGTERM; Slurm's KillWait defaults to 30 s
-LINGER_POLL_S = 0.2  # a lingering task looks again after this, then 1.5 times later, up to
-LINGER_POLL_MAX_S = 1.0  # this: it ends soon after the tasks it watches (the job's end waits
-# for it), and takes over soon after a death
 
 _HINTS = {
     signal.SIGSEGV: "a crash in compiled code", signal.SIGBUS: "a crash in compiled code",

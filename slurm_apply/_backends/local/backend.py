@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from ..._store import layout as jd
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
-from .followup import STOP_GRACE_S
+from ..._timing import LOCAL_POLL_S as POLL_S, STOP_GRACE_S
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
 STATE_FORMAT = 1
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "LOST")
-POLL_S = 0.02  # how often the supervisor looks at its tasks
 PROC = Path("/proc")
 
 

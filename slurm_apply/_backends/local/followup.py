@@ -22,7 +22,7 @@ from ..base import Answer, TaskRecord
 if TYPE_CHECKING:
     from .backend import _Supervisor
 
-STOP_GRACE_S = 10.0  # a cancelled task's time to save its rows after SIGTERM, before SIGKILL
+from ..._timing import STOP_GRACE_S
 
 
 def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
