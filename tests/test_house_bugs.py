@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from slurm_apply._job import stopping
 from slurm_apply import RowsMissingError, SlurmJob, slurm_apply as apply
 from slurm_apply._store import records
 
@@ -181,7 +182,7 @@ def test_the_first_launch_loses_no_change_made_meanwhile(tmp_path, monkeypatch):
 
     def submit(self, job_dir, sub):
         job_id = real_submit(self, job_dir, sub)
-        meanwhile(lambda: followup.stop_retries(job_dir, "cancel()"))
+        meanwhile(lambda: stopping.stop_retries(job_dir, "cancel()"))
         return job_id
 
     def submit_followup(self, job_dir, sub):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slurm_apply._job import stopping
 from slurm_apply import InputError, SlurmJob, slurm_apply
 from slurm_apply._backends import resources as res
 from slurm_apply._job import followup as _retry
@@ -353,12 +354,12 @@ def test_tasks_the_scheduler_cannot_tell_about_are_never_retried_blindly(tmp_pat
 
 def test_cancel_stops_a_follow_up_that_has_not_yet_decided(tmp_path):
     job = written(tmp_path, "cancelled")
-    _retry.stop_retries(job.job_dir, "cancel()")
+    stopping.stop_retries(job.job_dir, "cancel()")
     decision = _retry._decide(_Stub(job.job_dir), 0, None, "")
     assert decision.action == STOPPED and decision.detail.startswith("stopped by cancel() at ")
     done, _ = local_job(tmp_path, "rearmed", n=1)
     done.wait(timeout_s=60, progress=False)
-    _retry.stop_retries(done.job_dir, "cancel()")
+    stopping.stop_retries(done.job_dir, "cancel()")
     done.resubmit(rows=[0], submit=False)  # a resubmission by hand is retried as the first run
     assert done.manifest.retries_stopped == "" and done.manifest.latest.followup == "retry_s1.sh"
 

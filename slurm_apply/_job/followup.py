@@ -12,7 +12,7 @@ runner once its tasks have ended. No process waits on the login node. The follow
    decision in its own submission, and launches the retry, which gets its own follow-up
    while retries are left.
 
-``cancel()`` marks the manifest first (:func:`stop_retries`), so a follow-up that has not yet
+``cancel()`` marks the manifest first (``stopping.stop_retries``), so a follow-up that has not yet
 decided decides nothing, whatever the order in which the two run.
 """
 
@@ -25,7 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._backends import resources as res
@@ -49,36 +49,6 @@ if TYPE_CHECKING:
     from .._status.model import JobStatus
 
 from .._timing import SETTLE_S
-
-
-def stop_retries(job_dir: Path, why: str) -> None:
-    """No follow-up starts a submission from now on (``why`` is recorded and shown)."""
-    said = f"stopped by {why} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
-
-    def stop(manifest: Manifest) -> None:
-        if manifest.retry.retries and not manifest.retries_stopped:
-            manifest.retries_stopped = said
-
-    jd.update_manifest(job_dir, stop)
-
-
-def stop_followups(job: "SlurmJob") -> None:
-    """Cancel the follow-ups that have not decided yet, before the job directory is deleted or
-    replaced: once the job has ended they have nothing to retry, and they would write there."""
-    from .._errors import SchedulerError
-
-    undecided = [s for s in job.manifest.launched() if s.followup and s.decision is None]
-    if not undecided:
-        return
-    stop_retries(job.job_dir, "the job directory is being deleted or replaced")
-    by_backend: Dict[str, List[Submission]] = {}
-    for s in undecided:
-        by_backend.setdefault(s.backend, []).append(s)
-    for name, subs in by_backend.items():
-        try:
-            backends.get(name).cancel_followups(job.job_dir, subs)
-        except SchedulerError:  # one that cannot be cancelled finds the directory gone
-            pass
 
 
 def main(argv: Sequence[str]) -> int:

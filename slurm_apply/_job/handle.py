@@ -18,7 +18,7 @@ from .._store.params import chunk_bounds
 from .rows import RowNames
 from .._status.retries import decided_meanwhile
 from .._status.missing import in_rows
-from .followup import stop_followups, stop_retries
+from .stopping import stop_followups, stop_retries
 from .._status.model import JobStatus, Snapshot, build, valid_done
 from .._store.claims import ClaimReader
 from .._store.manifest import WRITTEN
@@ -273,7 +273,7 @@ class SlurmJob:
             With ``outtype="raw"`` a row without a value is a :class:`FailedRow` or a
             :class:`MissingRow` (saying why), never a bare None.
         """
-        from .._store.frame_content import DamagedFrame
+        from .._store.records import DamagedFrame
 
         if outtype not in ("table", "raw"):
             raise InputError(f"outtype must be 'table' or 'raw'; got {outtype!r}")

@@ -21,7 +21,7 @@ from .._launch import validate as v
 from .._errors import InputError, JobDirError, SubmissionError
 from .._job.handle import SlurmJob
 from .preflight import Preflight, warm_modules
-from .._job.followup import stop_followups
+from .._job.stopping import stop_followups
 from .._store.manifest import Manifest, Submission
 from .._store.payload import sync_buffers_later, write_payload
 from .._store.table import write as write_table
