@@ -230,6 +230,37 @@ def test_status_watch_refreshes_until_the_job_ends(tmp_path):
     assert code == 0 and out.count("job napping") == 1
 
 
+def test_status_watch_redraws_on_a_terminal_without_deprecated_click(tmp_path):
+    """On a terminal --watch clears the screen before each snapshot, asking click nothing that
+    click 8.5 deprecates (the warning is an error here, attributed to the CLI's module)."""
+    import pty
+
+    job = make_job(tmp_path, "onscreen", sleeps(0), 2)
+    wait_ended(job)
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning:slurm_apply.cli.commands",
+                               "-m", "slurm_apply", "status", str(job.job_dir), "--watch", "--interval",
+                               "0.5", "--no-progress"],
+                              cwd=REPO, stdin=subprocess.DEVNULL, stdout=child, stderr=subprocess.PIPE,
+                              timeout=60, env={**os.environ, "TERM": "xterm"})
+        os.close(child)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(main)
+    assert proc.returncode == 0, proc.stderr.decode()
+    text = screen.decode()
+    assert text.startswith("\x1b[2J\x1b[1;1H") and "job onscreen" in text, text
+
+
 def test_status_watch_stops_on_a_job_never_submitted(tmp_path):
     job = make_job(tmp_path, "written", sleeps(0), 4, submit=False)
     code, out = run_cli("status", job.job_dir, "--watch", "--check", "--interval", "0.5")
