@@ -159,3 +159,22 @@ def test_loading_here_keeps_the_rest_of_a_file_in_linecache(tmp_path):
     assert loaded.__code__.co_filename == __file__
     assert loaded.__code__.co_firstlineno == local.__code__.co_firstlineno
     assert linecache.getlines(__file__) == whole
+
+
+def test_the_payload_is_still_f_and_the_objects_first(tmp_path):
+    """Whoever unpickles payload.pkl once gets (f, objects) as before; a payload written before
+    the sources followed it loads too."""
+    import pickle
+
+    def g(x):
+        return x * 2
+
+    payload.write_payload(tmp_path, g, {"k": 1})
+    with open(tmp_path / payload.PAYLOAD, "rb") as fh:
+        f, objects = pickle.load(fh)
+    assert f(2) == 4 and objects == {"k": 1}
+    old = tmp_path / "old"
+    old.mkdir()
+    with open(old / payload.PAYLOAD, "wb") as fh:
+        __import__("cloudpickle").dump((g, {}), fh, protocol=5)
+    assert payload.load(old)(3) == 6

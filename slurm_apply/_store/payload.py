@@ -2,9 +2,10 @@
 
 Two files in the job directory::
 
-    payload.pkl      pickle protocol 5 of (f, {name: object}, sources): sources puts the lines of
-                     the functions pickled by value in linecache as it is unpickled, and their
-                     code keeps its file names (see sources.py). Buffers of at least
+    payload.pkl      pickle protocol 5 of (f, {name: object}), then a second pickle: the source
+                     lines of the functions pickled by value, put in linecache where the payload
+                     is loaded (their code keeps its file names: see sources.py).
+                     Buffers of at least
                      OUT_OF_BAND_MIN_BYTES that pickle hands out as PickleBuffers (contiguous
                      NumPy arrays, the blocks of DataFrames, Arrow buffers) are not in it: it
                      refers to them, in order, as out-of-band buffers.
@@ -121,7 +122,7 @@ def pickles(obj: Any) -> Optional[str]:
 
 def _dump(obj: Any, fh: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool], *,
           with_sources: bool = False) -> List[Tuple[str, str]]:
-    """cloudpickle ``obj`` (with the sources of its functions pickled by value last, if asked);
+    """cloudpickle ``obj`` (then the sources of its functions pickled by value, if asked);
     the functions whose source was not found, as (name, file)."""
     from .sources import dump
 
@@ -278,6 +279,8 @@ def map_buffers(path: "os.PathLike[str] | str") -> Optional[List[memoryview]]:
 def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[..., Any]:
     """Import ``pkgs``, unpickle f and the objects (big buffers mapped, not read) and make the
     objects globals of f. ``where`` is a job directory or its ``payload.pkl``."""
+    from .sources import add_sources, read_sources
+
     path = Path(where)
     if path.is_dir():
         path = path / PAYLOAD
@@ -285,8 +288,8 @@ def load(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Callable[
         importlib.import_module(name)
     buffers = map_buffers(buffers_path(path))
     with open(path, "rb") as fh:
-        # Unpickling the third item (none in payloads written before it) registers the sources.
-        f, objects = pickle.load(fh, buffers=buffers)[:2]
+        f, objects = pickle.load(fh, buffers=buffers)
+        add_sources(read_sources(fh))
     if objects:
         inner = f
         while isinstance(inner, functools.partial):  # more_args, or the user's own partial

@@ -10,8 +10,9 @@ exists only in the kernel's memory, so a row's traceback, ``test_row(fresh=True)
 - every code object travels inside a call of :func:`named_code`, which gives the rebuilt code
   (and so every function made from it, nested ones too) its original file name back;
 - the source lines of each function pickled by value, with their file name and first line, are
-  pickled last, in a call of :func:`add_sources`, which puts them in ``linecache`` where the
-  payload is loaded. ``traceback``, ``pdb`` and ``inspect`` read lines from there.
+  kept (:attr:`Pickler.sources`); the payload writes them after the pickle of f and the objects,
+  as a second pickle (of strings only), and :func:`add_sources` puts them in ``linecache`` where
+  the payload is loaded. ``traceback``, ``pdb`` and ``inspect`` read lines from there.
 
 The lines are the ones submitted, even where the file exists but was changed since. A function
 whose source cannot be found (made by ``exec``, typed at a bare ``python`` prompt) still runs;
@@ -54,16 +55,6 @@ def add_sources(sources: Sources) -> None:
             lines[first - 1:end] = piece
         if lines != before or filename not in linecache.cache:
             linecache.cache[filename] = (sum(len(line) for line in lines), None, lines, filename)
-
-
-class _AddSources:
-    """Pickled last in a payload: its unpickling is the call ``add_sources(pickler.sources)``."""
-
-    def __init__(self, pickler: Any) -> None:
-        self.pickler = pickler
-
-    def __reduce__(self) -> Tuple[Any, Tuple[Sources]]:
-        return add_sources, (self.pickler.sources,)
 
 
 def _source_lines(code: types.CodeType) -> Optional[Tuple[List[str], int]]:
@@ -128,11 +119,30 @@ def pickler_class() -> type:
 
 
 def dump(obj: Any, fh: Any, protocol: int, buffer_callback: Any, *, with_sources: bool) -> Any:
-    """Pickle ``obj`` into ``fh``; with ``with_sources``, pickle ``(*obj, sources)`` instead (obj
-    a tuple), the sources last. The pickler, for its ``missing``."""
+    """Pickle ``obj`` into ``fh``; with ``with_sources``, then the sources of the functions it
+    pickled by value, as a second pickle. The pickler, for its ``missing``."""
+    import pickle
+
     pickler = pickler_class()(fh, protocol, buffer_callback)
-    pickler.dump(tuple(obj) + (_AddSources(pickler),) if with_sources else obj)
+    pickler.dump(obj)
+    if with_sources:
+        pickle.dump(pickler.sources, fh, protocol=protocol)
     return pickler
+
+
+def read_sources(fh: Any) -> Sources:
+    """The sources pickled after the payload (``fh`` just past its first pickle); none in a
+    payload written before they were."""
+    import pickle
+
+    try:
+        sources = pickle.load(fh)
+    except EOFError:
+        return {}
+    if not isinstance(sources, dict):
+        raise ValueError(f"{getattr(fh, 'name', 'the payload')} ends in something other than the "
+                         "sources of its functions: write the job again")
+    return sources
 
 
 def missing_message(missing: List[Tuple[str, str]]) -> Optional[str]:
