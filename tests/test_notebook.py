@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -84,10 +84,11 @@ def ensure_kernel() -> None:
                        check=True, capture_output=True)
 
 
-def run_notebook(cells: List[str], cwd: Path, env: Dict[str, str]) -> Any:
+def run_notebook(cells: List[str], cwd: Path, env: Dict[str, str], raising: Tuple[int, ...] = (INTERRUPTED,)) -> Any:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    nb.cells[INTERRUPTED].metadata["tags"] = ["raises-exception"]
+    for i in raising:
+        nb.cells[i].metadata["tags"] = ["raises-exception"]
     client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300,
                                      resources={"metadata": {"path": str(cwd)}})
     client.execute(env=env)
@@ -151,3 +152,32 @@ def test_the_notebook_flow_on_the_cluster(cluster, job_parent):
 
     assert data(cells[10], "text/plain") == "[]"  # cleaned up
     assert "running the 1 array task(s) on this machine" in stderr(cells[8])  # notice, unconfigured
+
+
+TRACEBACK_CELLS = [
+    "import os, traceback\nimport pandas as pd\nfrom slurm_apply import RowsFailedError, slurm_apply\n"
+    "PARENT = os.environ['SA_TEST_JOB_PARENT']",
+    # 1: a function of the notebook's own, with a nested one, that raises on row 2
+    "def f(x):\n    def check(y):\n        if y == 2:\n            raise ValueError(f'bad {y}')\n"
+    "        return y\n    return check(x) * 10",
+    "job = slurm_apply(f, pd.DataFrame({'x': range(4)}), backend='local', job_dir=PARENT, jobname='tb',\n"
+    "                  nodes=1, cpus_per_node=1)\njob.wait(progress=False).failed_rows",
+    "try:\n    job.get_output()\nexcept RowsFailedError as err:\n    print(err.__cause__)",
+    "try:\n    job.test_row(2, fresh=True)\nexcept ValueError as err:\n    print(err.__cause__)",
+    "job.cleanup_files()",
+]
+
+
+def test_a_notebook_function_that_raises_shows_its_lines(tmp_path):
+    """The cell's file exists only in the kernel: the lines come with the job. Local backend only."""
+    ensure_kernel()
+    nb = run_notebook(TRACEBACK_CELLS, tmp_path, kernel_env(tmp_path), raising=())
+    cells = nb.cells
+    assert data(cells[2], "text/plain") == "[2]"
+    for cell in (cells[3], cells[4]):  # the node's traceback, then the fresh interpreter's
+        printed = "".join(out.get("text", "") for out in cell.outputs if out.get("name") == "stdout")
+        assert "ValueError: bad 2" in printed, cell.outputs
+        assert "<dynamic-code>" not in printed, printed
+        # the nested function's frame: the cell's line 4 and its text; then f's, line 6
+        assert "line 4, in check\n    raise ValueError(f'bad {y}')" in printed, printed
+        assert "line 6, in f\n    return check(x) * 10" in printed, printed

@@ -195,6 +195,39 @@ def test_resubmit_chosen_rows_by_position_mask_or_label(tmp_path):
         job.resubmit(rows=[9])
 
 
+def test_resubmit_takes_a_list_of_labels_where_they_cannot_be_positions(tmp_path):
+    df = pd.DataFrame({"x": range(6)}, index=[f"r{i}" for i in range(6)])
+    job = run(flaky_score, df, tmp_path, jobname="labels")
+    job.wait(timeout_s=60, progress=False)
+    job.resubmit(rows=["r2", "r4"])
+    assert job.manifest.latest.rows == ((2, 3), (4, 5))
+    assert job.wait(timeout_s=60, progress=False).completed
+    with pytest.raises(ValueError, match=r"\['nope'\] that params_df's index does not have"):
+        job.resubmit(rows=["r1", "nope"])
+
+
+def test_row_positions_from_labels_and_what_stays_ambiguous():
+    from slurm_apply._job.resubmit import row_positions
+
+    index = pd.Index([f"r{i}" for i in range(6)])
+    assert row_positions(["r4", "r2", "r4"], index) == [2, 4]
+    assert row_positions(pd.Series(["r5"]), index) == [5]
+    assert row_positions(np.array(["r1"]), index) == [1]
+    assert row_positions([1, 3], index) == [1, 3]  # ints are positions, as before
+    multi = pd.MultiIndex.from_tuples([("a", 1), ("a", 2), ("b", 1)])
+    assert row_positions([("b", 1), ("a", 2)], multi) == [1, 2]
+    # A mix of numbers and labels could mean either: refused, as is a lone label.
+    with pytest.raises(ValueError, match=r"takes row positions.*could be either \(wrap labels in pd.Index\)"):
+        row_positions(["r1", 3], index)
+    with pytest.raises(ValueError, match=r"a single label.*\['r2'\]"):
+        row_positions("r2", index)
+    # An index of numbers: its labels look like positions, so labels still need pd.Index.
+    floats = pd.Index([0.5, 1.5])
+    with pytest.raises(ValueError, match="takes row positions"):
+        row_positions([1.5], floats)
+    assert row_positions(pd.Index([1.5]), floats) == [1]
+
+
 def test_a_job_written_with_submit_false_is_submitted_later_here(tmp_path, caplog):
     job = run(flaky_score, pd.DataFrame({"x": range(4)}), tmp_path, jobname="later",
               submit=False)

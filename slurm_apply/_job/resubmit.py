@@ -97,12 +97,19 @@ def _rows_to_run(job: "SlurmJob", status: "JobStatus", params: "pd.DataFrame", r
 
 
 def row_positions(rows: Any, index: "pd.Index") -> List[int]:
-    """Row positions from what a user has at hand: a boolean mask (one per row), a pandas Index
-    of params_df's labels (e.g. ``out.index[out.accuracy < 0.5]``), or positions (ints)."""
+    """Row positions from what a user has at hand: a boolean mask (one per row), params_df's
+    labels (a pandas Index, e.g. ``out.index[out.accuracy < 0.5]``, or a list of labels none of
+    which is a number: a string cannot be a position), or positions (ints)."""
     import numpy as np
     import pandas as pd
 
     n = len(index)
+    if isinstance(rows, (str, bytes)):
+        raise InputError(f"rows= takes a list of rows; got a single label {rows!r}: pass [{rows!r}]")
+    if not isinstance(rows, pd.Index):
+        values = rows.tolist() if isinstance(rows, (pd.Series, np.ndarray)) else list(rows)
+        if values and not any(_number(v) for v in values):
+            rows = pd.Index(values, tupleize_cols=True)
     if isinstance(rows, pd.Index):
         where = index.get_indexer(rows)
         if (where < 0).any():
@@ -115,12 +122,22 @@ def row_positions(rows: Any, index: "pd.Index") -> List[int]:
             raise InputError(f"a boolean rows= mask needs one value per row ({n}); got {len(arr)}")
         return np.flatnonzero(arr).tolist()
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InputError("rows= takes row positions (ints), a boolean mask, or a pandas Index of "
-                         f"params_df's labels; got values of type {arr.dtype} (wrap labels in pd.Index)")
+        raise InputError("rows= takes row positions (ints), a boolean mask, or params_df's labels "
+                         f"(a list of labels that are not numbers, or a pandas Index); got values of "
+                         f"type {arr.dtype}, which could be either (wrap labels in pd.Index)")
     bad = [int(r) for r in arr if not 0 <= r < n]
     if bad:
         raise InputError(f"rows= positions must be 0 to {n - 1}; got {bad[:5]}")
     return sorted(set(arr.astype(int).tolist()))
+
+
+def _number(value: Any) -> bool:
+    """Whether ``value`` could be read as a position or a mask's value (NumPy's numbers too)."""
+    import numbers
+
+    import numpy as np
+
+    return isinstance(value, (numbers.Number, np.bool_))
 
 
 def submit(job: "SlurmJob", backend: Optional[str]) -> None:

@@ -8,7 +8,8 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
     _rslurm_<jobname>/
         manifest.json            what was asked for and every submission made
         payload.pkl              cloudpickle of (f, {name: object}); pickled together so an
-                                 object f also refers to as a global is stored once
+                                 object f also refers to as a global is stored once; then the
+                                 source lines of what travels by value (_store/sources.py)
         payload.buffers          its big arrays, out of band, memory-mapped on the nodes
                                  (format and code: _store/payload.py)
         params_meta.pkl          the rest of the caller's table: labels, dtypes (_store/table.py)

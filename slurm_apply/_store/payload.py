@@ -2,7 +2,10 @@
 
 Two files in the job directory::
 
-    payload.pkl      pickle protocol 5 of (f, {name: object}). Buffers of at least
+    payload.pkl      pickle protocol 5 of (f, {name: object}), then a second pickle: the source
+                     lines of the functions pickled by value, put in linecache where the payload
+                     is loaded (their code keeps its file names: see sources.py).
+                     Buffers of at least
                      OUT_OF_BAND_MIN_BYTES that pickle hands out as PickleBuffers (contiguous
                      NumPy arrays, the blocks of DataFrames, Arrow buffers) are not in it: it
                      refers to them, in order, as out-of-band buffers.
@@ -105,7 +108,7 @@ def measure(f: Any, objects: Dict[str, Any]) -> PayloadSize:
         raw.release()
         return False
 
-    _dump((f, objects), sink, take)
+    _dump((f, objects), sink, take, with_sources=True)
     return PayloadSize(sink.n, shared[0])
 
 
@@ -118,10 +121,13 @@ def pickles(obj: Any) -> Optional[str]:
     return None
 
 
-def _dump(obj: Any, fh: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool]) -> None:
-    import cloudpickle
+def _dump(obj: Any, fh: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool], *,
+          with_sources: bool = False) -> List[Tuple[str, str]]:
+    """cloudpickle ``obj`` (then the sources of its functions pickled by value, if asked);
+    the functions whose source was not found, as (name, file)."""
+    from .sources import dump
 
-    cloudpickle.dump(obj, fh, protocol=PROTOCOL, buffer_callback=buffer_callback)
+    return dump(obj, fh, PROTOCOL, buffer_callback, with_sources=with_sources).missing
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,15 +199,21 @@ def write_payload(job_dir: "os.PathLike[str] | str", f: Any, objects: Dict[str, 
     wait. Peak memory is the pickle's in-band part being framed, not a copy of the payload.
     """
     from .layout import atomic_open
+    from .sources import missing_message
 
     path = Path(job_dir) / PAYLOAD
     with contextlib.ExitStack() as stack:
         bufs = _BufferWriter(buffers_path(path), functools.partial(atomic_open, fsync=sync_buffers),
                              stack)
         with atomic_open(path) as fh:
-            _dump((f, objects), fh, bufs.take)
+            missing = _dump((f, objects), fh, bufs.take, with_sources=True)
             pickled = fh.tell()
         shared = bufs.finish()
+    said = missing_message(missing)
+    if said:
+        from .._log import logger
+
+        logger.info(said)
     return pickled + shared
 
 
@@ -268,6 +280,8 @@ def map_buffers(path: "os.PathLike[str] | str") -> Optional[List[memoryview]]:
 def unpickle(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Tuple[Callable[..., Any], Dict[str, Any]]:
     """Import ``pkgs`` and unpickle (f, the objects), big buffers mapped, not read. ``where`` is
     a job directory or its ``payload.pkl``. Nothing is installed: see :func:`install`."""
+    from .sources import add_sources, read_sources
+
     path = Path(where)
     if path.is_dir():
         path = path / PAYLOAD
@@ -276,6 +290,7 @@ def unpickle(where: "os.PathLike[str] | str", pkgs: Sequence[str] = ()) -> Tuple
     buffers = map_buffers(buffers_path(path))
     with open(path, "rb") as fh:
         f, objects = pickle.load(fh, buffers=buffers)
+        add_sources(read_sources(fh))
     return f, objects
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 
@@ -150,7 +151,7 @@ def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: 
     """
     job = _open(job_dir)
     show = _Snapshots(as_json=as_json, verbose=verbose, redraw=watch and not as_json
-                      and click.get_text_stream("stdout").isatty())
+                      and sys.stdout.isatty())
     if watch:
         st = _watch(job, show, interval_s, progress)
     else:
