@@ -1,13 +1,56 @@
 #!/usr/bin/env bash
 # The whole test suite, real Slurm cluster included, from a fresh machine:
 #   bash tests/run.sh [pytest args]
-# Installs the package with its test extras and, when run as root on Debian/Ubuntu, the Slurm
-# packages the suite's private cluster is started from (slurmctld, slurmd, slurmdbd, munge,
-# MariaDB). The suite itself starts and stops the clusters; nothing is left running.
+# 1. Installs the package with its test extras into a virtual environment of its own
+#    (.venvs/newest), with the newest releases its requirements allow: what a new user gets.
+# 2. As root on Debian/Ubuntu, installs the Slurm packages the suite's private clusters are
+#    started from (slurmctld, slurmd, slurmdbd, munge, MariaDB).
+# 3. Checks the layers (lint-imports), ruff and mypy, then runs the suite; the suite starts and
+#    stops the clusters itself, and runs a local round trip on the oldest and newest Python the
+#    package claims (3.9 and 3.13, each in its own venv, built here).
+# 4. A second, shorter run: the local-backend tests on Python 3.9 with the oldest releases the
+#    requirements claim (.venvs/oldest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
-PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# An interpreter of this minor version: pyenv's, else one on PATH; empty if none.
+find_python() {
+    local v=$1 p
+    for p in "$HOME"/.pyenv/versions/"$v".*/bin/python"$v" "$(command -v "python$v" || true)"; do
+        [ -n "$p" ] && [ -x "$p" ] && { echo "$p"; return; }
+    done
+}
+
+# make_venv DIR PYTHON PIP-ARGS...: a venv with these packages (rebuilt when the args change).
+make_venv() {
+    local dir=$1 py=$2; shift 2
+    local want="$py $* $(sha1sum pyproject.toml | cut -c1-12)"
+    if [ ! -x "$dir/bin/python" ] || [ "$(cat "$dir/.made-with" 2>/dev/null)" != "$want" ]; then
+        rm -rf "$dir"
+        "$py" -m venv "$dir"
+        "$dir/bin/python" -m pip install --quiet --upgrade pip
+        "$dir/bin/python" -m pip install --quiet "$@"
+        echo "$want" > "$dir/.made-with"
+    fi
+}
+
+echo "tests/run.sh: installing into .venvs/newest (the newest releases the requirements allow)" >&2
+make_venv .venvs/newest python3 --upgrade --upgrade-strategy eager -e '.[test]'
+PY=.venvs/newest/bin/python
+
+# The oldest and newest Python the package claims, for the round trips in tests/test_pythons.py
+# and the oldest releases' run below.
+OLDEST_PINS=(cloudpickle==2.0.0 pandas==1.3.0 click==8.0.0 tqdm==4.62.0 tomli==1.1.0 numpy==1.19.5)
+py39=$(find_python 3.9); py313=$(find_python 3.13)
+if [ -n "$py39" ]; then
+    echo "tests/run.sh: .venvs/oldest: Python 3.9 with ${OLDEST_PINS[*]}" >&2
+    make_venv .venvs/oldest "$py39" "${OLDEST_PINS[@]}" pytest -e .
+fi
+if [ -n "$py313" ]; then
+    echo "tests/run.sh: .venvs/py313: Python 3.13 with the newest releases" >&2
+    make_venv .venvs/py313 "$py313" --upgrade -e .
+fi
 
 need=(slurmctld slurmd sbatch sacct munged slurmdbd mariadbd)
 missing=0
@@ -30,8 +73,14 @@ fi
 # The project's rules, before any test: the layers (import-linter contracts in pyproject.toml),
 # ruff and mypy (their settings are in pyproject.toml too).
 echo "tests/run.sh: checking the layers (lint-imports), ruff and mypy" >&2
-lint-imports --no-cache
-python3 -m ruff check slurm_apply tests bench examples
-python3 -m mypy
+.venvs/newest/bin/lint-imports --no-cache
+"$PY" -m ruff check slurm_apply tests bench examples
+"$PY" -m mypy
 
-exec python3 -m pytest "$@"
+"$PY" -m pytest "$@"
+
+if [ -x .venvs/oldest/bin/python ]; then
+    echo "tests/run.sh: the local-backend tests on Python 3.9 with the oldest releases" >&2
+    .venvs/oldest/bin/python -m pytest -q -m "not slurm" -p no:cacheprovider \
+        tests/test_local.py tests/test_tracebacks.py
+fi
