@@ -34,6 +34,36 @@ def test_parse_sacct_allocation_and_batch_step():
     assert recs["9", 3].state == "CANCELLED"  # "CANCELLED by 0" -> first word
 
 
+# Slurm's states that are not the package's own, as sacct and squeue print them.
+SACCT_SLURM_NAMES = """\
+3_0|CONFIGURING|0:0|00:00:01||1G|n1|1:00|Unknown
+3_1|COMPLETING|0:0|00:00:09||1G|n1|1:00|1795255140
+3_2|REVOKED|0:0|00:00:00||1G|n1|1:00|1795255140
+3_3|SPECIAL_EXIT|1:0|00:00:02||1G|n1|1:00|1795255140
+3_4|REQUEUE_HOLD|0:0|00:00:00||1G|n1|1:00|Unknown
+3_5|RESV_DEL_HOLD|0:0|00:00:00||1G|n1|1:00|Unknown
+3_6|STOPPED|0:0|00:00:04||1G|n1|1:00|Unknown
+3_7|OUT_OF_MEMORY|0:125|00:00:04||1G|n1|1:00|1795255140
+8|REQUEUE_FED|0:0|00:00:00||1G|n1|1:00|Unknown
+"""
+OURS = {0: "RUNNING", 1: "RUNNING", 2: "CANCELLED", 3: "FAILED", 4: "REQUEUED", 5: "PENDING",
+        6: "RUNNING", 7: "OUT_OF_MEMORY"}
+
+
+def test_the_parsers_answer_in_the_package_own_state_names():
+    from slurm_apply._backends import states
+
+    by = {r.task: r for r in sp.parse_sacct(SACCT_SLURM_NAMES)}
+    assert {t: r.state for t, r in by.items()} == OURS
+    assert by[1].end_time == 1795255140.0  # Slurm's COMPLETING has ended: its end time is kept
+    squeue = "".join(f"3|{t}|{line.split('|')[1]}|None|n1|0:01|1:00|1G|N/A\n"
+                     for t, line in enumerate(SACCT_SLURM_NAMES.splitlines()[:8]))
+    assert {r.task: r.state for r in sp.parse_squeue(squeue)} == OURS
+    assert sp.parse_sacct_jobs(SACCT_SLURM_NAMES)["8"].state == "REQUEUED"
+    assert sp.parse_squeue_jobs("8|N/A|CONFIGURING|None|n1|0:01|1:00|1G|N/A\n")["8"].state == "RUNNING"
+    assert set(OURS.values()) <= set(states.ACTIVE + states.ENDED)
+
+
 def test_parse_sacct_ignores_junk():
     assert sp.parse_sacct("garbage\n\n12|COMPLETED|0:0|x|y|z|w|v\n") == []
 

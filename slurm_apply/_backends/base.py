@@ -34,7 +34,7 @@ class TaskRecord:
 
     array_job_id: str
     task: Optional[int]  # None for a line that stands for several pending tasks
-    state: str  # COMPLETED, FAILED, TIMEOUT, ... (first word: "CANCELLED by 0" -> CANCELLED)
+    state: str  # the package's name (``states``): COMPLETED, FAILED, TIMEOUT, ..., not the scheduler's
     exit_code: str = ""
     elapsed: str = ""
     max_rss: str = ""  # from the .batch step, e.g. "412M"

@@ -37,6 +37,7 @@ from ..._store import layout as jd
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
+from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING  # its tasks' states, as answered
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -46,8 +47,6 @@ local_dir, state_path = jd.local_dir, jd.local_state_path
 runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
 
 STATE_FORMAT = 1
-PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (
-    "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "LOST")
 POLL_S = 0.02  # how often the supervisor looks at its tasks
 STOP_GRACE_S = 10.0  # a cancelled task's time to save its rows after SIGTERM, before SIGKILL
 PROC = Path("/proc")
