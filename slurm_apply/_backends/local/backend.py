@@ -162,7 +162,12 @@ def _exit_code(code: Optional[int]) -> str:
 # -- the backend -------------------------------------------------------------------------------
 
 class LocalBackend(Backend):
-    """Array tasks as subprocesses of a supervisor on this machine."""
+    """Array tasks as subprocesses of a supervisor on this machine.
+
+    The runner enforces no time or memory limit and writes no kill notice into a task's log, so
+    ``death_in_log`` and ``memory_limit_in_log`` keep the interface's None: what the runner
+    knows of a task's end is in its state and exit code.
+    """
 
     name = "local"
     query_is_cheap = True  # two small files per submission
