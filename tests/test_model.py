@@ -107,10 +107,10 @@ class FakeResults:
 
 
 def snapshot(m, answers, records, markers=None, now=2000.0, log_mtime=None, chains=None,
-             chunk_bounds=lambda n, c: [(0, n)]):
+             chunk_bounds=lambda n, c: [(0, n)], log=""):
     return Snapshot(
         manifest=m, markers=markers or {}, answers=answers, results=FakeResults(m.n_rows, records),
-        read_log=lambda k, t: "", log_path=lambda k, t: f"/logs/s{k}_t{t}.out",
+        read_log=lambda k, t: log, log_path=lambda k, t: f"/logs/s{k}_t{t}.out",
         log_mtime=lambda k, t: log_mtime, claims=lambda k: chains or {},
         chunk_bounds=chunk_bounds, now=now)
 
@@ -155,6 +155,20 @@ def test_a_finished_task_without_a_visible_marker_is_completing_then_failed():
     assert st.tasks == {0: "COMPLETED", 1: "COMPLETING"} and not st.ended
     st = build(snapshot(m, answers, {r: (2, 0) for r in range(5)}, markers, now=2100.0))
     assert st.tasks == {0: "COMPLETED", 1: "FAILED"} and st.ended and st.state == "INCOMPLETE"
+
+
+KILLED_AT_ITS_LIMIT = ("slurmstepd-n2: error: *** JOB 100 ON n2 CANCELLED AT 2026-11-21T05:31:23 "
+                      "DUE TO TIME LIMIT ***\n")
+
+
+@pytest.mark.parametrize("backend, state", [("slurm", "TIMEOUT"), ("local", "LOST")])
+def test_a_forgotten_tasks_log_is_read_by_its_own_backend(backend, state):
+    # Gone from the scheduler: the kill line in its log says why, where its backend writes such lines.
+    m = manifest([submission(backend=backend)])
+    st = build(snapshot(m, {(0, t): None for t in range(2)}, {}, {0: {(t, "start"): {"starts": [{}]}
+                                                                     for t in range(2)}},
+                        log=KILLED_AT_ITS_LIMIT))
+    assert [t.state for t in st.task_details] == [state, state]
 
 
 def test_a_requeued_tasks_old_end_marker_does_not_count():

@@ -7,8 +7,8 @@ import pytest
 from slurm_apply._backends.slurm import parse as sp
 from slurm_apply._backends.base import TaskRecord
 from slurm_apply._errors import SchedulerError
-from slurm_apply._backends import Unknown
-from slurm_apply._status.classify import MARKER_GRACE_S, classify, last_error_line, mem_text, scan_log
+from slurm_apply._backends import Unknown, get
+from slurm_apply._status.classify import MARKER_GRACE_S, classify, last_error_line, mem_text
 from slurm_apply._status.render import compress_rows
 
 SACCT = """\
@@ -32,6 +32,36 @@ def test_parse_sacct_allocation_and_batch_step():
     pending = recs["5", None]
     assert pending.state == "PENDING" and pending.pending_tasks == (2, 3, 4, 7)
     assert recs["9", 3].state == "CANCELLED"  # "CANCELLED by 0" -> first word
+
+
+# Slurm's states that are not the package's own, as sacct and squeue print them.
+SACCT_SLURM_NAMES = """\
+3_0|CONFIGURING|0:0|00:00:01||1G|n1|1:00|Unknown
+3_1|COMPLETING|0:0|00:00:09||1G|n1|1:00|1795255140
+3_2|REVOKED|0:0|00:00:00||1G|n1|1:00|1795255140
+3_3|SPECIAL_EXIT|1:0|00:00:02||1G|n1|1:00|1795255140
+3_4|REQUEUE_HOLD|0:0|00:00:00||1G|n1|1:00|Unknown
+3_5|RESV_DEL_HOLD|0:0|00:00:00||1G|n1|1:00|Unknown
+3_6|STOPPED|0:0|00:00:04||1G|n1|1:00|Unknown
+3_7|OUT_OF_MEMORY|0:125|00:00:04||1G|n1|1:00|1795255140
+8|REQUEUE_FED|0:0|00:00:00||1G|n1|1:00|Unknown
+"""
+OURS = {0: "RUNNING", 1: "RUNNING", 2: "CANCELLED", 3: "FAILED", 4: "REQUEUED", 5: "PENDING",
+        6: "RUNNING", 7: "OUT_OF_MEMORY"}
+
+
+def test_the_parsers_answer_in_the_package_own_state_names():
+    from slurm_apply._backends import states
+
+    by = {r.task: r for r in sp.parse_sacct(SACCT_SLURM_NAMES)}
+    assert {t: r.state for t, r in by.items()} == OURS
+    assert by[1].end_time == 1795255140.0  # Slurm's COMPLETING has ended: its end time is kept
+    squeue = "".join(f"3|{t}|{line.split('|')[1]}|None|n1|0:01|1:00|1G|N/A\n"
+                     for t, line in enumerate(SACCT_SLURM_NAMES.splitlines()[:8]))
+    assert {r.task: r.state for r in sp.parse_squeue(squeue)} == OURS
+    assert sp.parse_sacct_jobs(SACCT_SLURM_NAMES)["8"].state == "REQUEUED"
+    assert sp.parse_squeue_jobs("8|N/A|CONFIGURING|None|n1|0:01|1:00|1G|N/A\n")["8"].state == "RUNNING"
+    assert set(OURS.values()) <= set(states.ACTIVE + states.ENDED)
 
 
 def test_parse_sacct_ignores_junk():
@@ -177,13 +207,31 @@ TIMEOUT_LOG = "x\nslurmstepd-n2: error: *** JOB 2 ON n2 CANCELLED AT 2026-11-21T
 CANCEL_LOG = "slurmstepd-n1: error: *** JOB 8 ON n1 CANCELLED AT 2026-11-21T05:32:00 ***\n"
 
 
-def test_scan_log():
-    assert scan_log(OOM_LOG) == ("OUT_OF_MEMORY", "used 401M of 200M allowed")
-    assert scan_log(TIMEOUT_LOG) == ("TIMEOUT", "killed at its time limit on n2")
-    assert scan_log(CANCEL_LOG) == ("CANCELLED", "cancelled on n1")
-    assert scan_log("slurm_apply: task 0 finished 3 row(s)\n") is None
+NODE_FAIL_LOG = "slurmstepd-n3: error: *** JOB 4 ON n3 CANCELLED AT 2026-11-21T05:33:00 DUE TO NODE FAILURE ***\n"
+PREEMPT_LOG = "slurmstepd-n1: error: *** JOB 6 ON n1 CANCELLED AT 2026-11-21T05:34:00 DUE TO PREEMPTION ***\n"
+SLURM, LOCAL = get("slurm"), get("local")
+
+
+def test_the_slurm_backend_reads_slurmstepd_kill_lines():
+    death = SLURM.death_in_log
+    assert death(OOM_LOG) == ("OUT_OF_MEMORY", "used 401M of 200M allowed")
+    assert death(TIMEOUT_LOG) == ("TIMEOUT", "killed at its time limit on n2")
+    assert death(CANCEL_LOG) == ("CANCELLED", "cancelled on n1")
+    assert death(NODE_FAIL_LOG) == ("NODE_FAIL", "node n3 failed")
+    assert death(PREEMPT_LOG) == ("PREEMPTED", "preempted on n1")
+    assert death("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=5.batch.\n") == (
+        "OUT_OF_MEMORY", "killed by the out-of-memory handler")
+    assert death("slurm_apply: task 0 finished 3 row(s)\n") is None
     # A requeued task appends a new attempt: the last kill wins.
-    assert scan_log(OOM_LOG + "\n" * 3 + "A" * 3000 + "\n" + TIMEOUT_LOG)[0] == "TIMEOUT"
+    assert death(OOM_LOG + "\n" * 3 + "A" * 3000 + "\n" + TIMEOUT_LOG)[0] == "TIMEOUT"
+    assert SLURM.memory_limit_in_log(OOM_LOG) == 200.0
+    assert SLURM.memory_limit_in_log(TIMEOUT_LOG) is None
+
+
+def test_the_local_backend_finds_no_scheduler_kill_in_a_log():
+    # Its runner runs the same script without slurmstepd: no line in a log is a kill notice.
+    for log in (OOM_LOG, TIMEOUT_LOG, CANCEL_LOG, ""):
+        assert LOCAL.death_in_log(log) is None and LOCAL.memory_limit_in_log(log) is None
 
 
 def test_last_error_line():
@@ -212,7 +260,14 @@ def rec(state, **kw):
     (None, OOM_LOG, ("OUT_OF_MEMORY", "used 401M of 200M allowed")),
 ])
 def test_classify_started_task(record, log, expected):
-    assert classify(start={"starts": [{}]}, done=None, answer=record, log_text=log, submitted=True) == expected
+    assert classify(start={"starts": [{}]}, done=None, answer=record, log_text=log, submitted=True,
+                    death=SLURM.death_in_log(log)) == expected
+
+
+def test_classify_reads_no_log_itself():
+    # The death a log tells of is the backend's to read: the local runner's logs tell of none.
+    assert classify(start={"starts": [{}]}, done=None, answer=None, log_text=OOM_LOG, submitted=True,
+                    death=LOCAL.death_in_log(OOM_LOG))[0] == "LOST"
 
 
 def test_classify_trusts_the_end_marker_first():
@@ -236,7 +291,7 @@ def test_a_scheduler_that_could_not_be_asked_is_unknown_never_lost():
     why = "squeue is not on PATH; is Slurm loaded in this shell?"
     for start in (None, {"starts": [{}]}):
         assert classify(start=start, done=None, answer=Unknown(why), log_text=CANCEL_LOG,
-                        submitted=True) == ("UNKNOWN", why)
+                        submitted=True, death=SLURM.death_in_log(CANCEL_LOG)) == ("UNKNOWN", why)
 
 
 @pytest.mark.parametrize("answer", [rec("COMPLETED"), None])
@@ -277,3 +332,22 @@ def test_a_partitions_limits_are_read_from_scontrol():
            "PartitionName=short Default=NO MaxTime=04:00:00 MaxMemPerCPU=2000\n")
     parts = sp.parse_partitions(out)
     assert [p["PartitionName"] for p in parts] == ["debug", "short"] and parts[0]["TRES"] == "cpu=6,mem=12000M"
+
+
+def test_a_wait_notices_the_kill_lines_of_each_logs_own_backend(tmp_path):
+    from slurm_apply._job.wait import LogWatch
+
+    watch, slurm_log, local_log = LogWatch(), tmp_path / "s0_t0.out", tmp_path / "s1_t0.out"
+    slurm_log.write_text("slurm_apply: task 0 started\n")
+    local_log.write_text("slurm_apply: task 0 started\n")
+    logs = [(slurm_log, SLURM.kill_marks), (local_log, LOCAL.kill_marks)]
+    assert not watch.kill_seen(logs)
+    with local_log.open("a") as fh:  # a local task's output that quotes a Slurm kill line
+        fh.write(CANCEL_LOG)
+    assert not watch.kill_seen(logs)
+    with slurm_log.open("a") as fh:
+        fh.write(CANCEL_LOG)
+    assert watch.kill_seen(logs) and not watch.kill_seen(logs)  # only the new bytes count
+    with local_log.open("a") as fh:
+        fh.write("slurm_apply: task 0 got SIGTERM; its processes saved their finished rows\n")
+    assert watch.kill_seen(logs)

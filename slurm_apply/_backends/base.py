@@ -34,7 +34,7 @@ class TaskRecord:
 
     array_job_id: str
     task: Optional[int]  # None for a line that stands for several pending tasks
-    state: str  # COMPLETED, FAILED, TIMEOUT, ... (first word: "CANCELLED by 0" -> CANCELLED)
+    state: str  # the package's name (``states``): COMPLETED, FAILED, TIMEOUT, ..., not the scheduler's
     exit_code: str = ""
     elapsed: str = ""
     max_rss: str = ""  # from the .batch step, e.g. "412M"
@@ -99,6 +99,9 @@ class Backend(abc.ABC):
     query_is_cheap: bool = False
     #: its tasks run on this machine and go on after the submitting process ends
     tasks_outlive_caller: bool = False
+    #: words the scheduler writes into a task's log when it kills the task: a wait that sees
+    #: one asks the scheduler at once rather than at its usual pace
+    kill_marks: Tuple[str, ...] = ()
 
     @abc.abstractmethod
     def submit(self, job_dir: Path, sub: "Submission") -> str:
@@ -146,6 +149,18 @@ class Backend(abc.ABC):
     def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         """The job id of a submission written with submit=False and started by hand, if the
         scheduler knows it; None otherwise."""
+        return None
+
+    def death_in_log(self, text: str) -> Optional[Tuple[str, str]]:
+        """How a task died, as (state, detail), from what the scheduler wrote into its log (the
+        tail of its output file): e.g. ("OUT_OF_MEMORY", "used 401M of 200M allowed"). The last
+        death told wins (a requeued task appends to its log). None when the log tells of none,
+        or the scheduler writes no such lines."""
+        return None
+
+    def memory_limit_in_log(self, text: str) -> Optional[float]:
+        """The memory limit (MiB) the scheduler says in a task's log it enforced when it killed
+        the task; None when the log does not say."""
         return None
 
     def launch_notice(self, sub: "Submission") -> Optional[str]:

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._backends import resources as res
-from .._status.classify import ACTIVE_STATES, UNKNOWN, memory_limit_mb
-from .retry_plan import ERROR, RETRYABLE, Facts, Plan, decide
+from .._backends.states import LOST
+from .._status.classify import ACTIVE_STATES, UNKNOWN
+from .retry_plan import ERROR, MEMORY, RETRYABLE, Facts, Plan, decide
 from .._store import layout as jd
 from .._store.manifest import (
     GAVE_UP,
@@ -199,18 +200,19 @@ def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:
     rows = {}
     for r in status.missing_rows:
         if r in mine:
-            state = status.missing_states.get(r, "LOST")
+            state = status.missing_states.get(r, LOST)
             rows[r] = died[0][0] if state == "NOT_STARTED" and died else state
     rows.update((r, ERROR) for r in status.failed_rows if r in mine)
+    backend = backends.get(sub.backend)
     mem_mb: Optional[float] = None
     time_s: Optional[float] = None
     for d in tasks:
         record = job.scheduler_answer(sub.index, d.task)
-        if d.state == "OUT_OF_MEMORY" and mem_mb is None:
-            mem_mb = _memory_of(record, sub) or memory_limit_mb(_log(job, sub, d.task))
+        if d.state == MEMORY and mem_mb is None:
+            mem_mb = _memory_of(record, sub) or backend.memory_limit_in_log(_log(job, sub, d.task))
         if record is not None and time_s is None and record.time_limit:
             time_s = res.time_s(record.time_limit)
-    limits = backends.get(sub.backend).limits(sub.slurm_options)
+    limits = backend.limits(sub.slurm_options)
     return Facts(rows=rows, mem_mb=mem_mb, time_s=time_s, limits=limits)
 
 

@@ -15,11 +15,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._backends import resources as res
 from .._backends import Limits
+from .._backends.states import LOST, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, TIMEOUT
 from .._store.manifest import RetryPolicy, Submission
 
-RETRYABLE = ("NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "TIMEOUT", "LOST")
+RETRYABLE = (NODE_FAIL, PREEMPTED, OUT_OF_MEMORY, TIMEOUT, LOST)
 ERROR = "ERROR"  # a row that raised (retried only with retry_errors=True)
-MEMORY, TIME = "OUT_OF_MEMORY", "TIMEOUT"
+MEMORY, TIME = OUT_OF_MEMORY, TIMEOUT
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
+from .. import _backends as backends
 from .._status.classify import UNKNOWN
 from .._errors import InputError, JobTimeoutError, WaitInterrupted
 from .._log import logger
@@ -136,7 +137,8 @@ def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> 
             raise JobTimeoutError(f"job {job.jobname} still running after {timeout_s:.0f} s:\n{status}")
         pace.sleep()
         waiting = job.unfinished_tasks()
-        killed = bool(waiting) and logs.kill_seen(job.log_path(s, t) for s, t in waiting)
+        marks = {s: backends.get(job.manifest.submissions[s].backend).kill_marks for s, _ in waiting}
+        killed = bool(waiting) and logs.kill_seen((job.log_path(s, t), marks[s]) for s, t in waiting)
         # A follow-up deciding what to retry is asked about at the scheduler's pace too.
         if (waiting or status.retries.busy) and not pace.query_due(killed):
             status = job.get_job_status(ask_scheduler=False)  # the last answers, new rows
@@ -163,17 +165,20 @@ def _tell_unknown(status: "JobStatus", told: bool) -> bool:
 
 
 class LogWatch:
-    """Notices new kill lines (slurmstepd's, or our worker's SIGTERM note) in task logs cheaply:
-    only the bytes added since the last look are read."""
+    """Notices new kill lines (the scheduler's, as its backend names them in ``kill_marks``, or
+    our worker's SIGTERM note) in task logs cheaply: only the bytes added since the last look
+    are read."""
 
-    MARKS = ("slurmstepd", "*** JOB", "got SIGTERM")
+    OURS = ("got SIGTERM",)  # what a worker process says when it is told to stop
 
     def __init__(self) -> None:
         self.sizes: Dict[str, int] = {}
 
-    def kill_seen(self, paths: Iterable[Path]) -> bool:
+    def kill_seen(self, logs: Iterable[Tuple[Path, Sequence[str]]]) -> bool:
+        """Whether one of these logs (each with the scheduler's kill marks) gained a kill line."""
         seen = False
-        for path in map(str, paths):
+        for log, marks in logs:
+            path = str(log)
             try:
                 size = os.stat(path).st_size
             except OSError:
@@ -185,5 +190,5 @@ class LogWatch:
             with open(path, "rb") as fh:
                 fh.seek(old)
                 new = fh.read(size - old).decode(errors="replace")
-            seen = seen or any(m in new for m in self.MARKS)
+            seen = seen or any(m in new for m in (*self.OURS, *marks))
         return seen

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, List, Tuple
 
 from .. import _backends as backends
 from .._log import logger
-from .._status.classify import ACTIVE_STATES
+from .._backends.states import ACTIVE
 from .._store import layout as jd
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _still_running(job_dir: Path, sub: "Submission") -> bool:
     (once every task has, the runner may live a few ms more to record them: no work goes on)."""
     answers = backends.get(sub.backend).query(job_dir, [sub]).answers  # a deleted directory: all Unknown
     busy = {key for key, a in answers.items()
-            if isinstance(a, backends.TaskRecord) and a.state in ACTIVE_STATES}
+            if isinstance(a, backends.TaskRecord) and a.state in ACTIVE}
     if not busy:
         return False
     try:

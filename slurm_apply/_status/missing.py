@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .classify import ACTIVE_STATES, UNKNOWN
+from .._backends.states import COMPLETED, LOST
+from .classify import ACTIVE_STATES, NOT_SUBMITTED, UNKNOWN
 from .rowsets import RowReasons, RowSet
 
 if TYPE_CHECKING:
@@ -110,18 +111,18 @@ def _overlapping(starts: Any, stops: Any, rows: RowSet) -> Any:
 def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
            by_task: Dict[Tuple[int, int], "TaskStatus"], stopped: str = "") -> Tuple[str, str]:
     """(the state of the task to blame, why the row is missing)."""
-    if stopped and (who is None or getattr(by_task.get((s.index, who[0])), "state", "") == "COMPLETED"):
+    if stopped and (who is None or getattr(by_task.get((s.index, who[0])), "state", "") == COMPLETED):
         return "STOPPED", stopped  # its task left it when the job stopped early
     if who is None:
         if not s.launched:
-            return "NOT_SUBMITTED", "not submitted"
+            return NOT_SUBMITTED, "not submitted"
         if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
             return "NOT_STARTED", "not started yet"
         counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
         return "NOT_STARTED", f"never started: its tasks ended first ({counts})"
     d = by_task.get((s.index, who[0]))
     name = f"task {who[0]}" if s.index == 0 else f"submission {s.index} task {who[0]}"
-    return (d.state, f"{name}: {d.describe()}") if d else ("LOST", "taken by a task that is gone")
+    return (d.state, f"{name}: {d.describe()}") if d else (LOST, "taken by a task that is gone")
 
 
 def in_rows(s: "Submission") -> RowSet:

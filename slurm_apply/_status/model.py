@@ -9,8 +9,10 @@ import time
 from dataclasses import asdict, astuple, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
+from .. import _backends as backends
 from .._backends import Answer, TaskKey, TaskRecord
-from .classify import ACTIVE_STATES, UNKNOWN, classify
+from .._backends.states import COMPLETED, RUNNING
+from .classify import ACTIVE_STATES, COMPLETING, NOT_SUBMITTED, UNKNOWN, classify
 from .missing import in_rows, why_missing
 from .rowsets import RowReasons, RowSet
 from .retries import ASKING, Retries, left_for_retry, retries
@@ -233,7 +235,7 @@ def build(snap: Snapshot) -> JobStatus:
     retry = retries(m, details, snap.followups, rows, snap.now, left_for_retry(m, rows))
     ended = launched and not active and not unknown and not retry.busy
     missing, failed = rows["missing"], rows["failed"]
-    abnormal = any(d.state not in ACTIVE_STATES and d.state not in ("COMPLETED", UNKNOWN)
+    abnormal = any(d.state not in ACTIVE_STATES and d.state not in (COMPLETED, UNKNOWN)
                    for d in details)
     latest = m.latest.index
     stopped = snap.stops.get(latest)
@@ -273,7 +275,7 @@ def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[T
     if not launched:
         return "NOT_SUBMITTED"
     if active:
-        return "RUNNING" if any(d.state in ("RUNNING", "COMPLETING") for d in active) else "PENDING"
+        return "RUNNING" if any(d.state in (RUNNING, COMPLETING) for d in active) else "PENDING"
     if unknown or retry.state == ASKING:
         return UNKNOWN
     if retry.busy:
@@ -297,9 +299,10 @@ def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
     if s.launched and not ok:
         ended_at = record.end_time if record is not None and record.end_time else snap.log_mtime(s.index, t)
         since_end = snap.now - ended_at if ended_at else None
+    death = backends.get(s.backend).death_in_log(log_text) if log_text else None
     state, reason = classify(start=start, done=done, answer=answer, log_text=log_text,
-                             submitted=s.launched, since_end_s=since_end)
-    if state == "NOT_SUBMITTED" and s.state == "failed":
+                             submitted=s.launched, since_end_s=since_end, death=death)
+    if state == NOT_SUBMITTED and s.state == "failed":
         reason = s.error
     node = (done or {}).get("node") or ((start or {}).get("starts") or [{}])[-1].get("node", "")
     return TaskStatus(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._backends import Answer, TaskRecord, Unknown
-from .classify import ACTIVE_STATES, MARKER_GRACE_S, UNKNOWN, scheduler_state
+from .._backends.states import OUT_OF_MEMORY, TIMEOUT
+from .classify import ACTIVE_STATES, MARKER_GRACE_S, UNKNOWN
 from .missing import in_rows
 from .rowsets import RowSet
 from .._store.manifest import FAILED, GAVE_UP, STOPPED
@@ -31,7 +32,7 @@ USED_UP = "used up"  # the latest retry was the last one allowed
 OUTCOMES = ("done", "failed", "missing", "pending")  # where a retried row is now
 
 # The limit a retry raises after each kind of death, as the sbatch options that set it.
-LIMIT_KEYS = {"OUT_OF_MEMORY": ("mem", "mem-per-cpu"), "TIMEOUT": ("time", "t")}
+LIMIT_KEYS = {OUT_OF_MEMORY: ("mem", "mem-per-cpu"), TIMEOUT: ("time", "t")}
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _asked(sub: "Submission", answer: Optional[Answer], now: float) -> Tuple[str
     """The follow-up of a submission whose tasks have all ended, by the scheduler's answer."""
     if isinstance(answer, Unknown):
         return ASKING, f"{_name(sub)}: {answer.why}", True
-    state = scheduler_state(answer.state) if isinstance(answer, TaskRecord) else ""
+    state = answer.state if isinstance(answer, TaskRecord) else ""
     if state in ACTIVE_STATES:
         return DECIDING, f"{_name(sub)} {state}", True
     # It records its decision before it ends, so its end is soon followed by the decision; a
@@ -189,9 +190,8 @@ def decided_meanwhile(m: "Manifest", followups: Dict[int, Answer],
                       reload: Callable[[], "Manifest"]) -> bool:
     """A follow-up the scheduler says has ended, with no decision in the manifest as read: as it
     records its decision before it ends, the manifest has changed since it was read."""
-    ended = [s.index for s in m.launched() if s.followup and s.decision is None
-             and isinstance(f := followups.get(s.index), TaskRecord)
-             and scheduler_state(f.state) not in ACTIVE_STATES]
+    answers = {s.index: followups.get(s.index) for s in m.launched() if s.followup and s.decision is None}
+    ended = [k for k, a in answers.items() if isinstance(a, TaskRecord) and a.state not in ACTIVE_STATES]
     return bool(ended) and any(reload().submissions[k].decision for k in ended)
 
 

@@ -38,6 +38,7 @@ from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
 from ..._timing import LOCAL_POLL_S as POLL_S, STOP_GRACE_S
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
+from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING  # its tasks' states, as answered
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -47,8 +48,6 @@ local_dir, state_path = jd.local_dir, jd.local_state_path
 runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
 
 STATE_FORMAT = 1
-PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, LOST = (
-    "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "LOST")
 PROC = Path("/proc")
 
 
@@ -162,7 +161,12 @@ def _exit_code(code: Optional[int]) -> str:
 # -- the backend -------------------------------------------------------------------------------
 
 class LocalBackend(Backend):
-    """Array tasks as subprocesses of a supervisor on this machine."""
+    """Array tasks as subprocesses of a supervisor on this machine.
+
+    The runner enforces no time or memory limit and writes no kill notice into a task's log, so
+    ``death_in_log`` and ``memory_limit_in_log`` keep the interface's None: what the runner
+    knows of a task's end is in its state and exit code.
+    """
 
     name = "local"
     query_is_cheap = True  # two small files per submission

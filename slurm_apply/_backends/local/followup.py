@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ..._store import layout as jd
 from ..base import Answer, TaskRecord
+from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING
 
 if TYPE_CHECKING:
     from .backend import _Supervisor
@@ -27,7 +28,7 @@ from ..._timing import STOP_GRACE_S
 
 def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
     """Run the follow-up the plan names (if any) to its end, recording its state."""
-    from .backend import CANCELLED, COMPLETED, FAILED, POLL_S, RUNNING, _signal_group, identity
+    from .backend import POLL_S, _signal_group, identity
 
     script = sup.plan.get("followup")
     if not script or stop_requested:
@@ -58,7 +59,7 @@ def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
 
 def answer(state: Dict[str, Any], alive: bool, job_id: str, host: str) -> Optional[Answer]:
     """What the state file says of the follow-up: None when the plan has none."""
-    from .backend import LOST, PENDING, RUNNING, _exit_code
+    from .backend import _exit_code
 
     if not state.get("followup"):
         return None

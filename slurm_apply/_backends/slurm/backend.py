@@ -1,10 +1,11 @@
 """The only module that runs Slurm's commands (sbatch, sacct, squeue, scancel, scontrol), and the
 Slurm backend built on them.
 
-Each command has a thin runner here and a pure parser in :mod:`.slurm_parse`. No command goes
-through a shell: arguments are lists. A runner that gets no answer raises SchedulerError whose
-message names the command and what went wrong; :meth:`SlurmBackend.query` turns that into
-:class:`Unknown` answers, never into "the scheduler forgot the task".
+Each command has a thin runner here and a pure parser in :mod:`.parse`; what slurmstepd writes
+into a task's log is read in :mod:`.logs`. No command goes through a shell: arguments are lists.
+A runner that gets no answer raises SchedulerError whose message names the command and what
+went wrong; :meth:`SlurmBackend.query` turns that into :class:`Unknown` answers, never into
+"the scheduler forgot the task".
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
 from .. import resources as res
 from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
+from . import logs
 from .parse import (
     ACCOUNTING_DISABLED,
     SACCT_FIELDS,
@@ -294,6 +296,7 @@ class SlurmBackend(Backend):
     """Array jobs submitted with sbatch; asked about with sacct, else squeue."""
 
     name = "slurm"
+    kill_marks = logs.KILL_MARKS
 
     def submit(self, job_dir: Path, sub: "Submission") -> str:
         return sbatch(jd.script_path(job_dir, sub.script))
@@ -353,6 +356,12 @@ class SlurmBackend(Backend):
 
     def max_array_size(self) -> Optional[int]:
         return max_array_size()
+
+    def death_in_log(self, text: str) -> Optional[Tuple[str, str]]:
+        return logs.death(text)  # slurmstepd's kill lines
+
+    def memory_limit_in_log(self, text: str) -> Optional[float]:
+        return logs.memory_limit_mb(text)
 
     def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
         """The id of this submission's script run by hand with sbatch, found by the job name in

@@ -1,6 +1,8 @@
 """Pure parsers of what Slurm's commands print; tested on literal output (tests/test_parsers.py).
 
 Nothing here runs a command: :mod:`slurm_apply._backends.slurm.backend` does, and hands the text here.
+The task records they return speak the package's state names (:mod:`.._backends.states`), not
+Slurm's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ..._errors import SchedulerError
+from .. import states as st
 from ..base import TaskRecord
 
 # The fields asked of sacct, in this order; End is last so older literal outputs still parse.
@@ -25,6 +28,20 @@ ENDED_STATES = frozenset({
     "COMPLETED", "COMPLETING", "STAGE_OUT", "CANCELLED", "FAILED", "TIMEOUT", "PREEMPTED",
     "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT",
 })
+
+# Slurm's job states (squeue(1), "JOB STATE CODES") in the package's names. A state Slurm adds
+# later is passed on as Slurm names it (and read as ended).
+_OURS = {
+    "PENDING": st.PENDING, "RESV_DEL_HOLD": st.PENDING,
+    "CONFIGURING": st.RUNNING, "RUNNING": st.RUNNING, "COMPLETING": st.RUNNING,
+    "RESIZING": st.RUNNING, "SIGNALING": st.RUNNING, "STAGE_OUT": st.RUNNING, "STOPPED": st.RUNNING,
+    "SUSPENDED": st.SUSPENDED,
+    "REQUEUED": st.REQUEUED, "REQUEUE_FED": st.REQUEUED, "REQUEUE_HOLD": st.REQUEUED,
+    "COMPLETED": st.COMPLETED, "FAILED": st.FAILED, "SPECIAL_EXIT": st.FAILED,
+    "TIMEOUT": st.TIMEOUT, "OUT_OF_MEMORY": st.OUT_OF_MEMORY, "NODE_FAIL": st.NODE_FAIL,
+    "CANCELLED": st.CANCELLED, "REVOKED": st.CANCELLED, "PREEMPTED": st.PREEMPTED,
+    "BOOT_FAIL": st.BOOT_FAIL, "DEADLINE": st.DEADLINE,
+}
 
 _ARRAY_ID = re.compile(r"^(\d+)_(\d+|\[[^\]]*\])$")
 
@@ -72,8 +89,16 @@ def parse_time(value: str) -> Optional[float]:
         return None
 
 
+def our_state(slurm_state: str) -> str:
+    """The package's name for a state Slurm prints (CONFIGURING is RUNNING, REVOKED CANCELLED...);
+    sacct's "CANCELLED by 0" is read by its first word."""
+    name = slurm_state.split()[0] if slurm_state.strip() else ""
+    return _OURS.get(name, name)
+
+
 def end_time(state: str, value: str) -> Optional[float]:
-    """When a task ended, or None while it has not (or the scheduler did not say)."""
+    """When a task ended, or None while it has not (or the scheduler did not say); ``state`` is
+    Slurm's own name."""
     return parse_time(value) if state in ENDED_STATES else None
 
 
@@ -122,8 +147,8 @@ def parse_sacct(text: str) -> List[TaskRecord]:
             continue
         state = state.split()[0] if state else ""  # "CANCELLED by 0" -> CANCELLED
         lines[key] = dict(
-            array_job_id=array_id, task=task, state=state, exit_code=exit_code, elapsed=elapsed,
-            req_mem=req_mem, node_list=nodes, pending_tasks=pending,
+            array_job_id=array_id, task=task, state=our_state(state), exit_code=exit_code,
+            elapsed=elapsed, req_mem=req_mem, node_list=nodes, pending_tasks=pending,
             time_limit=parts[7] if len(parts) > 7 else "",
             end_time=end_time(state, parts[8]) if len(parts) > 8 else None)
     return [TaskRecord(max_rss=max_rss.get(key, ""), **fields) for key, fields in lines.items()]
@@ -143,7 +168,7 @@ def parse_squeue(text: str) -> List[TaskRecord]:
         if pending is None:
             continue
         ended = end_time(state, parts[8]) if len(parts) > 8 else None
-        out.append(TaskRecord(array_id, int(task) if task.isdigit() else None, state,
+        out.append(TaskRecord(array_id, int(task) if task.isdigit() else None, our_state(state),
                               elapsed=elapsed, node_list=nodes, reason=reason, req_mem=mem,
                               time_limit=limit, end_time=ended, pending_tasks=pending))
     return out
@@ -159,7 +184,7 @@ def parse_sacct_jobs(text: str) -> Dict[str, TaskRecord]:
             continue
         state = parts[1].split()[0] if parts[1] else ""
         out[parts[0]] = TaskRecord(
-            parts[0], None, state, exit_code=parts[2], elapsed=parts[3], req_mem=parts[5],
+            parts[0], None, our_state(state), exit_code=parts[2], elapsed=parts[3], req_mem=parts[5],
             node_list=parts[6], time_limit=parts[7] if len(parts) > 7 else "",
             end_time=end_time(state, parts[8]) if len(parts) > 8 else None)
     return out
@@ -173,7 +198,7 @@ def parse_squeue_jobs(text: str) -> Dict[str, TaskRecord]:
         if len(parts) < 8 or not parts[0].isdigit() or parts[1] != "N/A":
             continue
         job_id, _, state, reason, nodes, elapsed, limit, mem = parts[:8]
-        out[job_id] = TaskRecord(job_id, None, state, elapsed=elapsed, node_list=nodes,
+        out[job_id] = TaskRecord(job_id, None, our_state(state), elapsed=elapsed, node_list=nodes,
                                  reason=reason, req_mem=mem, time_limit=limit,
                                  end_time=end_time(state, parts[8]) if len(parts) > 8 else None)
     return out
