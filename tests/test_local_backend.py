@@ -18,6 +18,7 @@ from slurm_apply import SchedulerError, slurm_apply as apply
 from slurm_apply._store import layout as jd
 from slurm_apply._backends import TaskRecord, Unknown
 from slurm_apply._backends.local import backend as local
+from slurm_apply._backends.local import procs
 from slurm_apply._store.manifest import Submission
 
 HOST = socket.gethostname()
@@ -64,7 +65,7 @@ def sleeper():
 
 def test_a_live_process_with_the_recorded_start_time_is_the_supervisor(tmp_path, sleeper):
     job_dir, sub = make_job(tmp_path)
-    start = local._proc_stat(sleeper.pid)[1]
+    start = procs._proc_stat(sleeper.pid)[1]
     write_files(job_dir, sleeper.pid, start, {"0": {"state": "RUNNING"}})
     [rec] = answers(job_dir, sub)
     assert isinstance(rec, TaskRecord) and rec.state == "RUNNING" and rec.node_list == HOST
@@ -76,7 +77,7 @@ def test_a_live_process_with_the_recorded_start_time_is_the_supervisor(tmp_path,
 
 def test_a_reused_pid_is_not_the_supervisor(tmp_path, sleeper):
     job_dir, sub = make_job(tmp_path)
-    start = local._proc_stat(sleeper.pid)[1]
+    start = procs._proc_stat(sleeper.pid)[1]
     # The pid now belongs to a process that started at another time: the supervisor is gone.
     write_files(job_dir, sleeper.pid, start - 1, {"0": {"state": "RUNNING"}, "1": {"state": "PENDING"}})
     sub = dataclasses.replace(sub, n_tasks=2)
@@ -91,14 +92,14 @@ def test_a_reused_pid_is_not_the_supervisor(tmp_path, sleeper):
 
 def test_our_own_pid_with_another_start_time_is_lost_not_running(tmp_path):
     job_dir, sub = make_job(tmp_path)
-    start = local._proc_stat(os.getpid())[1]
+    start = procs._proc_stat(os.getpid())[1]
     write_files(job_dir, os.getpid(), start + 12345, {"0": {"state": "RUNNING"}})
     assert answers(job_dir, sub)[0].state == "LOST"
 
 
 def test_another_host_is_unknown(tmp_path, sleeper):
     job_dir, sub = make_job(tmp_path)
-    write_files(job_dir, sleeper.pid, local._proc_stat(sleeper.pid)[1], {"0": {"state": "RUNNING"}},
+    write_files(job_dir, sleeper.pid, procs._proc_stat(sleeper.pid)[1], {"0": {"state": "RUNNING"}},
                 host="elsewhere.example")
     [ans] = answers(job_dir, sub)
     assert isinstance(ans, Unknown)
@@ -112,7 +113,7 @@ def test_another_host_is_unknown(tmp_path, sleeper):
 @pytest.mark.parametrize("runner_alive", [True, False])
 def test_unreadable_state_is_unknown_never_lost(tmp_path, sleeper, content, runner_alive):
     job_dir, sub = make_job(tmp_path)
-    start = local._proc_stat(sleeper.pid)[1]
+    start = procs._proc_stat(sleeper.pid)[1]
     write_files(job_dir, sleeper.pid, start if runner_alive else start - 1, {"0": {"state": "RUNNING"}})
     path = local.state_path(job_dir, 0)
     if content is None:
@@ -185,12 +186,12 @@ def test_a_dead_supervisors_running_task_is_running_and_cancel_stops_it(tmp_path
     task_pid = local.read_state(job_dir, 0)["tasks"]["0"]["proc"]["pid"]
     runner = jd.read_json(local.runner_path(job_dir, 0))["pid"]
     os.kill(runner, signal.SIGKILL)
-    wait_for(lambda: local._proc_stat(runner) is None or local._proc_stat(runner)[0] == "Z")
+    wait_for(lambda: procs._proc_stat(runner) is None or procs._proc_stat(runner)[0] == "Z")
     answer = answers(job_dir, sub)[0]
     assert answer.state == "RUNNING" and "is gone; the task still runs" in answer.reason
     local.LocalBackend().cancel(job_dir, [sub])
     assert answers(job_dir, sub)[0].state == "CANCELLED"
-    wait_for(lambda: local._proc_stat(task_pid) is None or local._proc_stat(task_pid)[0] == "Z")
+    wait_for(lambda: procs._proc_stat(task_pid) is None or procs._proc_stat(task_pid)[0] == "Z")
 
 
 def test_a_dead_supervisors_task_that_is_gone_too_is_lost(tmp_path):
@@ -230,13 +231,13 @@ def test_cancel_of_a_running_job_saves_its_rows(tmp_path):
 
 
 def test_without_proc_ps_tells_who_a_process_is(monkeypatch, tmp_path, sleeper):
-    monkeypatch.setattr(local, "PROC", tmp_path / "no-proc")
-    state, start = local._proc_stat(sleeper.pid)
+    monkeypatch.setattr(procs, "PROC", tmp_path / "no-proc")
+    state, start = procs._proc_stat(sleeper.pid)
     assert state == "S" and start
-    assert local.is_alive(local.identity(sleeper.pid))
+    assert procs.is_alive(procs.identity(sleeper.pid))
     sleeper.kill()
     sleeper.wait()
-    assert local._proc_stat(sleeper.pid) is None
+    assert procs._proc_stat(sleeper.pid) is None
 
 
 def test_a_job_whose_runner_cannot_be_asked_is_unknown_not_over(tmp_path):

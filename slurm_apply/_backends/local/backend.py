@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from ..._store import layout as jd
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
+from .procs import CannotTell, _exit_code, _signal_group, identity, is_alive
 from ..._timing import LOCAL_POLL_S as POLL_S, STOP_GRACE_S
 from ..base import Answer, Backend, Query, TaskRecord, Unknown
 from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING  # its tasks' states, as answered
@@ -48,11 +49,6 @@ local_dir, state_path = jd.local_dir, jd.local_state_path
 runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
 
 STATE_FORMAT = 1
-PROC = Path("/proc")
-
-
-class CannotTell(Exception):
-    """This machine cannot say whether a process is the one recorded."""
 
 
 def parallel_tasks(cpus_per_task: int) -> int:
@@ -68,71 +64,6 @@ def parallel_tasks(cpus_per_task: int) -> int:
 def _width(sub: "Submission") -> int:
     # An array throttle (--array=0-N%M) holds here as it would under Slurm.
     return min(parallel_tasks(sub.cpus_per_task), sub.max_concurrent or sub.n_tasks, sub.n_tasks)
-
-
-# -- who a process is ---------------------------------------------------------------------------
-
-def _proc_stat(pid: int) -> Optional[Tuple[str, Any]]:
-    """(state letter, start time) of process ``pid``; None if there is no such process; raises
-    CannotTell when neither /proc nor ps can say."""
-    try:
-        data = (PROC / str(pid) / "stat").read_bytes()
-    except FileNotFoundError:
-        if (PROC / "self" / "stat").exists():
-            return None  # /proc works here, so the process does not exist
-        return _ps_stat(pid)
-    except OSError as exc:  # e.g. /proc mounted with hidepid
-        raise CannotTell(f"cannot read {PROC / str(pid) / 'stat'}: {exc}") from None
-    # The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-    fields = data[data.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[22 - 3])
-
-
-def _ps_stat(pid: int) -> Optional[Tuple[str, Any]]:
-    """What /proc would say, from ps, on systems without /proc (start time to the second)."""
-    try:
-        out = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise CannotTell(f"no /proc, and ps did not answer: {exc}") from None
-    line = out.stdout.strip()
-    if not line:
-        if out.returncode != 0 and out.stderr.strip():
-            raise CannotTell(f"no /proc, and ps failed: {out.stderr.strip()}")
-        return None
-    stat, _, start = line.partition(" ")
-    return stat[:1], start.strip()
-
-
-def identity(pid: int) -> Dict[str, Any]:
-    """Who process ``pid`` is: to be recorded right after starting it (a child not yet reaped
-    keeps its pid, so this is the child's start time, not another process's)."""
-    try:
-        stat = _proc_stat(pid)
-    except CannotTell:
-        stat = None
-    return {"pid": pid, "start": stat[1] if stat else None, "host": socket.gethostname()}
-
-
-def is_alive(ident: Dict[str, Any]) -> bool:
-    """Whether the process ``ident`` records still runs (on this host). Raises CannotTell."""
-    if ident.get("host") != socket.gethostname():
-        return False
-    stat = _proc_stat(int(ident["pid"]))
-    # A zombie has exited (it only waits for its parent to reap it).
-    return stat is not None and stat[0] != "Z" and ident.get("start") is not None \
-        and stat[1] == ident["start"]
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Signal a process group; False if it has no process left (signal 0 only asks)."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal: the group is not empty
-        pass
-    return True
 
 
 def read_identity(job_dir: Path, sub: int) -> Dict[str, Any]:
@@ -151,11 +82,6 @@ def read_state(job_dir: Path, sub: int) -> Dict[str, Any]:
                                               for t in tasks.values()):
         raise ValueError("not a local runner state file (no task states)")
     return state
-
-
-def _exit_code(code: Optional[int]) -> str:
-    # Slurm's form, exit:signal ("0:15" for a task killed by SIGTERM).
-    return "" if code is None else f"{code}:0" if code >= 0 else f"0:{-code}"
 
 
 # -- the backend -------------------------------------------------------------------------------

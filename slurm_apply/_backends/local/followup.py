@@ -23,12 +23,12 @@ from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING
 if TYPE_CHECKING:
     from .backend import _Supervisor
 
-from ..._timing import STOP_GRACE_S
+from ..._timing import LOCAL_POLL_S as POLL_S, STOP_GRACE_S
+from .procs import _exit_code, _signal_group, identity
 
 
 def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
     """Run the follow-up the plan names (if any) to its end, recording its state."""
-    from .backend import POLL_S, _signal_group, identity
 
     script = sup.plan.get("followup")
     if not script or stop_requested:
@@ -59,7 +59,6 @@ def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
 
 def answer(state: Dict[str, Any], alive: bool, job_id: str, host: str) -> Optional[Answer]:
     """What the state file says of the follow-up: None when the plan has none."""
-    from .backend import _exit_code
 
     if not state.get("followup"):
         return None
