@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 from .. import _backends as backends
 from .._backends import resources as res
 from .._backends.states import LOST
-from .._status.classify import ACTIVE_STATES, UNKNOWN
+from .._status.classify import may_do_more
 from .retry_plan import ERROR, MEMORY, RETRYABLE, Facts, Plan, decide
 from .._store import layout as jd
 from .._store.manifest import (
@@ -96,7 +96,7 @@ def settled(job: "SlurmJob", k: int, settle_s: float = SETTLE_S) -> Tuple[Option
     while True:
         status = job.get_job_status()
         mine = [d for d in status.task_details if d.submission == k]
-        open_ = [d for d in mine if d.state in ACTIVE_STATES or d.state == UNKNOWN]
+        open_ = [d for d in mine if may_do_more(d.state)]
         if not open_:
             return status, ""
         if time.monotonic() > deadline:

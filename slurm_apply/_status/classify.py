@@ -30,6 +30,13 @@ NOT_SUBMITTED = "NOT_SUBMITTED"
 #: a task in one of these may still run rows (or, COMPLETING, still show its end marker)
 ACTIVE_STATES = (*st.ACTIVE, COMPLETING)
 
+
+def may_do_more(state: str) -> bool:
+    """Whether a task in this state may still do anything: queued, running or completing, or
+    UNKNOWN (its scheduler could not be asked, so it may still run). The one answer to "has this
+    task finished?" that the status, waits, retries, cleanup and the CLI share."""
+    return state in ACTIVE_STATES or state == UNKNOWN
+
 _PY_ERROR = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception|Exit)\b.*)$", re.M)
 
 

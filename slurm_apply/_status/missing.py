@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._backends.states import COMPLETED, LOST
-from .classify import ACTIVE_STATES, NOT_SUBMITTED, UNKNOWN
+from .classify import NOT_SUBMITTED, may_do_more
 from .rowsets import RowReasons, RowSet
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _blame(s: "Submission", who: Optional[Tuple[int, int]], states: List[str],
     if who is None:
         if not s.launched:
             return NOT_SUBMITTED, "not submitted"
-        if any(st in ACTIVE_STATES or st == UNKNOWN for st in states):
+        if any(may_do_more(st) for st in states):
             return "NOT_STARTED", "not started yet"
         counts = ", ".join(f"{states.count(st)} {st}" for st in sorted(set(states)))
         return "NOT_STARTED", f"never started: its tasks ended first ({counts})"

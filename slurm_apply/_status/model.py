@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .. import _backends as backends
 from .._backends import Answer, TaskKey, TaskRecord
 from .._backends.states import COMPLETED, RUNNING
-from .classify import ACTIVE_STATES, COMPLETING, NOT_SUBMITTED, UNKNOWN, classify
+from .classify import ACTIVE_STATES, COMPLETING, NOT_SUBMITTED, UNKNOWN, classify, may_do_more
 from .missing import in_rows, why_missing
 from .rowsets import RowReasons, RowSet
 from .retries import ASKING, Retries, left_for_retry, retries
@@ -227,7 +227,7 @@ def build(snap: Snapshot) -> JobStatus:
     """
     m = snap.manifest
     details = [_task_status(snap, s, t) for s in m.submissions for t in range(s.n_tasks)]
-    open_subs = {d.submission for d in details if d.state in ACTIVE_STATES or d.state == UNKNOWN}
+    open_subs = {d.submission for d in details if may_do_more(d.state)}
     rows = _row_outcomes(snap, [s for s in m.submissions if s.index in open_subs])
     launched = bool(m.launched())
     active = [d for d in details if d.state in ACTIVE_STATES]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from .._backends import Answer, TaskRecord, Unknown
 from .._backends.states import OUT_OF_MEMORY, TIMEOUT
-from .classify import ACTIVE_STATES, MARKER_GRACE_S, UNKNOWN
+from .classify import ACTIVE_STATES, MARKER_GRACE_S, may_do_more
 from .missing import in_rows
 from .rowsets import RowSet
 from .._store.manifest import FAILED, GAVE_UP, STOPPED
@@ -101,7 +101,7 @@ def _followup_state(m: "Manifest", details: Sequence["TaskStatus"], followups: D
         used = latest.attempt and latest.attempt >= m.retry.retries
         return (USED_UP, f"{m.retry.retries} retries", False) if used else ("", "", False)
     mine = [d.state for d in details if d.submission == latest.index]
-    if any(st in ACTIVE_STATES or st == UNKNOWN for st in mine):
+    if any(may_do_more(st) for st in mine):
         return WAITING, _name(latest), False
     if not has_work(latest):
         # Every row has its result (or an error not to retry): the follow-up can only decide
