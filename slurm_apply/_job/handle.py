@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Un
 from .. import _backends as backends
 from .._store import layout as jd
 from .._backends import Answer, TaskKey, TaskRecord, Unknown
-from .._status.classify import ACTIVE_STATES, UNKNOWN
+from .._status.classify import UNKNOWN
 from .._errors import InputError, JobActiveError, JobDirError, JobTimeoutError, SchedulerError
 from .._store.stops import read_stops
 from .._status.results import Results, list_record_files
@@ -377,7 +377,7 @@ class SlurmJob:
     def refuse_if_active(self, doing: str, status: Optional[JobStatus] = None) -> JobStatus:
         """Raise JobActiveError if any task is queued, running or unknown."""
         status = status or self.get_job_status()
-        busy = [t for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN]
+        busy = [t for t in status.task_details if t.active]
         retrying = [f"automatic retries: {status.retries.detail}"] if status.retries.busy else []
         if busy or retrying:
             listed = ", ".join([f"task {t.task}: {t.describe()}" for t in busy[:5]] + retrying)
