@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .. import _backends as backends
 from .._store import layout as jd
@@ -208,6 +208,7 @@ class SlurmJob:
     # -- waiting -------------------------------------------------------------------------------
 
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
+             on_update: Optional[Callable[[JobStatus], None]] = None,
              poll_s: float = 0.05, max_poll_s: float = 1.0, scheduler_every_s: float = 5.0,
              max_scheduler_every_s: float = 30.0) -> JobStatus:
         """Block until no task is queued, running or unknown, and no automatic retry may
@@ -221,6 +222,10 @@ class SlurmJob:
             Show progress on stderr: rows done and failed, rows/s, time left and what the
             tasks are doing ("2 pending: Priority"). A widget in Jupyter (with ipywidgets), a
             bar on a terminal, a line every 30 s in a log file. False: nothing.
+        on_update : callable, optional
+            Called with each new status the wait reads (a :class:`JobStatus`; the first at
+            once, the last the one returned), before the progress display shows it: to log
+            or show the status your own way (``slurm-apply status --watch`` does).
         poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s : float
             How often the result files are looked at and the scheduler is asked (see _wait).
 
@@ -243,8 +248,15 @@ class SlurmJob:
 
         self._check_exists()
         shown = Progress() if progress else None
+
+        def update(status: JobStatus) -> None:
+            if on_update is not None:
+                on_update(status)
+            if shown is not None:
+                shown(status)
+
         try:
-            return wait(self, timeout_s=timeout_s, on_update=shown, poll_s=poll_s,
+            return wait(self, timeout_s=timeout_s, on_update=update, poll_s=poll_s,
                         max_poll_s=max_poll_s, scheduler_every_s=scheduler_every_s,
                         max_scheduler_every_s=max_scheduler_every_s)
         finally:
