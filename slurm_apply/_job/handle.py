@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _backends as backends
 from .._store import layout as jd
@@ -25,6 +25,7 @@ from .._store.manifest import WRITTEN
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._status.logs import TaskLog
     from .._store.manifest import Manifest, Submission
 
 ErrorInfo = Tuple[str, str, str]  # (exception type, message, traceback text)
@@ -81,6 +82,11 @@ class SlurmJob:
         return self._manifest.n_rows
 
     @property
+    def index(self) -> "pd.Index":
+        """params_df's index: the labels that name the rows everywhere (read on first use)."""
+        return self._names.whole()
+
+    @property
     def job_ids(self) -> List[str]:
         return [s.job_id for s in self._manifest.submissions if s.job_id]
 
@@ -99,6 +105,28 @@ class SlurmJob:
             return status_html(self.get_job_status(), title=title)
         except Exception as exc:  # a display must show something, and say what went wrong
             return error_html(title, exc)
+
+    def task_logs(self, tasks: Optional[Sequence[int]] = None, submissions: Optional[Sequence[int]] = None,
+                  *, failed: bool = False) -> List["TaskLog"]:
+        """The output files of the job's array tasks, as :class:`TaskLog` (``.path``,
+        ``.lines(grep=None, tail=None)``), by submission and task.
+
+        Parameters
+        ----------
+        tasks, submissions : sequence of int, optional
+            Only these array tasks, of these submissions (0 the first run); None: all.
+            A number the job does not have raises :class:`InputError` whose ``argument``
+            names the parameter.
+        failed : bool
+            Only the tasks that did not complete (failed, timed out, out of memory, cancelled,
+            lost...) or had rows that raised; each log's ``note`` says which (this reads the
+            status, asking the scheduler).
+        """
+        from .._status.logs import failed_logs, select_logs
+
+        self._reload()
+        chosen = select_logs(self, list(tasks or ()), list(submissions or ()))
+        return failed_logs(self, chosen) if failed else chosen
 
     def log_path(self, sub: int, task: int) -> Path:
         return jd.log_path(self.job_dir, sub, task)
@@ -297,6 +325,36 @@ class SlurmJob:
             # every record again, checking each, so status and output agree the rows are not done.
             self._read_records_again()
             return self._output(outtype, errors)
+
+    def write_output(self, path: Union[str, "os.PathLike[str]", IO[str]], *,
+                     errors: str = "raise") -> "pd.DataFrame":
+        """Write the output table (``get_output(errors=errors)``) to a file; return the table.
+
+        The file's suffix picks the format: .csv, .tsv (either may end in .gz, .bz2 or .xz),
+        .parquet or .pq (needs pyarrow), .pkl or .pickle (which may be compressed too). The
+        index is written when it is not the default 0..n-1. The file is written under a
+        temporary name beside it and renamed into place, so a reader never sees half of it.
+        A text stream (``sys.stdout``, ``io.StringIO()``) gets CSV.
+
+        The format is checked before anything is read: an unknown suffix raises
+        :class:`InputError` with ``argument == "path"``.
+        """
+        from . import export
+
+        if isinstance(path, (str, os.PathLike)):
+            target = Path(path)
+            fmt = export.format_of(target)
+        elif hasattr(path, "write"):
+            fmt = None
+        else:
+            raise InputError(f"path must be a file name or a text stream; got {type(path).__name__}",
+                             argument="path")
+        table = cast("pd.DataFrame", self.get_output(errors=errors))  # outtype "table": a DataFrame
+        if fmt is None:
+            table.to_csv(path, index=export.keeps_index(table))
+        else:
+            export.write_table(table, target, fmt)
+        return table
 
     def _read_records_again(self) -> None:
         """Forget what was read of the records: the next status reads and checks every frame."""
