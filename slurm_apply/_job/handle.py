@@ -40,6 +40,8 @@ class SlurmJob:
     get_job_status()   rows done / failed / missing, task states and why
     wait(timeout_s)    block until no task is queued, running or unknown
     get_output()       the parameters table with the results as columns
+    write_output(path) the same table written to a file (.csv, .parquet, .pkl, ...)
+    task_logs()        the array tasks' logs (all, some, or those that went wrong)
     resubmit(...)      run again only the rows without a result
     cancel()           cancel queued and running tasks
     cleanup_files()    delete the job directory once the results are saved
