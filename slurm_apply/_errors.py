@@ -55,7 +55,15 @@ class SlurmApplyError(Exception):
 
 
 class InputError(SlurmApplyError, ValueError):
-    """An argument is wrong; nothing was written and nothing was submitted."""
+    """An argument is wrong; nothing was written and nothing was submitted.
+
+    ``argument`` names the argument at fault where a method says which (``"path"``, ``"tasks"``,
+    ...), else None: the command line turns those into usage errors of the matching option.
+    """
+
+    def __init__(self, *args: object, argument: Optional[str] = None) -> None:
+        super().__init__(*args)
+        self.argument = argument
 
 
 class UnpicklableError(InputError):

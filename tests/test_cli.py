@@ -576,6 +576,120 @@ def test_help_has_an_example(command):
 
 
 # ---------------------------------------------------------------------------------------------
+# The public names the command is built on (issue 16: the CLI uses only what `slurm_apply` exports)
+
+
+def test_the_cli_imports_only_public_names_and_reads_no_private_attribute():
+    import ast
+
+    wrong = []
+    for path in sorted((REPO / "slurm_apply" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2 and node.module is not None:
+                wrong.append(f"{path.name}:{node.lineno} imports slurm_apply.{node.module}")
+            if isinstance(node, ast.Import) and any(a.name.startswith("slurm_apply.") for a in node.names):
+                wrong.append(f"{path.name}:{node.lineno} imports a module of slurm_apply")
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                wrong.append(f"{path.name}:{node.lineno} reads the private attribute .{node.attr}")
+    assert wrong == []
+
+
+def test_status_text_has_the_command_lines_options(failed_job, dead_job):
+    st = failed_job.get_job_status()
+    assert st.text() == str(st)
+    assert "resubmit(failed=True)" in st.text() and "slurm-apply" not in st.text()
+    assert f"slurm-apply resubmit {failed_job.job_dir} --failed" in st.text(cli=True)
+    assert "elapsed 0:00:" in st.text() and "elapsed" not in st.text(show_elapsed=False)
+    verbose = dead_job.get_job_status().text(verbose=True)
+    assert "TASK  STATE      NODE" in verbose and "exit code 0:9" in verbose
+
+
+def test_a_task_is_active_while_queued_running_or_unknown():
+    from slurm_apply import TaskStatus
+
+    for state in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "UNKNOWN"):
+        assert TaskStatus(0, 0, state).active, state
+    for state in ("COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "LOST",
+                  "NOT_SUBMITTED"):
+        assert not TaskStatus(0, 0, state).active, state
+
+
+def test_wait_calls_on_update_with_each_new_status(tmp_path):
+    job = make_job(tmp_path, "watched", sleeps(0.5), 2)
+    seen: List[JobStatus] = []
+    final = job.wait(progress=False, on_update=seen.append)
+    assert seen[-1] is final and final.ended and final.state == "COMPLETED"
+    assert len(seen) >= 2 and not seen[0].ended
+    assert [s for s in seen if s.ended] == [final]
+
+
+def test_write_output_picks_the_format_from_the_suffix(ok_job, tmp_path):
+    from slurm_apply import InputError
+
+    table = ok_job.write_output(tmp_path / "out.csv.gz")
+    pd.testing.assert_frame_equal(table, ok_job.get_output())
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv.gz"), table)
+    ok_job.write_output(str(tmp_path / "out.pkl"))
+    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "out.pkl"), table)
+    buf = io.StringIO()
+    assert ok_job.write_output(buf).shape == (3, 2)  # a text stream gets CSV
+    assert buf.getvalue() == "x,y\n0,0\n1,2\n2,4\n"
+    with pytest.raises(InputError, match="cannot tell the format of .*out.xlsx") as info:
+        ok_job.write_output(tmp_path / "out.xlsx")
+    assert info.value.argument == "path"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv.gz", "out.pkl"]
+
+
+def test_write_output_without_pyarrow_says_so_before_reading(ok_job, tmp_path, monkeypatch):
+    from slurm_apply import InputError
+
+    monkeypatch.setattr(_export, "have_pyarrow", lambda: False)
+    with pytest.raises(InputError, match="writing Parquet needs pyarrow"):
+        ok_job.write_output(tmp_path / "out.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_task_logs_lists_reads_and_picks_the_failed_ones(failed_job):
+    from slurm_apply import InputError, TaskLog
+
+    logs = failed_job.task_logs()
+    assert [(t.submission, t.task, t.path.name, t.note) for t in logs] == [
+        (0, 0, "s0_t0.out", ""), (0, 1, "s0_t1.out", "")]
+    assert all(isinstance(t, TaskLog) for t in logs)
+    assert [t.task for t in failed_job.task_logs(tasks=[1], submissions=[0])] == [1]
+    failed = failed_job.task_logs(failed=True)
+    assert len(failed) == 1 and failed[0].note.endswith("COMPLETED, 1 row(s) raised")
+    assert list(failed[0].lines(grep=r"raised \w+Error")) == ["slurm_apply: row 3 raised ValueError: row 3 is bad"]
+    assert len(list(failed[0].lines(tail=1))) == 1 and " finished " in list(failed[0].lines(tail=1))[0]
+    assert list(failed[0].lines()) == failed[0].path.read_text().splitlines()
+    for kwargs, argument, message in [({"tasks": [99]}, "tasks", "numbered 0 to 1; got 99"),
+                                      ({"tasks": [-1]}, "tasks", "numbered 0 to 1; got -1"),
+                                      ({"submissions": [3]}, "submissions", "1 submission"),
+                                      ({"submissions": [-1]}, "submissions", "1 submission")]:
+        with pytest.raises(InputError, match=message) as info:
+            failed_job.task_logs(**kwargs)
+        assert info.value.argument == argument
+
+
+def test_find_job_dirs(failed_job, ok_job, jobs_root, monkeypatch):
+    from slurm_apply import find_job_dirs
+
+    assert failed_job.job_dir in find_job_dirs(jobs_root)
+    assert ok_job.job_dir in find_job_dirs(str(jobs_root), depth=1)
+    assert find_job_dirs(ok_job.job_dir) == [ok_job.job_dir]
+    monkeypatch.chdir(jobs_root)
+    assert sorted(p.name for p in find_job_dirs()) == sorted(p.name for p in find_job_dirs(jobs_root))
+    assert find_job_dirs(jobs_root.parent, depth=1) == []  # one level too shallow
+
+
+def test_index_is_params_dfs_index(ok_job, tmp_path):
+    pd.testing.assert_index_equal(ok_job.index, pd.RangeIndex(3))
+    job = slurm_apply(sleeps(0), pd.DataFrame({"x": [1, 2]}, index=pd.Index(["a", "b"], name="k")),
+                      backend="local", job_dir=tmp_path, jobname="labelled", submit=False)
+    pd.testing.assert_index_equal(job.index, pd.Index(["a", "b"], name="k"))
+
+
+# ---------------------------------------------------------------------------------------------
 # As a real process
 
 

@@ -16,14 +16,19 @@ COMPRESSIONS = (".gz", ".bz2", ".xz")
 
 
 def format_of(path: Path) -> str:
+    """The format a file name's suffix names (csv, tsv, pickle or parquet)."""
     suffixes = [s.lower() for s in path.suffixes]
     if len(suffixes) >= 2 and suffixes[-1] in COMPRESSIONS and FORMATS.get(suffixes[-2]) != "parquet":
         suffixes.pop()
     fmt = FORMATS.get(suffixes[-1]) if suffixes else None
     if fmt is None:
-        raise ValueError(
+        raise InputError(
             f"cannot tell the format of {str(path)!r} from its suffix; use one of "
-            f"{', '.join(sorted(FORMATS))} (a .csv, .tsv or .pkl may end in {', '.join(COMPRESSIONS)})")
+            f"{', '.join(sorted(FORMATS))} (a .csv, .tsv or .pkl may end in {', '.join(COMPRESSIONS)})",
+            argument="path")
+    if fmt == "parquet" and not have_pyarrow():
+        raise InputError("writing Parquet needs pyarrow, which is not installed here: `pip install pyarrow`, "
+                         "or write .csv or .pkl instead.")
     return fmt
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 from .. import _backends as backends
 from .._store import layout as jd
 from .._backends import Answer, TaskKey, TaskRecord, Unknown
-from .._status.classify import UNKNOWN, may_do_more
+from .._status.classify import UNKNOWN
 from .._errors import InputError, JobActiveError, JobDirError, JobTimeoutError, SchedulerError
 from .._store.stops import read_stops
 from .._timing import WAIT_MAX_POLL_S, WAIT_MAX_SCHEDULER_S, WAIT_POLL_S, WAIT_SCHEDULER_S
@@ -26,6 +26,7 @@ from .._store.manifest import WRITTEN
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._status.logs import TaskLog
     from .._store.manifest import Manifest, Submission
 
 ErrorInfo = Tuple[str, str, str]  # (exception type, message, traceback text)
@@ -40,6 +41,8 @@ class SlurmJob:
     get_job_status()   rows done / failed / missing, task states and why
     wait(timeout_s)    block until no task is queued, running or unknown
     get_output()       the parameters table with the results as columns
+    write_output(path) the same table written to a file (.csv, .parquet, .pkl, ...)
+    task_logs()        the array tasks' logs (all, some, or those that went wrong)
     resubmit(...)      run again only the rows without a result
     cancel()           cancel queued and running tasks
     cleanup_files()    delete the job directory once the results are saved
@@ -81,6 +84,11 @@ class SlurmJob:
         return self._manifest.n_rows
 
     @property
+    def index(self) -> "pd.Index":
+        """params_df's index: the labels that name the rows everywhere (read on first use)."""
+        return self._names.whole()
+
+    @property
     def job_ids(self) -> List[str]:
         return [s.job_id for s in self._manifest.submissions if s.job_id]
 
@@ -99,6 +107,28 @@ class SlurmJob:
             return status_html(self.get_job_status(), title=title)
         except Exception as exc:  # a display must show something, and say what went wrong
             return error_html(title, exc)
+
+    def task_logs(self, tasks: Optional[Sequence[int]] = None, submissions: Optional[Sequence[int]] = None,
+                  *, failed: bool = False) -> List["TaskLog"]:
+        """The output files of the job's array tasks, as :class:`TaskLog` (``.path``,
+        ``.lines(grep=None, tail=None)``), by submission and task.
+
+        Parameters
+        ----------
+        tasks, submissions : sequence of int, optional
+            Only these array tasks, of these submissions (0 the first run); None: all.
+            A number the job does not have raises :class:`InputError` whose ``argument``
+            names the parameter.
+        failed : bool
+            Only the tasks that did not complete (failed, timed out, out of memory, cancelled,
+            lost...) or had rows that raised; each log's ``note`` says which (this reads the
+            status, asking the scheduler).
+        """
+        from .._status.logs import failed_logs, select_logs
+
+        self._reload()
+        chosen = select_logs(self, list(tasks or ()), list(submissions or ()))
+        return failed_logs(self, chosen) if failed else chosen
 
     def log_path(self, sub: int, task: int) -> Path:
         return jd.log_path(self.job_dir, sub, task)
@@ -208,6 +238,7 @@ class SlurmJob:
     # -- waiting -------------------------------------------------------------------------------
 
     def wait(self, timeout_s: Optional[float] = None, *, progress: bool = True,
+             on_update: Optional[Callable[[JobStatus], None]] = None,
              poll_s: float = WAIT_POLL_S, max_poll_s: float = WAIT_MAX_POLL_S,
              scheduler_every_s: float = WAIT_SCHEDULER_S,
              max_scheduler_every_s: float = WAIT_MAX_SCHEDULER_S) -> JobStatus:
@@ -222,6 +253,10 @@ class SlurmJob:
             Show progress on stderr: rows done and failed, rows/s, time left and what the
             tasks are doing ("2 pending: Priority"). A widget in Jupyter (with ipywidgets), a
             bar on a terminal, a line every 30 s in a log file. False: nothing.
+        on_update : callable, optional
+            Called with each new status the wait reads (a :class:`JobStatus`; the first at
+            once, the last the one returned), before the progress display shows it: to log
+            or show the status your own way (``slurm-apply status --watch`` does).
         poll_s, max_poll_s, scheduler_every_s, max_scheduler_every_s : float
             How often the result files are looked at and the scheduler is asked (see _wait).
 
@@ -244,8 +279,15 @@ class SlurmJob:
 
         self._check_exists()
         shown = Progress() if progress else None
+
+        def update(status: JobStatus) -> None:
+            if on_update is not None:
+                on_update(status)
+            if shown is not None:
+                shown(status)
+
         try:
-            return wait(self, timeout_s=timeout_s, on_update=shown, poll_s=poll_s,
+            return wait(self, timeout_s=timeout_s, on_update=update, poll_s=poll_s,
                         max_poll_s=max_poll_s, scheduler_every_s=scheduler_every_s,
                         max_scheduler_every_s=max_scheduler_every_s)
         finally:
@@ -286,6 +328,36 @@ class SlurmJob:
             # every record again, checking each, so status and output agree the rows are not done.
             self._read_records_again()
             return self._output(outtype, errors)
+
+    def write_output(self, path: Union[str, "os.PathLike[str]", IO[str]], *,
+                     errors: str = "raise") -> "pd.DataFrame":
+        """Write the output table (``get_output(errors=errors)``) to a file; return the table.
+
+        The file's suffix picks the format: .csv, .tsv (either may end in .gz, .bz2 or .xz),
+        .parquet or .pq (needs pyarrow), .pkl or .pickle (which may be compressed too). The
+        index is written when it is not the default 0..n-1. The file is written under a
+        temporary name beside it and renamed into place, so a reader never sees half of it.
+        A text stream (``sys.stdout``, ``io.StringIO()``) gets CSV.
+
+        The format is checked before anything is read: an unknown suffix raises
+        :class:`InputError` with ``argument == "path"``.
+        """
+        from . import export
+
+        if isinstance(path, (str, os.PathLike)):
+            target = Path(path)
+            fmt = export.format_of(target)
+        elif hasattr(path, "write"):
+            fmt = None
+        else:
+            raise InputError(f"path must be a file name or a text stream; got {type(path).__name__}",
+                             argument="path")
+        table = cast("pd.DataFrame", self.get_output(errors=errors))  # outtype "table": a DataFrame
+        if fmt is None:
+            table.to_csv(path, index=export.keeps_index(table))
+        else:
+            export.write_table(table, target, fmt)
+        return table
 
     def _read_records_again(self) -> None:
         """Forget what was read of the records: the next status reads and checks every frame."""
@@ -378,7 +450,7 @@ class SlurmJob:
     def refuse_if_active(self, doing: str, status: Optional[JobStatus] = None) -> JobStatus:
         """Raise JobActiveError if any task is queued, running or unknown."""
         status = status or self.get_job_status()
-        busy = [t for t in status.task_details if may_do_more(t.state)]
+        busy = [t for t in status.task_details if t.active]
         retrying = [f"automatic retries: {status.retries.detail}"] if status.retries.busy else []
         if busy or retrying:
             listed = ", ".join([f"task {t.task}: {t.describe()}" for t in busy[:5]] + retrying)

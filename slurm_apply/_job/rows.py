@@ -9,6 +9,8 @@ from .._errors import InputError
 from .._store import layout as jd
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .handle import SlurmJob
     from .._status.results import Results
 
@@ -19,16 +21,22 @@ class RowNames:
 
     def __init__(self, job_dir: Path, n_rows: int) -> None:
         self.job_dir, self.n_rows = job_dir, n_rows
-        self._loaded = False
+        self._whole: Any = None  # params_df's index, once read
         self._index: Any = None
 
-    def index(self) -> Any:
-        if not self._loaded:
+    def whole(self) -> "pd.Index":
+        """params_df's index as it was, the default 0..n-1 included."""
+        if self._whole is None:
             import pandas as pd
 
             index = jd.read_index(self.job_dir)
             default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
-            self._index, self._loaded = (None if default else index), True
+            self._whole, self._index = index, (None if default else index)
+        return self._whole
+
+    def index(self) -> Any:
+        """params_df's index, or None for the default 0..n-1 (where labels are positions)."""
+        self.whole()
         return self._index
 
     def labels_or_none(self, positions: Any) -> Optional[List[Any]]:

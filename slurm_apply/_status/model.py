@@ -46,6 +46,12 @@ class TaskStatus:
     def describe(self) -> str:
         return f"{self.state} ({self.reason})" if self.reason else self.state
 
+    @property
+    def active(self) -> bool:
+        """Queued, running or UNKNOWN (the scheduler could not be asked): the task may still
+        run rows, so the job has not ended (``classify.may_do_more``)."""
+        return may_do_more(self.state)
+
 
 @dataclass(repr=False)  # the dataclass repr would list every task and missing row
 class JobStatus:
@@ -168,10 +174,25 @@ class JobStatus:
         return pd.DataFrame([astuple(t) for t in self.task_details],
                             columns=[f.name for f in fields(TaskStatus)])
 
-    def __str__(self) -> str:
+    def text(self, *, verbose: bool = False, cli: bool = False, show_elapsed: bool = True) -> str:
+        """The status as text (``str(status)`` is ``status.text()``).
+
+        Parameters
+        ----------
+        verbose : bool
+            One line per task (node, elapsed, memory) instead of tasks grouped by state.
+        cli : bool
+            Word what to do next as ``slurm-apply`` commands instead of Python calls.
+        show_elapsed : bool
+            False leaves out the elapsed time, the one thing that changes every second (to
+            tell whether anything else changed between two statuses).
+        """
         from .render import status_text
 
-        return status_text(self)
+        return status_text(self, verbose=verbose, cli=cli, show_elapsed=show_elapsed)
+
+    def __str__(self) -> str:
+        return self.text()
 
     def __repr__(self) -> str:
         from .render import status_repr
@@ -227,7 +248,7 @@ def build(snap: Snapshot) -> JobStatus:
     """
     m = snap.manifest
     details = [_task_status(snap, s, t) for s in m.submissions for t in range(s.n_tasks)]
-    open_subs = {d.submission for d in details if may_do_more(d.state)}
+    open_subs = {d.submission for d in details if d.active}
     rows = _row_outcomes(snap, [s for s in m.submissions if s.index in open_subs])
     launched = bool(m.launched())
     active = [d for d in details if d.state in ACTIVE_STATES]

@@ -45,7 +45,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .._errors import JobDirError, JobDirExistsError, UnsafeJobDirError
+from .._errors import InputError, JobDirError, JobDirExistsError, UnsafeJobDirError
 from .manifest import Manifest
 
 if TYPE_CHECKING:
@@ -539,9 +539,20 @@ def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any
     return out
 
 
-def find_job_dirs(root: Path, depth: int) -> List[Path]:
-    """Every ``_rslurm_*`` directory with a manifest at most ``depth`` levels below ``root``
-    (``root`` itself included); job directories are not searched inside."""
+def find_job_dirs(path: "os.PathLike[str] | str" = ".", depth: int = 2) -> List[Path]:
+    """The job directories under ``path``: every ``_rslurm_*`` directory holding a
+    manifest.json, at most ``depth`` levels below ``path`` (``path`` itself included), each
+    directory's entries in name order. Job directories are not searched inside, nor hidden directories.
+
+    Each can be opened with ``SlurmJob.from_dir``; one may still fail to open (a damaged
+    manifest, another user's directory), which is why paths, not handles, are returned.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise InputError(f"depth must be a whole number of directory levels, 1 or more; got {depth!r}",
+                         argument="depth")
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"{str(root)!r} is not a directory: there is nothing to search", argument="path")
     if is_job_dir(root):
         return [root]
     found: List[Path] = []

@@ -8,9 +8,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from .. import InputError, SlurmJob
 from .commands import _JOB_DIR, _open, cli
-from .._errors import InputError
-from .._status.classify import ACTIVE_STATES, UNKNOWN
 
 
 @cli.command()
@@ -97,7 +96,7 @@ def cancel(job_dir: Path) -> None:
         click.echo(f"nothing to cancel: {job.jobname} ({', '.join(job.job_ids)}) has ended, "
                    f"{status.state}; no task is queued or running")
         return
-    busy = sum(1 for t in status.task_details if t.state in ACTIVE_STATES or t.state == UNKNOWN)
+    busy = sum(1 for t in status.task_details if t.active)
     job.cancel()
     retries = " and stopped its automatic retries" if job.manifest.retry.retries else ""
     click.echo(f"cancelled {job.jobname} ({', '.join(job.job_ids)}): {busy} queued, running or "
@@ -158,11 +157,13 @@ def test_row(job_dir: Path, row: str, fresh: bool, use_pdb: bool) -> None:
     click.echo(repr(value))
 
 
-def _label(job: Any, row: str) -> Any:
+def _label(job: SlurmJob, row: str) -> Any:
     """The index label a command-line ROW names: a position for the default index, else the
     label whose text is ROW."""
-    index = job._names.index()
-    if index is None:
+    import pandas as pd
+
+    index = job.index
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:  # the default
         if not row.isdigit():
             raise click.BadParameter(f"the job's rows are numbered 0 to {job.n_rows - 1}; got {row!r}",
                                      param_hint="'ROW'")

@@ -13,29 +13,21 @@ Every error the library raises on purpose becomes a :class:`click.ClickException
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
+from typing import Any, Iterator, List, Optional, Tuple
 
 import click
 
-from .._job import export as _export
-from .._status import logs as _logs
-from .._errors import InputError, RemoteTraceback, SlurmApplyError, WaitInterrupted
-from .._job.handle import SlurmJob
-from .._status.progress import Progress
-from .._status.render import interrupted_text, one_line, status_text, table
-from .._store import layout as jd
-from .._status.model import JobStatus
-from .._job.wait import wait
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .. import (InputError, JobStatus, RemoteTraceback, SlurmApplyError, SlurmJob, WaitInterrupted,
+                find_job_dirs)
 
 EXIT_ROWS_INCOMPLETE = 3
+DIR_PREFIX = "_rslurm_"  # a job directory is _rslurm_<jobname> (the README's "The job directory")
 
 # Where a command records the job directory it opened, so an error can name it in a hint.
 _META_DIR = "slurm_apply.job_dir"
@@ -78,6 +70,18 @@ class _Group(click.Group):
             where = shlex.quote(ctx.meta.get(_META_DIR, "DIR"))
             message = cli_words(str(exc), where)
             raise click.ClickException(message) from exc
+
+
+@contextlib.contextmanager
+def usage_errors(**options: str) -> Iterator[None]:
+    """An InputError about one of the named arguments (its ``argument``) becomes a usage error
+    of the option that gave it (exit 2); any other goes on to ``_Group.invoke`` (exit 1)."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.argument in options:
+            raise click.BadParameter(str(exc), param_hint=options[exc.argument]) from None
+        raise
 
 
 def _open(job_dir: Path) -> SlurmJob:
@@ -164,28 +168,16 @@ def status(job_dir: Path, as_json: bool, watch: bool, interval_s: float, check: 
 def _watch(job: SlurmJob, show: "_Snapshots", interval_s: float, progress: bool) -> JobStatus:
     """Status snapshots on stdout and a progress bar on stderr until the job ends; Ctrl-C
     stops watching (not the job) with one line and exit status 130, as a shell expects."""
-    bar = Progress() if progress else None
-
-    def update(st: JobStatus) -> None:
-        show(st)
-        if bar is not None:
-            bar(st)
-
     try:
-        return wait(job, on_update=update, scheduler_every_s=interval_s,
-                    max_scheduler_every_s=max(interval_s, 30.0))
+        return job.wait(progress=progress, on_update=show, scheduler_every_s=interval_s,
+                        max_scheduler_every_s=max(interval_s, 30.0))
     except InputError:  # not submitted: nothing to watch, show what there is
         st = job.get_job_status()
         show(st)
         return st
-    except WaitInterrupted as exc:
-        if bar is not None:
-            bar.close()  # first, so the line goes below the bar (closing twice is harmless)
-        click.echo(interrupted_text(job.jobname, str(job.job_dir), exc.status, cli=True), err=True)
+    except WaitInterrupted as exc:  # the bar is closed by now, so the line goes below it
+        click.echo(exc.cli_line, err=True)
         raise click.exceptions.Exit(130) from None
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 class _Snapshots:
@@ -200,8 +192,8 @@ class _Snapshots:
         if self.as_json:
             text = key = json.dumps(st.to_dict(), default=str)
         else:
-            text = status_text(st, verbose=self.verbose, cli=True)
-            key = status_text(st, verbose=self.verbose, cli=True, show_elapsed=False)
+            text = st.text(verbose=self.verbose, cli=True)
+            key = st.text(verbose=self.verbose, cli=True, show_elapsed=False)
         if self.redraw:
             click.clear()
             click.echo(text)
@@ -236,27 +228,18 @@ def output(job_dir: Path, out_path: Optional[Path], errors: str) -> None:
     A file is written under a temporary name and renamed into place, so a reader never sees
     half of it.
     """
-    fmt = _export_format(out_path) if out_path is not None and str(out_path) != "-" else "csv"
-    if fmt == "parquet" and not _export.have_pyarrow():
-        raise click.ClickException(
-            "writing Parquet needs pyarrow, which is not installed here: `pip install pyarrow`, "
-            "or write .csv or .pkl instead.")
-    table = cast("pd.DataFrame", _open(job_dir).get_output(errors=errors))  # outtype "table": a DataFrame
+    job = _open(job_dir)
     if out_path is None or str(out_path) == "-":
-        click.echo(table.to_csv(index=_export.keeps_index(table)), nl=False)
+        job.write_output(sys.stdout, errors=errors)  # CSV
         return
     try:
-        _export.write_table(table, out_path, fmt)
+        with usage_errors(path="'--output' / '-o'"):
+            table = job.write_output(out_path, errors=errors)
     except OSError as exc:
+        if isinstance(exc, SlurmApplyError):  # about the job directory, not the file written
+            raise
         raise click.FileError(str(out_path), hint=exc.strerror or str(exc)) from None
     click.echo(f"wrote {len(table)} rows x {table.shape[1]} columns to {out_path}", err=True)
-
-
-def _export_format(path: Path) -> str:
-    try:
-        return _export.format_of(path)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--output' / '-o'") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,28 +279,22 @@ def logs(job_dir: Path, tasks: Tuple[int, ...], submissions: Tuple[int, ...], fa
             raise click.BadParameter(f"{pattern!r} is not a regular expression: {exc}",
                                      param_hint="'--grep'") from None
     job = _open(job_dir)
-    try:
-        chosen = _logs.select_logs(job, tasks, submissions)
-    except _logs.BadSelection as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'{exc.option}'") from None
-    notes: Dict[Tuple[int, int], str] = {}
-    if failed:
-        chosen, notes = _logs.failed_logs(job, chosen)
-        if not chosen:
-            click.echo("no failed tasks and no rows that raised", err=True)
-            return
+    with usage_errors(tasks="'--task'", submissions="'--submission'"):
+        chosen = job.task_logs(tasks, submissions, failed=failed)
+    if failed and not chosen:
+        click.echo("no failed tasks and no rows that raised", err=True)
+        return
     shown = 0
-    for sub, task, path in chosen:
-        exists = path.is_file()
+    for log in chosen:
+        exists = log.path.is_file()
         if not exists and not (tasks or failed):
             continue  # a task that has not started yet: nothing to show, nothing to say
-        note = notes.get((sub, task), "")
-        click.echo(("\n" if shown else "") + f"==> {path} <==" + (f"  [{note}]" if note else ""))
+        click.echo(("\n" if shown else "") + f"==> {log.path} <==" + (f"  [{log.note}]" if log.note else ""))
         shown += 1
         if not exists:
             click.echo("(no log file: the task has not started, or never did)")
             continue
-        for line in _logs.log_lines(path, regex, tail_n):
+        for line in log.lines(grep=regex, tail=tail_n):
             click.echo(line)
     if not shown:
         click.echo("no log files yet", err=True)
@@ -346,7 +323,7 @@ def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None
       slurm-apply list
       slurm-apply list ~/projects --depth 3
     """
-    found = jd.find_job_dirs(path, depth)
+    found = find_job_dirs(path, depth)
     if not found:
         click.echo(f"no job directories under {path} (searched {depth} level(s) deep)", err=True)
         return
@@ -355,17 +332,23 @@ def list_jobs(path: Path, depth: int, no_scheduler: bool, as_json: bool) -> None
         try:
             st = SlurmJob.from_dir(d).get_job_status(ask_scheduler=not no_scheduler)
         except Exception as exc:  # one broken directory must not hide the others
-            err = f"{type(exc).__name__}: {one_line(str(exc))}"
+            err = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             if as_json:
                 click.echo(json.dumps({"job_dir": str(d.absolute()), "error": err}))
-            rows.append([d.name[len(jd.DIR_PREFIX):], "ERROR", "-", str(d), err])
+            rows.append([d.name[len(DIR_PREFIX):], "ERROR", "-", str(d), err])
             continue
         if as_json:
             click.echo(json.dumps({"job_dir": str(d.absolute()), "status": st.to_dict()}, default=str))
         rows.append([st.jobname, st.state, _rows_summary(st), str(d), ""])
     if not as_json:
-        for line in table(["JOB", "STATE", "ROWS", "DIRECTORY", "NOTE"], rows):
+        for line in _table(["JOB", "STATE", "ROWS", "DIRECTORY", "NOTE"], rows):
             click.echo(line)
+
+
+def _table(head: List[str], rows: List[List[str]]) -> List[str]:
+    """Columns padded to their widest cell, two spaces apart (as the status's task table)."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [head, *rows]]
 
 
 def _rows_summary(st: JobStatus) -> str:
