@@ -330,27 +330,30 @@ def _wait_until(job, predicate, timeout_s=30):
         time.sleep(0.05)
 
 
-def test_resubmissions_started_together_run_once(tmp_path):
+def _three_resubmits_at_once(job):
+    """Three `slurm-apply resubmit DIR --failed` started together: one submits, two refuse."""
     import subprocess
     import sys
 
-    flag = tmp_path / "flag"
-    job = _local(_slow_after(flag, 30), pd.DataFrame({"x": range(2)}), tmp_path, "race", retries=0)
-    job.wait(timeout_s=120, progress=False)
-    assert job.get_job_status().rows_failed == 2
-    flag.write_text("")
     try:
         procs = [subprocess.Popen([sys.executable, "-m", "slurm_apply", "resubmit", str(job.job_dir),
                                    "--failed"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True) for _ in range(3)]
         results = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
-        ok = [out for code, out in results if code == 0]
-        refused = [out for code, out in results if code != 0]
-        assert len(ok) == 1, results
-        assert len(refused) == 2 and all("refusing to resubmit" in out for out in refused), results
+        assert sorted(code for code, _ in results) == [0, 1, 1], results
+        assert all("refusing to resubmit" in out for code, out in results if code), results
         assert len(SlurmJob.from_dir(job.job_dir).manifest.submissions) == 2
     finally:
         SlurmJob.from_dir(job.job_dir).cancel()
+
+
+def test_resubmissions_started_together_run_once(tmp_path):
+    flag = tmp_path / "flag"
+    job = _local(_slow_after(flag, 30), pd.DataFrame({"x": range(2)}), tmp_path, "race", retries=0)
+    job.wait(timeout_s=120, progress=False)
+    assert job.get_job_status().rows_failed == 2
+    flag.write_text("")
+    _three_resubmits_at_once(job)
 
 
 def test_resubmit_force_cancels_the_running_tasks_first(tmp_path):
@@ -433,22 +436,10 @@ def test_mem_forms_match_the_real_sbatch(cluster, tmp_path):
 def test_resubmissions_started_together_run_once_on_the_cluster(cluster, job_parent):
     """On Slurm the later resubmissions must learn of the first's array from the scheduler
     (squeue, when sacct does not list it yet) while they hold the lock."""
-    import subprocess
-    import sys
-
     flag = job_parent / "flag"
     job = slurm_apply(_slow_after(flag, 60), pd.DataFrame({"x": range(2)}), nodes=1,
                       cpus_per_node=1, retries=0, job_dir=job_parent, jobname="race")
     job.wait(timeout_s=120, progress=False)
     assert job.get_job_status().rows_failed == 2
     flag.write_text("")
-    try:
-        procs = [subprocess.Popen([sys.executable, "-m", "slurm_apply", "resubmit", str(job.job_dir),
-                                   "--failed"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True) for _ in range(3)]
-        results = [(p.wait(timeout=120), p.stdout.read()) for p in procs]
-        assert sorted(code for code, _ in results) == [0, 1, 1], results
-        assert all("refusing to resubmit" in out for code, out in results if code), results
-        assert len(SlurmJob.from_dir(job.job_dir).manifest.submissions) == 2
-    finally:
-        SlurmJob.from_dir(job.job_dir).cancel()
+    _three_resubmits_at_once(job)
