@@ -8,7 +8,8 @@
 # 3. Checks the layers (lint-imports), ruff and mypy, then runs the suite; the suite starts and
 #    stops the clusters itself, and runs a local round trip on the oldest and newest Python the
 #    package claims (3.9 and 3.13, each in its own venv, built here).
-# 4. A second, shorter run: the local-backend tests on Python 3.9 with the oldest releases the
+# 4. A second, shorter run: the local-backend tests (round trips, tracebacks, params_df's
+#    columns, resubmit, the notebook's HTML) on Python 3.9 with the oldest releases the
 #    requirements claim (.venvs/oldest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,5 +83,6 @@ echo "tests/run.sh: checking the layers (lint-imports), ruff and mypy" >&2
 if [ -x .venvs/oldest/bin/python ]; then
     echo "tests/run.sh: the local-backend tests on Python 3.9 with the oldest releases" >&2
     .venvs/oldest/bin/python -m pytest -q -m "not slurm" -p no:cacheprovider \
-        tests/test_local.py tests/test_tracebacks.py
+        tests/test_local.py tests/test_tracebacks.py tests/test_params_table.py \
+        tests/test_state_model.py tests/test_display.py
 fi

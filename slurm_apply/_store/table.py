@@ -145,8 +145,8 @@ class _Filler:
         for out, piece in zip(self.out, data):
             if out is None:
                 continue
-            if out.dtype == object:  # fromiter keeps each value whole (a list stays a list)
-                out[start:stop] = np.fromiter(piece, dtype=object, count=stop - start)
+            if out.dtype == object:  # each value whole (a list stays a list)
+                out[start:stop] = _object_array(piece, stop - start)
             else:
                 out[start:stop] = np.frombuffer(piece, dtype=out.dtype)
 
@@ -212,3 +212,17 @@ def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: i
         blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
         blobs.append(dumps(blob))
     return blobs
+
+
+def _object_array(values: Any, n: int) -> Any:
+    """A 1-d object array of these values, each kept whole. NumPy 1.23 and later build it with
+    ``fromiter``; older NumPy cannot make object arrays from an iterator, so fill one in a loop."""
+    import numpy as np
+
+    try:
+        return np.fromiter(values, dtype=object, count=n)
+    except ValueError:  # NumPy < 1.23: "cannot create object arrays from iterator"
+        out = np.empty(n, dtype=object)
+        for i, value in enumerate(values):
+            out[i] = value
+        return out
