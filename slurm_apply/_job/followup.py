@@ -207,7 +207,7 @@ def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:
     mem_mb: Optional[float] = None
     time_s: Optional[float] = None
     for d in tasks:
-        record = job.scheduler_answer(sub.index, d.task)
+        record = job._scheduler_answer(sub.index, d.task)
         if d.state == MEMORY and mem_mb is None:
             mem_mb = _memory_of(record, sub) or backend.memory_limit_in_log(_log(job, sub, d.task))
         if record is not None and time_s is None and record.time_limit:

@@ -225,12 +225,12 @@ class SlurmJob:
             self._manifest.replace_submission(dataclasses.replace(
                 sub, job_id=job_id, state="submitted", submitted_by="hand"))
 
-    def scheduler_answer(self, sub: int, task: int) -> Optional[TaskRecord]:
+    def _scheduler_answer(self, sub: int, task: int) -> Optional[TaskRecord]:
         """The scheduler's last record of a task (None when it has given none)."""
         answer = self._answers.get((sub, task))
         return answer if isinstance(answer, TaskRecord) else None
 
-    def unfinished_tasks(self) -> List[Tuple[int, int]]:
+    def _unfinished_tasks(self) -> List[Tuple[int, int]]:
         """(submission, task) of every launched task without an end marker: one directory
         listing per submission, the cheap check a wait makes often."""
         return jd.tasks_without_end_marker(self.job_dir, self._manifest.launched())
@@ -447,7 +447,7 @@ class SlurmJob:
             self.scheduler_queries += 1
             backends.get(name).cancel(self.job_dir, subs)
 
-    def refuse_if_active(self, doing: str, status: Optional[JobStatus] = None) -> JobStatus:
+    def _refuse_if_active(self, doing: str, status: Optional[JobStatus] = None) -> JobStatus:
         """Raise JobActiveError if any task is queued, running or unknown."""
         status = status or self.get_job_status()
         busy = [t for t in status.task_details if t.active]
@@ -467,7 +467,7 @@ class SlurmJob:
         ``force`` (which cancels them first)."""
         status = self.get_job_status()
         if status.state != "NOT_SUBMITTED" and not force:
-            self.refuse_if_active("delete", status)
+            self._refuse_if_active("delete", status)
         if not status.ended and status.state != "NOT_SUBMITTED":
             self._stop("delete")
         else:

@@ -48,7 +48,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
         job._read_records_again()
         status = job.get_job_status()
         if not force:
-            job.refuse_if_active("resubmit", status)
+            job._refuse_if_active("resubmit", status)
         _refuse_unsubmitted(job)
         chosen = _rows_to_run(job, status, params, rows, failed)
         manifest = jd.load_manifest(job.job_dir)

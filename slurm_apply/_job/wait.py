@@ -136,7 +136,7 @@ def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> 
         if timeout_s is not None and time.monotonic() - pace.t0 > timeout_s:
             raise JobTimeoutError(f"job {job.jobname} still running after {timeout_s:.0f} s:\n{status}")
         pace.sleep()
-        waiting = job.unfinished_tasks()
+        waiting = job._unfinished_tasks()
         marks = {s: backends.get(job.manifest.submissions[s].backend).kill_marks for s, _ in waiting}
         killed = bool(waiting) and logs.kill_seen((job.log_path(s, t), marks[s]) for s, t in waiting)
         # A follow-up deciding what to retry is asked about at the scheduler's pace too.

@@ -261,7 +261,7 @@ def _replace_old_job(path: Path, force: bool) -> None:
         stop_followups(old)  # nothing to retry now, and its directory is about to go
         return
     if not force:
-        old.refuse_if_active("replace (overwrite=True)", status)
+        old._refuse_if_active("replace (overwrite=True)", status)
     old._stop("replace (overwrite=True)")
 
 
