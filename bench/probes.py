@@ -265,7 +265,7 @@ class SlurmCommandLog:
 
 
 def task_markers(job_dir: Path, sub: int = 0) -> Dict[int, Dict[str, Any]]:
-    """{task: done marker} of a submission, read through slurm_apply's own job-directory module."""
-    from slurm_apply._store import layout as jd
+    """{task: its end marker's fields} of a submission, read through slurm_apply's own store."""
+    from slurm_apply._store import markers
 
-    return {task: m for (task, kind), m in jd.read_markers(job_dir, sub).items() if kind == "done"}
+    return {task: m.end.to_json() for task, m in markers.read(job_dir, sub).items() if m.end}

@@ -10,6 +10,7 @@ import pytest
 from slurm_apply import JobDirError
 from slurm_apply._backends import TaskRecord, Unknown
 from slurm_apply._status.rowsets import RowSet
+from slurm_apply._store.markers import of_files
 from slurm_apply._status.model import Snapshot, build
 from slurm_apply._store.manifest import FORMAT_VERSION, Manifest, Submission, ranges
 
@@ -106,10 +107,21 @@ class FakeResults:
         return {r: ("ValueError", f"row {r}", "tb") for r in rows}
 
 
+def typed_markers(files):
+    """{sub: {(task, kind): the marker file's JSON}} -> {sub: {task: TaskMarkers}}, as read from disk."""
+    out = {}
+    for sub, by_file in (files or {}).items():
+        per_task = {}
+        for (task, kind), content in by_file.items():
+            per_task.setdefault(task, {})[kind] = content
+        out[sub] = {task: of_files(kinds) for task, kinds in per_task.items()}
+    return out
+
+
 def snapshot(m, answers, records, markers=None, now=2000.0, log_mtime=None, chains=None,
              chunk_bounds=lambda n, c: [(0, n)], log=""):
     return Snapshot(
-        manifest=m, markers=markers or {}, answers=answers, results=FakeResults(m.n_rows, records),
+        manifest=m, markers=typed_markers(markers), answers=answers, results=FakeResults(m.n_rows, records),
         read_log=lambda k, t: log, log_path=lambda k, t: f"/logs/s{k}_t{t}.out",
         log_mtime=lambda k, t: log_mtime, claims=lambda k: chains or {},
         chunk_bounds=chunk_bounds, now=now)

@@ -10,6 +10,7 @@ from slurm_apply._errors import SchedulerError
 from slurm_apply._backends import Unknown, get
 from slurm_apply._status.classify import MARKER_GRACE_S, classify, last_error_line, mem_text
 from slurm_apply._status.render import compress_rows
+from slurm_apply._store.markers import End
 
 SACCT = """\
 5_0|COMPLETED|0:0|00:00:03||200M|n1|00:01:00
@@ -260,50 +261,50 @@ def rec(state, **kw):
     (None, OOM_LOG, ("OUT_OF_MEMORY", "used 401M of 200M allowed")),
 ])
 def test_classify_started_task(record, log, expected):
-    assert classify(start={"starts": [{}]}, done=None, answer=record, log_text=log, submitted=True,
+    assert classify(started=True, done=None, answer=record, log_text=log, submitted=True,
                     death=SLURM.death_in_log(log)) == expected
 
 
 def test_classify_reads_no_log_itself():
     # The death a log tells of is the backend's to read: the local runner's logs tell of none.
-    assert classify(start={"starts": [{}]}, done=None, answer=None, log_text=OOM_LOG, submitted=True,
+    assert classify(started=True, done=None, answer=None, log_text=OOM_LOG, submitted=True,
                     death=LOCAL.death_in_log(OOM_LOG))[0] == "LOST"
 
 
 def test_classify_trusts_the_end_marker_first():
-    assert classify(start={}, done={"ok": True}, answer=rec("RUNNING"), log_text="", submitted=True) == (
+    assert classify(started=True, done=End(ok=True), answer=rec("RUNNING"), log_text="", submitted=True) == (
         "COMPLETED", "")
     # A dead worker process is a failure whatever the scheduler still lists.
     for answer in (rec("FAILED"), rec("RUNNING"), Unknown("squeue is not on PATH")):
-        state, reason = classify(start={}, done={"ok": False, "failures": ["process 1 killed by SIGKILL"]},
+        state, reason = classify(started=True, done=End(ok=False, failures=["process 1 killed by SIGKILL"]),
                                  answer=answer, log_text="", submitted=True)
         assert (state, reason) == ("FAILED", "process 1 killed by SIGKILL")
 
 
 def test_classify_lost_and_unsubmitted():
-    assert classify(start=None, done=None, answer=None, log_text="", submitted=False)[0] == "NOT_SUBMITTED"
-    assert classify(start=None, done=None, answer=None, log_text="", submitted=True) == (
+    assert classify(started=False, done=None, answer=None, log_text="", submitted=False)[0] == "NOT_SUBMITTED"
+    assert classify(started=False, done=None, answer=None, log_text="", submitted=True) == (
         "LOST", "never started and no longer queued")
-    assert classify(start={}, done=None, answer=None, log_text="", submitted=True)[0] == "LOST"
+    assert classify(started=True, done=None, answer=None, log_text="", submitted=True)[0] == "LOST"
 
 
 def test_a_scheduler_that_could_not_be_asked_is_unknown_never_lost():
     why = "squeue is not on PATH; is Slurm loaded in this shell?"
-    for start in (None, {"starts": [{}]}):
-        assert classify(start=start, done=None, answer=Unknown(why), log_text=CANCEL_LOG,
+    for started in (False, True):
+        assert classify(started=started, done=None, answer=Unknown(why), log_text=CANCEL_LOG,
                         submitted=True, death=SLURM.death_in_log(CANCEL_LOG)) == ("UNKNOWN", why)
 
 
 @pytest.mark.parametrize("answer", [rec("COMPLETED"), None])
 def test_a_finished_task_without_its_end_marker_gets_a_grace_period(answer):
-    state, reason = classify(start={"starts": [{}]}, done=None, answer=answer, log_text="",
+    state, reason = classify(started=True, done=None, answer=answer, log_text="",
                              submitted=True, since_end_s=2.0)
     assert state == "COMPLETING" and "end marker" in reason
-    late = classify(start={"starts": [{}]}, done=None, answer=answer, log_text="", submitted=True,
+    late = classify(started=True, done=None, answer=answer, log_text="", submitted=True,
                     since_end_s=MARKER_GRACE_S + 1)
     assert late[0] in ("FAILED", "LOST")
     # A kill the scheduler reports is not waited for.
-    assert classify(start={}, done=None, answer=rec("TIMEOUT"), log_text="", submitted=True,
+    assert classify(started=True, done=None, answer=rec("TIMEOUT"), log_text="", submitted=True,
                     since_end_s=1.0)[0] == "TIMEOUT"
 
 

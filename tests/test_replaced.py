@@ -16,6 +16,7 @@ import pytest
 
 from slurm_apply import slurm_apply
 from slurm_apply._store import layout as jd
+from slurm_apply._store.markers import End, Start
 from slurm_apply._store.taskfiles import JobReplaced, TaskFiles
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,8 +70,8 @@ def test_every_write_by_path_checks_the_token(tmp_path):
     jd.write_token(tmp_path, "new")
     files = TaskFiles(tmp_path, 0, 0, "old")
     for write in (files.start_heartbeat, files.renew_heartbeat, lambda: files.write_stop_note({}),
-                  lambda: files.record_start({}), files.mark_idle, lambda: files.unmark("done"),
-                  lambda: files.mark_done({}), lambda: files.open_records(tmp_path / "x.rec"),
+                  lambda: files.record_start(Start()), files.mark_idle, lambda: files.unmark("done"),
+                  lambda: files.mark_done(End()), lambda: files.open_records(tmp_path / "x.rec"),
                   lambda: files.take_over(0, 1, (0, 0)), lambda: files.publish_count("t0000-p1", 0, 1),
                   lambda: files.write_stop({})):
         with pytest.raises(JobReplaced):

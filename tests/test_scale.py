@@ -233,7 +233,7 @@ def test_the_budget_counts_every_process_and_stops_claims(tmp_path):
     first.flush()
     assert stops.total_failures(job.job_dir, 0) == 10 and second.stopped()
     note = stops.read_stop(job.job_dir, 0)
-    assert note["failed"] == 10 and note["max_failures"] == 10 and note["first"] == "ValueError: x"
+    assert note.failed == 10 and note.max_failures == 10 and note.first == "ValueError: x"
     late = claims.Claimer(job.job_dir, 0, 10, 2, 1, task=1, proc=0,
                           may_claim=lambda: not budget.Budget(ctx, "c").stopped())
     assert late.next_chunk() is None and late.creates == 0

@@ -19,9 +19,10 @@ from .rows import RowNames
 from .._status.retries import decided_meanwhile
 from .._status.missing import in_rows
 from .stopping import stop_followups, stop_retries
-from .._status.model import JobStatus, Snapshot, build, valid_done
+from .._status.model import JobStatus, Snapshot, build
 from .._store.claims import ClaimReader
 from .._store.manifest import WRITTEN
+from .._store.markers import TaskMarkers, read as read_markers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,12 +160,12 @@ class SlurmJob:
         self._reload()
         m = self._manifest
         self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
-        markers = {s.index: jd.read_markers(self.job_dir, s.index) for s in m.submissions}
+        markers = {s.index: read_markers(self.job_dir, s.index) for s in m.submissions}
         for s in m.submissions:
             if not s.launched and s.state == "written":
                 self._adopt(s, markers[s.index])
         unended = {s.index for s in m.launched() if any(
-            not (valid_done(markers[s.index], t) or {}).get("ok") for t in range(s.n_tasks))}
+            not (markers[s.index].get(t) or TaskMarkers()).ended_well for t in range(s.n_tasks))}
         to_ask = [s for s in m.launched() if s.index in unended or self._followup_matters(s)]
         notes = self._ask(to_ask, ask)
         if again and decided_meanwhile(m, self._followups, lambda: jd.load_manifest(self.job_dir)):
@@ -211,13 +212,12 @@ class SlurmJob:
                     self._followups.setdefault(s.index, Unknown(NOT_ASKED))
         return notes
 
-    def _adopt(self, sub: "Submission", markers: Dict[Tuple[int, str], Dict[str, Any]]) -> None:
+    def _adopt(self, sub: "Submission", markers: Dict[int, TaskMarkers]) -> None:
         """A script written with submit=False and run by hand: learn its job id (in memory;
         reading a status writes nothing), from a task's start marker or from the scheduler."""
         import dataclasses
 
-        job_id = next((m["starts"][-1].get("array_job_id") for (_, kind), m in markers.items()
-                       if kind == "start" and m.get("starts")), None)
+        job_id = next((m.starts[-1].array_job_id for m in markers.values() if m.starts), None)
         if not job_id:
             self.scheduler_queries += 1
             job_id = backends.get(sub.backend).adopt(self.job_dir, sub)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Sequence
 
 from .._store import layout as jd
+from .._store.markers import Start
 from .._store.taskfiles import JobReplaced
 from . import lease
 from .rows import Context, load, load_payload
@@ -53,14 +54,14 @@ def _run_task(job_dir: Path, sub: int, task: int, token: str, runners: List["Tas
     files.unmark("done")  # a requeued task starts again: its old end marker says nothing
     files.unmark("idle")
     heartbeat = lease.Heartbeat(files)  # before any claim of this start
-    n_starts = files.record_start({
-        "time": ctx.started,
-        "node": ctx.node,
-        "job_id": os.environ.get("SLURM_JOB_ID"),
-        "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-        "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-        "pid": os.getpid(),
-    })
+    n_starts = files.record_start(Start(
+        time=ctx.started,
+        node=ctx.node,
+        job_id=os.environ.get("SLURM_JOB_ID"),
+        array_job_id=os.environ.get("SLURM_ARRAY_JOB_ID"),
+        restart_count=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        pid=os.getpid(),
+    ))
     print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "
           f"start {n_starts}", flush=True)
     runner = Task(ctx, ncpu, heartbeat)  # from here on SIGTERM is handled

@@ -85,8 +85,8 @@ class Budget:
             self.write_stop(total)
 
     def write_stop(self, total: int) -> None:
-        note = {"failed": total, "limit": self.limit, "max_failures": self.spec,
-                "at": time.time(), "by": self.who, "first": self.first[:1000]}
+        note = stops.StopNote(failed=total, limit=self.limit, max_failures=self.spec,
+                              at=time.time(), by=self.who, first=self.first[:1000])
         if not self.ctx.files.write_stop(note):
             return  # the job directory is gone
         self.stop_seen = True

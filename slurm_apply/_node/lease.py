@@ -24,11 +24,11 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tup
 
 from .._store import layout as jd
 from .._store import claims, records
+from .._store.markers import InFlight as StopInfo, read_stopped
 from .._store.taskfiles import TaskFiles
 
 from .._timing import HEARTBEAT_S, LEASE_S, LINGER_S, SCAN_S  # noqa: F401 (lease.LEASE_S, ...)
 
-StopInfo = Dict[int, Tuple[int, int]]  # process -> (chunk, row in flight) at a SIGTERM
 
 
 def heartbeat_path(job_dir: Path, sub: int, task: int) -> Path:
@@ -55,12 +55,9 @@ class Heartbeat:
 
 
 def _stop_info(path: Path) -> Optional[StopInfo]:
-    """The stop note of a heartbeat, or None if it has none (it is alive, or died silently)."""
-    try:
-        note = jd.read_json(path)
-        return {int(p): (int(c), int(r)) for p, (c, r) in note["in_flight"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The rows in flight of a heartbeat's stop note, or None if it has none."""
+    note = read_stopped(path)
+    return note.in_flight if note is not None else None
 
 
 def _fresh_mtime(path: Path) -> Optional[float]:

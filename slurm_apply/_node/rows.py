@@ -27,6 +27,7 @@ from .._store import layout as jd
 from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
 from .._store.manifest import Manifest
+from .._store.markers import ProcStats
 from .._store.taskfiles import TaskFiles
 from .budget import Budget
 
@@ -228,7 +229,7 @@ class _Loop:
         self.loop_s = 0.0
         self.first_row_at: Optional[float] = None
 
-    def run(self) -> Dict[str, Any]:
+    def run(self) -> ProcStats:
         ctx, work, at = self.ctx, self.work, self.at
         rec = jd.results_path(ctx.job_dir, ctx.sub, ctx.task, work.proc)
         # After a requeue: skip the rows this process saved before (ids only: nothing unpickled).
@@ -252,9 +253,9 @@ class _Loop:
         self.budget.flush()
         params.close()
         cl = self.claimer
-        return {"proc": work.proc, "rows": self.n_rows, "errors": self.n_err,
-                "loop_s": self.loop_s, "first_row_at": self.first_row_at,
-                "claim_s": cl.seconds, "claim_creates": cl.creates, "claim_listings": cl.listings}
+        return ProcStats(proc=work.proc, rows=self.n_rows, errors=self.n_err, loop_s=self.loop_s,
+                         first_row_at=self.first_row_at, claim_s=cl.seconds,
+                         claim_creates=cl.creates, claim_listings=cl.listings)
 
     def before_claim(self, c: int) -> None:
         # Before the create: if we die just after it, the parent still knows the chunk is ours.
@@ -351,7 +352,7 @@ class _Loop:
                   flush=True)
 
 
-def run_process(ctx: Context, work: Work, at: Any) -> Dict[str, Any]:
+def run_process(ctx: Context, work: Work, at: Any) -> ProcStats:
     """The row loop of one process (SIGTERM may be blocked on entry; it is unblocked once the
     handler that saves rows is set: see ``Writer``).
 

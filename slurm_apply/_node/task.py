@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Set, cast
 from .._store import layout as jd
 from .._store.params import ParamsReader, decode_chunk
 from .._store import claims, records
+from .._store.markers import End, ProcStats
 from . import lease
 from .budget import Budget
 from . import rows as rowloop
@@ -75,7 +76,7 @@ class _Child:
 class _Tally:
     """What the task's processes did, for its end marker."""
 
-    procs: List[Dict[str, Any]] = field(default_factory=list)
+    procs: List[ProcStats] = field(default_factory=list)
     rows: int = 0
     errors: int = 0
     deaths: List[str] = field(default_factory=list)
@@ -83,13 +84,13 @@ class _Tally:
     gave_up: str = ""
     took_over: List[int] = field(default_factory=list)
 
-    def summary(self) -> Dict[str, Any]:
-        firsts = [p["first_row_at"] for p in self.procs if p.get("first_row_at")]
-        return {"ok": not self.gave_up, "failures": [self.gave_up] if self.gave_up else [],
-                "rows": self.rows, "errors": self.errors,
-                "loop_s": sum(p["loop_s"] for p in self.procs), "procs": self.procs,
-                "first_row_at": min(firsts) if firsts else None, "deaths": self.deaths,
-                "took_over": self.took_over}
+    def end(self, *, node: str, started: float, payload_loaded: Optional[float], ended: float) -> End:
+        firsts = [p.first_row_at for p in self.procs if p.first_row_at]
+        return End(ok=not self.gave_up, failures=[self.gave_up] if self.gave_up else [],
+                   rows=self.rows, errors=self.errors, loop_s=sum(p.loop_s for p in self.procs),
+                   procs=list(self.procs), first_row_at=min(firsts) if firsts else None,
+                   deaths=list(self.deaths), took_over=list(self.took_over), node=node,
+                   started=started, payload_loaded=payload_loaded, ended=ended)
 
 
 class Task:
@@ -167,8 +168,8 @@ class Task:
         if stats is not None and child.process.exitcode == 0:
             self.finished.add(p)
             self.tally.procs.append(stats)
-            self.tally.rows += stats["rows"]
-            self.tally.errors += stats["errors"]
+            self.tally.rows += stats.rows
+            self.tally.errors += stats.errors
             return
         self._death(child, child.process.exitcode)
 
@@ -330,14 +331,14 @@ class Task:
 
     def mark_done(self) -> None:
         """The end marker, this task's last write: it ran out of rows and takes over nothing more."""
-        summary, ctx = self.tally.summary(), self.ctx
-        ended = time.time()
-        ctx.files.mark_done({**summary, "node": ctx.node, "started": ctx.started,
-                             "payload_loaded": ctx.loaded, "ended": ended})
+        ctx = self.ctx
+        end = self.tally.end(node=ctx.node, started=ctx.started, payload_loaded=ctx.loaded,
+                             ended=time.time())
+        ctx.files.mark_done(end)
         self.marked_done = True
-        extra = summary["failures"] + summary["deaths"]
-        print(f"slurm_apply: task {ctx.task} finished {summary['rows']} row(s), {summary['errors']} "
-              f"raised, in {ended - ctx.started:.2f} s" + ("; " + "; ".join(extra) if extra else ""),
+        extra = end.failures + end.deaths
+        print(f"slurm_apply: task {ctx.task} finished {end.rows} row(s), {end.errors} "
+              f"raised, in {end.ended - ctx.started:.2f} s" + ("; " + "; ".join(extra) if extra else ""),
               flush=True)
 
     def kill_processes(self) -> None:

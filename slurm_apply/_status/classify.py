@@ -17,11 +17,12 @@ answer comes here as ``death``.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 from .._backends import Answer, TaskRecord, Unknown
 from .._backends import states as st
 from .._backends.states import CANCELLED, COMPLETED, FAILED, LOST, NODE_FAIL, OUT_OF_MEMORY, PENDING, TIMEOUT
+from .._store.markers import End
 from .._timing import MARKER_GRACE_S  # why 30 s: see _timing
 
 COMPLETING = "COMPLETING"
@@ -47,10 +48,11 @@ def last_error_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]], answer: Answer,
+def classify(*, started: bool, done: Optional[End], answer: Answer,
              log_text: str, submitted: bool, since_end_s: Optional[float] = None,
              death: Optional[Tuple[str, str]] = None) -> Tuple[str, str]:
-    """(state, reason) of a task from its markers, the scheduler's answer and its log.
+    """(state, reason) of a task from its markers (``started``: it has a start marker;
+    ``done``: the end marker of its latest start), the scheduler's answer and its log.
 
     Order of trust: our own end marker first (the rows are on disk; a dead worker process is a
     failure whatever the scheduler still lists), then the scheduler, then the death its log
@@ -60,9 +62,9 @@ def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
     if not submitted:
         return NOT_SUBMITTED, ""
     if done is not None:
-        if done.get("ok"):
+        if done.ok:
             return COMPLETED, ""
-        return FAILED, "; ".join(done.get("failures", [])) or "a worker process died"
+        return FAILED, "; ".join(done.failures) or "a worker process died"
     if isinstance(answer, Unknown):
         return UNKNOWN, answer.why
     record = answer
@@ -78,7 +80,7 @@ def classify(*, start: Optional[Dict[str, Any]], done: Optional[Dict[str, Any]],
         return _ended(record.state, record, death, log_text)
     if death is not None:
         return death
-    if start is None:
+    if not started:
         return LOST, "never started and no longer queued"
     return LOST, _join("gone from the scheduler without a result", last_error_line(log_text))
 

@@ -48,8 +48,8 @@ def why_missing(snap: "Snapshot", missing: RowSet,
         chains = snap.claims(s.index)
         task_states = [d.state for d in details if d.submission == s.index]
         stop = snap.stops.get(s.index)
-        stopped = (f"not run: the job stopped early ({stop.get('failed', '?')} rows raised, "
-                   f"max_failures={stop.get('max_failures')})") if stop is not None else ""
+        stopped = (f"not run: the job stopped early ({stop.failed} rows raised, "
+                   f"max_failures={stop.max_failures})") if stop is not None else ""
         blame = functools.lru_cache(maxsize=None)(
             lambda who, s=s, task_states=task_states, stopped=stopped: _blame(s, who, task_states, by_task, stopped))
         starts, stops, chunks = _chunk_runs(s, snap.chunk_bounds(s.n_rows, s.n_chunks))

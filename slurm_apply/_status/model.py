@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .. import _backends as backends
 from .._backends import Answer, TaskKey, TaskRecord
 from .._backends.states import COMPLETED, RUNNING
+from .._store.markers import End, TaskMarkers
 from .classify import ACTIVE_STATES, COMPLETING, NOT_SUBMITTED, UNKNOWN, classify, may_do_more
 from .missing import in_rows, why_missing
 from .rowsets import RowReasons, RowSet
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
     from .results import Results
     from .._store.claims import Chain
     from .._store.manifest import Manifest, Submission
+    from .._store.stops import StopNote
 
 NOT_FINISHED = "queued or running"  # why a row has no result while its tasks are at it
-Markers = Dict[Tuple[int, str], Dict[str, Any]]  # (task, "start" | "done") -> marker contents
 
 
 @dataclass
@@ -210,7 +211,7 @@ class Snapshot:
     """Everything one status is built from, read once."""
 
     manifest: "Manifest"
-    markers: Dict[int, Markers]
+    markers: Dict[int, Dict[int, TaskMarkers]]  # submission -> task -> its markers
     answers: Dict[TaskKey, Answer]
     results: "Results"
     read_log: Callable[[int, int], str]  # (submission, task) -> the tail of its log
@@ -220,24 +221,11 @@ class Snapshot:
     chunk_bounds: Callable[[int, int], List[Tuple[int, int]]]
     notes: List[str] = field(default_factory=list)
     now: float = field(default_factory=time.time)
-    # submission -> its stop note, when it stopped early (max_failures): stop.json's contents
-    stops: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    # submission -> its stop note, when it stopped early (max_failures)
+    stops: Dict[int, "StopNote"] = field(default_factory=dict)
     followups: Dict[int, Answer] = field(default_factory=dict)  # submission -> its follow-up
     # params_df's labels of the given positions, or None when the index is the default 0..n-1
     labels: Callable[[Sequence[int]], Optional[List[Any]]] = lambda rows: None
-
-
-def valid_done(markers: Markers, task: int) -> Optional[Dict[str, Any]]:
-    """The task's end marker, if it belongs to its latest start (a requeued task's old one
-    does not count)."""
-    done = markers.get((task, "done"))
-    start = markers.get((task, "start"))
-    if done is None:
-        return None
-    starts = (start or {}).get("starts") or []
-    if starts and done.get("started", 0) + 1e-6 < starts[-1].get("time", 0):
-        return None
-    return done
 
 
 def build(snap: Snapshot) -> JobStatus:
@@ -283,11 +271,11 @@ def build(snap: Snapshot) -> JobStatus:
     return status
 
 
-def stopped_note(stop: Dict[str, Any], first_error: str) -> str:
+def stopped_note(stop: "StopNote", first_error: str) -> str:
     """"stopped early: 100 rows raised (max_failures=100); first: row 0: ValueError: ..."."""
-    first = first_error or stop.get("first", "")
-    return (f"stopped early: {stop.get('failed', '?')} rows raised (max_failures="
-            f"{stop.get('max_failures')}), so no task started another chunk"
+    first = first_error or stop.first
+    return (f"stopped early: {stop.failed} rows raised (max_failures="
+            f"{stop.max_failures}), so no task started another chunk"
             + (f"; first: {first}" if first else ""))
 
 
@@ -309,11 +297,11 @@ def _job_state(launched: bool, active: Sequence[TaskStatus], unknown: Sequence[T
 
 
 def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
-    markers = snap.markers.get(s.index, {})
-    start, done = markers.get((t, "start")), valid_done(markers, t)
+    marks = snap.markers.get(s.index, {}).get(t) or TaskMarkers()
+    done = marks.end_of_last_start()
     answer = snap.answers.get((s.index, t))
     record = answer if isinstance(answer, TaskRecord) else None
-    ok = bool(done and done.get("ok"))
+    ok = marks.ended_well
     wants_log = s.launched and not ok and not (record is not None and record.state in ACTIVE_STATES)
     log_text = snap.read_log(s.index, t) if wants_log else ""
     since_end = None
@@ -321,11 +309,11 @@ def _task_status(snap: Snapshot, s: "Submission", t: int) -> TaskStatus:
         ended_at = record.end_time if record is not None and record.end_time else snap.log_mtime(s.index, t)
         since_end = snap.now - ended_at if ended_at else None
     death = backends.get(s.backend).death_in_log(log_text) if log_text else None
-    state, reason = classify(start=start, done=done, answer=answer, log_text=log_text,
+    state, reason = classify(started=marks.started, done=done, answer=answer, log_text=log_text,
                              submitted=s.launched, since_end_s=since_end, death=death)
     if state == NOT_SUBMITTED and s.state == "failed":
         reason = s.error
-    node = (done or {}).get("node") or ((start or {}).get("starts") or [{}])[-1].get("node", "")
+    node = marks.node
     return TaskStatus(
         submission=s.index, task=t, state=state, reason=reason,
         node=node or (record.node_list if record else ""),
@@ -368,10 +356,10 @@ def _first_error(snap: Snapshot, failed: RowSet) -> str:
     return f"row {name}: {etype}: {emsg}"[:300]
 
 
-def _elapsed(done: Optional[Dict[str, Any]]) -> str:
+def _elapsed(done: Optional[End]) -> str:
     if not done:
         return ""
-    secs = int(done.get("ended", 0) - done.get("started", 0))
+    secs = int(done.ended - done.started)
     return f"{secs // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
 
@@ -383,7 +371,6 @@ def _elapsed_s(snap: Snapshot, ended: bool) -> Optional[float]:
     submitted_at = cast(float, sub.submitted_at)  # launched keeps only those with a submitted_at
     if not ended:
         return snap.now - submitted_at
-    ends = [float(m["ended"]) for (_, kind), m in snap.markers.get(sub.index, {}).items()
-            if kind == "done" and m.get("ended")]
+    ends = [m.end.ended for m in snap.markers.get(sub.index, {}).values() if m.end and m.end.ended]
     ends += [t for t in (snap.log_mtime(sub.index, task) for task in range(sub.n_tasks)) if t]
     return max(ends) - submitted_at if ends else None

@@ -520,25 +520,6 @@ def read_tail(path: Path, n_bytes: int = 65536) -> str:
         return ""
 
 
-def read_markers(job_dir: Path, sub: int) -> Dict[Tuple[int, str], Dict[str, Any]]:
-    """Every task start/done marker of a submission: {(task, kind): contents}."""
-    out: Dict[Tuple[int, str], Dict[str, Any]] = {}
-    d = tasks_dir(job_dir, sub)
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
-        return out
-    for name in names:
-        parsed = parse_task_file(name)
-        if parsed is None or parsed[1] not in ("start", "done"):
-            continue
-        try:
-            out[parsed] = read_json(d / name)
-        except (FileNotFoundError, ValueError):
-            continue
-    return out
-
-
 def find_job_dirs(path: "os.PathLike[str] | str" = ".", depth: int = 2) -> List[Path]:
     """The job directories under ``path``: every ``_rslurm_*`` directory holding a
     manifest.json, at most ``depth`` levels below ``path`` (``path`` itself included), each

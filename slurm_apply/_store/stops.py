@@ -14,10 +14,12 @@ padded with spaces), so two processes that stop at once leave one whole note, no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 from . import layout as jd
 
@@ -27,12 +29,42 @@ if TYPE_CHECKING:
 STOP_BYTES = 4096
 
 
+@dataclass(frozen=True)
+class StopNote:
+    """Why a submission stopped early: the stop file's contents."""
+
+    failed: int = 0  # rows that raised, as counted (the login side adds later counts)
+    limit: Optional[int] = None  # the limit in rows
+    max_failures: Union[int, float, None] = None  # as the user gave it (a count or a fraction)
+    at: float = 0.0  # when
+    by: str = ""  # which process wrote it
+    first: str = ""  # the first error it saw ("ValueError: ...")
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: object) -> "StopNote":
+        if not isinstance(data, dict):
+            return cls()  # torn: stopped all the same
+        def num(key: str) -> Optional[float]:
+            v = data.get(key)
+            return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        return cls(failed=int(num("failed") or 0), limit=_int(num("limit")),
+                   max_failures=num("max_failures"), at=float(num("at") or 0.0),
+                   by=str(data.get("by", "")), first=str(data.get("first", "")))
+
+
+def _int(v: Optional[float]) -> Optional[int]:
+    return None if v is None else int(v)
+
+
 def prepare(job_dir: Path, sub: int) -> None:
     """Make the submission's empty stop file (before any of its tasks runs)."""
     jd.write_bytes(jd.stop_path(job_dir, sub), b"")
 
 
-def read_stop(job_dir: Path, sub: int) -> Optional[Dict[str, Any]]:
+def read_stop(job_dir: Path, sub: int) -> Optional[StopNote]:
     """The stop note, or None while the submission has not stopped (or has no stop file)."""
     try:
         with open(jd.stop_path(job_dir, sub), "rb") as fh:
@@ -42,10 +74,9 @@ def read_stop(job_dir: Path, sub: int) -> Optional[Dict[str, Any]]:
     if not data.strip():
         return None
     try:
-        note = json.loads(data)
+        return StopNote.from_json(json.loads(data))
     except ValueError:
-        note = {}  # torn: stopped all the same
-    return note if isinstance(note, dict) else {}
+        return StopNote()  # torn: stopped all the same
 
 
 def _parse(name: str) -> Optional[Tuple[str, int]]:
@@ -92,9 +123,9 @@ def publish_count(job_dir: Path, sub: int, stem: str, old: int, new: int) -> Non
         (d / f"{stem}.{new}").touch()
 
 
-def write_stop(job_dir: Path, sub: int, note: Dict[str, Any]) -> bool:
+def write_stop(job_dir: Path, sub: int, note: StopNote) -> bool:
     """Write the stop note in place; False if the job directory is gone."""
-    block = json.dumps(note).encode()[:STOP_BYTES].ljust(STOP_BYTES)
+    block = note.to_json()[:STOP_BYTES].ljust(STOP_BYTES)
     try:
         fd = os.open(jd.stop_path(job_dir, sub), os.O_WRONLY)
     except FileNotFoundError:
@@ -107,15 +138,15 @@ def write_stop(job_dir: Path, sub: int, note: Dict[str, Any]) -> bool:
     return True
 
 
-def read_stops(job_dir: Path, subs: List["Submission"]) -> Dict[int, Dict[str, Any]]:
+def read_stops(job_dir: Path, subs: List["Submission"]) -> Dict[int, StopNote]:
     """For the login side: the stop notes of submissions that stopped early, ``failed`` being
     the rows that raised in them as their processes last counted (one listing each)."""
-    out: Dict[int, Dict[str, Any]] = {}
+    out: Dict[int, StopNote] = {}
     for s in subs:
         if s.max_failures is None:
             continue  # no stop file can exist: not even a stat
         note = read_stop(job_dir, s.index)
         if note is not None:
-            note["failed"] = max(int(note.get("failed", 0)), total_failures(job_dir, s.index))
-            out[s.index] = note
+            out[s.index] = dataclasses.replace(
+                note, failed=max(note.failed, total_failures(job_dir, s.index)))
     return out

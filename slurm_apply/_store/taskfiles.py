@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+from typing import BinaryIO, Optional, Tuple
 
 from . import claims, records, stops
+from .markers import End, InFlight, Start, Stopped, starts_from_json, starts_to_json
 from . import layout as jd
 
 
@@ -59,24 +60,22 @@ class TaskFiles:
         os.utime(self.heartbeat)
         return os.stat(self.heartbeat).st_mtime
 
-    def write_stop_note(self, in_flight: Dict[int, Tuple[int, int]]) -> None:
+    def write_stop_note(self, in_flight: InFlight) -> None:
         """The task stopped on SIGTERM; which rows its processes had in flight."""
         self.guard()
-        jd.write_json(self.heartbeat, {"stopped": True,
-                                       "in_flight": {str(p): list(cr) for p, cr in in_flight.items()}})
+        jd.write_json(self.heartbeat, Stopped(in_flight).to_json())
 
     # -- markers: start (one entry per start), idle (out of rows, watching), done (its last write)
 
-    def record_start(self, start: Dict[str, Any]) -> int:
+    def record_start(self, start: Start) -> int:
         """Add this start to the start marker (a requeued task has several); their number."""
         self.guard()
-        starts: List[Dict[str, Any]] = []
         try:
-            starts = jd.read_json(self._marker("start"))["starts"]
-        except (FileNotFoundError, ValueError, KeyError):
-            pass
-        starts.append(start)
-        jd.write_json(self._marker("start"), {"starts": starts})
+            starts = starts_from_json(jd.read_json(self._marker("start")))
+        except (FileNotFoundError, ValueError):
+            starts = ()
+        starts += (start,)
+        jd.write_json(self._marker("start"), starts_to_json(starts))
         return len(starts)
 
     def mark_idle(self) -> None:
@@ -91,9 +90,9 @@ class TaskFiles:
         except FileNotFoundError:
             pass
 
-    def mark_done(self, record: Dict[str, Any]) -> None:
+    def mark_done(self, end: End) -> None:
         self.guard()
-        jd.write_json(self._marker("done"), record)
+        jd.write_json(self._marker("done"), end.to_json())
 
     # -- rows --------------------------------------------------------------------------------
 
@@ -114,6 +113,6 @@ class TaskFiles:
         self.guard()
         stops.publish_count(self.job_dir, self.sub, stem, old, new)
 
-    def write_stop(self, note: Dict[str, Any]) -> bool:
+    def write_stop(self, note: stops.StopNote) -> bool:
         self.guard()
         return stops.write_stop(self.job_dir, self.sub, note)
