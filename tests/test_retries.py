@@ -328,7 +328,14 @@ class _Stub:
     """A job whose status never says its tasks have ended (the scheduler cannot be asked)."""
 
     def __init__(self, job_dir):
-        self.job_dir = job_dir
+        self.job_dir, self.jobname = job_dir, "u"
+        self.manifest = SlurmJob(job_dir).manifest
+
+    def _unfinished_tasks(self):
+        return [(0, 0)]
+
+    def log_path(self, k, t):
+        return self.job_dir / "no-such.log"
 
     def get_job_status(self):
         st = JobStatus(jobname="u", job_dir=str(self.job_dir), state="UNKNOWN", completed=False,

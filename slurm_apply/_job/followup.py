@@ -25,13 +25,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._backends import resources as res
 from .._backends.states import LOST
 from .._status.classify import may_do_more
+from .._errors import JobTimeoutError
 from .retry_plan import ERROR, MEMORY, RETRYABLE, Facts, Plan, decide
+from .wait import Pace, statuses
 from .._store import layout as jd
 from .._store.manifest import (
     GAVE_UP,
@@ -47,9 +49,9 @@ from .._store.manifest import (
 
 if TYPE_CHECKING:
     from .handle import SlurmJob
-    from .._status.model import JobStatus
+    from .._status.model import JobStatus, TaskStatus
 
-from .._timing import SETTLE_S
+from .._timing import SETTLE_S, WAIT_MAX_SCHEDULER_S, WAIT_SCHEDULER_S
 
 
 def main(argv: Sequence[str]) -> int:
@@ -90,21 +92,24 @@ def _forget_job_environment() -> None:
 
 def settled(job: "SlurmJob", k: int, settle_s: float = SETTLE_S) -> Tuple[Optional["JobStatus"], str]:
     """The job's status once every task of submission ``k`` has ended by the status model, or
-    (None, why) when the scheduler did not say so within ``settle_s``."""
-    deadline = time.monotonic() + settle_s
-    pause = 1.0
-    while True:
-        status = job.get_job_status()
-        mine = [d for d in status.task_details if d.submission == k]
-        open_ = [d for d in mine if may_do_more(d.state)]
-        if not open_:
-            return status, ""
-        if time.monotonic() > deadline:
-            d = open_[0]
-            return None, (f"after {settle_s / 60:.0f} minutes task {d.task} of submission {k} was "
-                          f"still {d.describe()}; run job.resubmit() once the scheduler answers")
-        time.sleep(pause)
-        pause = min(pause * 1.5, 30.0)
+    (None, why) when the scheduler did not say so within ``settle_s``. The one wait loop
+    (``wait.statuses``) does the waiting, at its pace."""
+    def open_tasks(status: "JobStatus") -> List["TaskStatus"]:
+        return [d for d in status.task_details if d.submission == k and may_do_more(d.state)]
+
+    last: Optional["JobStatus"] = None
+    try:
+        for status in statuses(job, Pace(1.0, 30.0, WAIT_SCHEDULER_S, WAIT_MAX_SCHEDULER_S),
+                               timeout_s=settle_s, until=lambda s: not open_tasks(s)):
+            last = status
+    except JobTimeoutError:
+        pass
+    assert last is not None  # statuses yields one at once
+    still = open_tasks(last)
+    if not still:
+        return last, ""
+    return None, (f"after {settle_s / 60:.0f} minutes task {still[0].task} of submission {k} was "
+                  f"still {still[0].describe()}; run job.resubmit() once the scheduler answers")
 
 
 def _decide(job: "SlurmJob", k: int, status: Optional["JobStatus"], why: str) -> Optional[Decision]:

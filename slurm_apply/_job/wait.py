@@ -122,9 +122,11 @@ def _exit_quietly_if_uncaught() -> None:
     sys.excepthook = hook
 
 
-def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> Iterator["JobStatus"]:
-    """The one wait loop, as the statuses it sees: the first at once, the last with
-    ``ended == True`` (``wait()`` and ``as_completed()`` both walk it)."""
+def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None,
+             until: Callable[["JobStatus"], bool] = lambda status: status.ended) -> Iterator["JobStatus"]:
+    """The one wait loop, as the statuses it sees: the first at once, the last one for which
+    ``until`` holds, by default the job's end (``wait()``, ``as_completed()`` and the
+    follow-up, which waits for the tasks of one submission, all walk it)."""
     logs = LogWatch()
     status = job.get_job_status()
     if status.state == "NOT_SUBMITTED":
@@ -132,7 +134,7 @@ def statuses(job: "SlurmJob", pace: Pace, timeout_s: Optional[float] = None) -> 
                          "Submit it first (job.submit(), or `slurm-apply submit DIR`).")
     unknown_told = _tell_unknown(status, False)
     yield status
-    while not status.ended:
+    while not until(status):
         if timeout_s is not None and time.monotonic() - pace.t0 > timeout_s:
             raise JobTimeoutError(f"job {job.jobname} still running after {timeout_s:.0f} s:\n{status}")
         pace.sleep()
