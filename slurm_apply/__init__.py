@@ -33,7 +33,7 @@ if _typing.TYPE_CHECKING:  # what static tools see; at run time the names load o
     )
     from ._job.handle import SlurmJob
     from ._job.output import FailedRow, MissingRow
-    from ._status.logs import TaskLog
+    from ._job.logs import TaskLog
     from ._status.model import JobStatus, TaskStatus
     from ._store.layout import find_job_dirs
 
@@ -72,7 +72,7 @@ _HOME = {name: "._errors" for name in __all__
          if name.endswith("Error") or name in ("RemoteTraceback", "WaitInterrupted")}
 _HOME.update(slurm_apply="._submit.api", slurm_map="._submit.map", slurm_call="._submit.map",
              SlurmJob="._job.handle", JobStatus="._status.model", TaskStatus="._status.model",
-             FailedRow="._job.output", MissingRow="._job.output", TaskLog="._status.logs",
+             FailedRow="._job.output", MissingRow="._job.output", TaskLog="._job.logs",
              find_job_dirs="._store.layout")
 
 

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 
 from slurm_apply import JobStatus, SlurmJob, slurm_apply
 from slurm_apply._job import export as _export
-from slurm_apply._status import logs as _logs, render as _render
+from slurm_apply._status import render as _render
+from slurm_apply._store import layout as jd
 from slurm_apply import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -411,11 +412,12 @@ def test_logs_task_tail_and_grep(failed_job):
 def test_tail_reads_only_the_end_of_a_big_log(tmp_path):
     log = tmp_path / "big.out"
     log.write_text("".join(f"line {i}\n" for i in range(50_000)))
-    assert _logs.tail(log, 3, block=100) == ["line 49997", "line 49998", "line 49999"]
-    assert _logs.tail(log, 1) == ["line 49999"]
+    assert jd.read_tail(log, 100, lines=3) == "line 49997\nline 49998\nline 49999"
+    assert jd.read_tail(log, lines=1) == "line 49999"
+    assert jd.read_tail(log, 11) == "line 49999\n"  # the last bytes
     short = tmp_path / "short.out"
     short.write_text("a\nb")
-    assert _logs.tail(short, 5) == ["a", "b"]
+    assert jd.read_tail(short, lines=5) == "a\nb" and jd.read_tail(tmp_path / "none", lines=5) == ""
 
 
 # ---------------------------------------------------------------------------------------------

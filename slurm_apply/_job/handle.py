@@ -27,7 +27,7 @@ from .._store.markers import TaskMarkers, read as read_markers
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .._status.logs import TaskLog
+    from .logs import TaskLog
     from .._store.manifest import Manifest, Submission
 
 ErrorInfo = Tuple[str, str, str]  # (exception type, message, traceback text)
@@ -125,7 +125,7 @@ class SlurmJob:
             lost...) or had rows that raised; each log's ``note`` says which (this reads the
             status, asking the scheduler).
         """
-        from .._status.logs import failed_logs, select_logs
+        from .logs import failed_logs, select_logs
 
         self._reload()
         chosen = select_logs(self, list(tasks or ()), list(submissions or ()))

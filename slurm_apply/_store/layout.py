@@ -507,17 +507,26 @@ def mtime(path: Path) -> Optional[float]:
         return None
 
 
-def read_tail(path: Path, n_bytes: int = 65536) -> str:
-    """The end of a (log) file as text: a task's last words are at its end, and a log can be
-    gigabytes."""
+def read_tail(path: Path, n_bytes: int = 65536, lines: Optional[int] = None) -> str:
+    """The end of a (log) file as text: its last ``n_bytes``, or with ``lines`` its last that
+    many lines whatever their length. A task's last words are at its end, and a log can be
+    gigabytes, so the file is read backwards from its end. "" when it cannot be read."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - n_bytes))
-            return fh.read().decode(errors="replace")
+            pos = fh.tell()
+            if lines is None:
+                fh.seek(max(0, pos - n_bytes))
+                return fh.read().decode(errors="replace")
+            data = b""
+            while pos > 0 and data.count(b"\n") <= lines:
+                step = min(n_bytes, pos)
+                pos -= step
+                fh.seek(pos)
+                data = fh.read(step) + data
     except OSError:
         return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:]) if lines else ""
 
 
 def find_job_dirs(path: "os.PathLike[str] | str" = ".", depth: int = 2) -> List[Path]:

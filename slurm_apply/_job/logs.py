@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Union
 
 from .._errors import InputError
-from .render import HEALTHY_STATES, one_line
+from .._status.render import HEALTHY_STATES, one_line
+from .._store import layout as jd
+from .._store import markers
 
 if TYPE_CHECKING:
-    from .._job.handle import SlurmJob
+    from .handle import SlurmJob
 
 # The line the worker prints to a task's log for every row that raised.
 ROW_RAISED = re.compile(rb"^slurm_apply: row \S+ raised ")
@@ -83,7 +84,7 @@ def failed_logs(job: "SlurmJob", chosen: List[TaskLog]) -> List[TaskLog]:
         t = states.get((sub, task))
         if t is None or t.state == "NOT_SUBMITTED":
             continue
-        raised = count_raised(log.path, _done_marker(job, sub, task))
+        raised = count_raised(log.path, _end_marker(job, sub, task))
         if t.state in HEALTHY_STATES and not raised:
             continue
         note = f"task {task}: {one_line(t.describe())}"
@@ -95,20 +96,15 @@ def failed_logs(job: "SlurmJob", chosen: List[TaskLog]) -> List[TaskLog]:
     return keep
 
 
-def _done_marker(job: "SlurmJob", sub: int, task: int) -> Optional[Dict]:
-    from .._store import layout as jd
-
-    try:
-        return jd.read_json(jd.task_marker(job.job_dir, sub, task, "done"))
-    except (OSError, ValueError):
-        return None
+def _end_marker(job: "SlurmJob", sub: int, task: int) -> Optional[markers.End]:
+    return markers.read(job.job_dir, sub).get(task, markers.TaskMarkers()).end_of_last_start()
 
 
-def count_raised(path: Path, done: Optional[Dict] = None) -> int:
+def count_raised(path: Path, end: Optional[markers.End] = None) -> int:
     """Rows that raised in a task: its end marker's count, else the lines its log has (a
     process prints only its first few)."""
-    if done is not None and isinstance(done.get("errors"), int):
-        return done["errors"]
+    if end is not None:
+        return end.errors
     try:
         with open(path, "rb") as fh:
             return sum(1 for line in fh if ROW_RAISED.match(line))
@@ -118,7 +114,8 @@ def count_raised(path: Path, done: Optional[Dict] = None) -> int:
 
 def log_lines(path: Path, regex: Optional["re.Pattern[str]"], tail_n: Optional[int]) -> Iterator[str]:
     if regex is None and tail_n is not None:
-        yield from tail(path, tail_n)
+        text = jd.read_tail(path, lines=tail_n)
+        yield from text.split("\n") if text else ()
         return
     kept: "deque[str] | None" = deque(maxlen=tail_n) if tail_n is not None else None
     with open(path, "rb") as fh:
@@ -132,18 +129,3 @@ def log_lines(path: Path, regex: Optional["re.Pattern[str]"], tail_n: Optional[i
                 yield line
     if kept is not None:
         yield from kept
-
-
-def tail(path: Path, n: int, block: int = 65536) -> List[str]:
-    """The last ``n`` lines, reading backwards from the end (a log can be gigabytes)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        pos = fh.tell()
-        data = b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(block, pos)
-            pos -= step
-            fh.seek(pos)
-            data = fh.read(step) + data
-    return data.decode(errors="replace").splitlines()[-n:]
-
