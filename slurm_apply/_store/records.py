@@ -446,17 +446,18 @@ def parse_errors(frame: Frame, earlier: Optional[errtab.Earlier] = None) -> Dict
 
 
 def _stacks_in(path: Path) -> errtab.Earlier:
+    """Reads the file once, on the first reference, and keeps every frame's table of stacks."""
+    tables: Dict[int, List[str]] = {}
+
     def earlier(number: int) -> List[str]:
-        reader = RecordReader(path, ids=array_ids, verify=False)  # errors only
-        while reader.frames <= number:
-            frames = reader.read_new()
-            if not frames:
-                raise JobDirError(f"{path}: an error refers to record frame {number}, which is "
-                                  "not there (was the file cut or replaced?)")
-            for f in frames:
-                if f.number == number:
-                    return errtab.stacks(f.errors_json)
-        raise AssertionError("unreachable")
+        if number not in tables:
+            reader = RecordReader(path, ids=array_ids, verify=False)  # errors only
+            for frames in iter(reader.read_new, []):
+                tables.update((f.number, errtab.stacks(f.errors_json)) for f in frames)
+        if number not in tables:
+            raise JobDirError(f"{path}: an error refers to record frame {number}, which is "
+                              "not there (was the file cut or replaced?)")
+        return tables[number]
     return earlier
 
 
