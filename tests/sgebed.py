@@ -56,10 +56,9 @@ __all__ = [
 
 DEBIAN_PACKAGES = ("gridengine-master", "gridengine-exec", "gridengine-client")
 INSTALL_HINT = (
-    "as root: echo 'gridengine-common shared/gridengineconfig boolean true' | debconf-set-selections "
-    "(and shared/gridenginecell=default, shared/gridenginemaster=$(hostname)), then "
-    "apt-get install -y --no-install-recommends " + " ".join(DEBIAN_PACKAGES)
-    + "; or run `bash tests/run.sh` as root, which does it"
+    "as root, preseed debconf (gridengine-common shared/gridengineconfig boolean true, "
+    "shared/gridenginecell string default, shared/gridenginemaster string <this host>; as "
+    "tests/run.sh does), then run apt-get install -y --no-install-recommends " + " ".join(DEBIAN_PACKAGES)
 )
 
 # What the packages install (Debian 12, Son of Grid Engine 8.1.9).
