@@ -1,8 +1,9 @@
-"""Fixtures: the suite starts its own private Slurm clusters (see testbed.py) and tears them down.
+"""Fixtures: the suite starts its own private Slurm clusters (see testbed.py) and a private Grid
+Engine cell (see sgebed.py), and tears them down.
 
-Tests marked ``slurm`` need them. When Slurm cannot be started: under CI (``CI=true``) such a test
-FAILS, saying why; elsewhere it is skipped with the reason and the command that installs Slurm
-(``bash tests/run.sh`` does it all as root).
+Tests marked ``slurm`` need the clusters, tests marked ``sge`` the cell. When one cannot be started:
+under CI (``CI=true``) such a test FAILS, saying why; elsewhere it is skipped with the reason and the
+command that installs the scheduler (``bash tests/run.sh`` does it all as root).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import early  # noqa: E402
+import sgebed  # noqa: E402
 import testbed  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -146,10 +148,70 @@ def job_parent(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _sge_unavailable(why: str) -> None:
+    message = (
+        f"this test needs the private Grid Engine test cell, which could not be started: {why}\n"
+        "Run the whole suite with `bash tests/run.sh` (as root it installs Debian's Grid Engine "
+        f"packages), or install them {sgebed.INSTALL_HINT}"
+    )
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+class _CellBox:
+    """Starts the Grid Engine cell on first use and remembers a failure, like _ClusterBox."""
+
+    def __init__(self) -> None:
+        self.cell: Optional[sgebed.SgeCell] = None
+        self.error: Optional[str] = None
+
+    def get(self) -> sgebed.SgeCell:
+        if self.cell is None and self.error is None:
+            missing = sgebed.sge_packages_missing()
+            if missing:
+                self.error = f"Grid Engine is not installed (missing: {', '.join(missing)})"
+            else:
+                root = tempfile.mkdtemp(prefix="sa-sge-")
+                os.chmod(root, 0o755)
+                cell = sgebed.SgeCell(root)
+                try:
+                    cell.start()
+                except Exception as exc:  # report it on every test that needs the cell
+                    self.error = f"{type(exc).__name__}: {exc}"
+                else:
+                    self.cell = cell
+        if self.error is not None:
+            _sge_unavailable(self.error)
+        assert self.cell is not None
+        return self.cell
+
+    def stop(self) -> None:
+        if self.cell is not None:
+            self.cell.stop()
+
+
+@pytest.fixture(scope="session")
+def _sge_box() -> Iterator[_CellBox]:
+    box = _CellBox()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def sge_cell(_sge_box: _CellBox) -> sgebed.SgeCell:
+    """The session's private Grid Engine cell (4 slots, parallel environment ``smp``); pass
+    ``env={**os.environ, **sge_cell.env()}`` to the commands that should reach it."""
+    return _sge_box.get()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     for item in items:
-        if {"cluster", "cluster_noacct", "any_cluster", "early_jobs"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"cluster", "cluster_noacct", "any_cluster", "early_jobs"} & fixtures:
             item.add_marker(pytest.mark.slurm)
+        if "sge_cell" in fixtures:
+            item.add_marker(pytest.mark.sge)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@
 # 1. Installs the package with its test extras into a virtual environment of its own
 #    (.venvs/newest), with the newest releases its requirements allow: what a new user gets.
 # 2. As root on Debian/Ubuntu, installs the Slurm packages the suite's private clusters are
-#    started from (slurmctld, slurmd, slurmdbd, munge, MariaDB).
+#    started from (slurmctld, slurmd, slurmdbd, munge, MariaDB), and Grid Engine's for its
+#    private cell (gridengine-master, -exec, -client).
 # 3. Checks the layers (lint-imports), ruff and mypy, then runs the suite; the suite starts and
 #    stops the clusters itself, and runs a local round trip on the oldest and newest Python the
 #    package claims (3.9 and 3.13, each in its own venv, built here).
@@ -68,6 +69,27 @@ if [ "$missing" = 1 ]; then
     else
         echo "tests/run.sh: Slurm is not installed and this is not root with apt-get;" \
              "tests that need the cluster will say so (and fail under CI=true)" >&2
+    fi
+fi
+
+# Son of Grid Engine (Debian's 8.1.9) for the private Grid Engine cell (tests/sgebed.py). The
+# packages ask which cell and master to configure unless debconf is preseeded; they start no
+# daemon, and the suite's cell uses none of their configuration.
+if ! command -v qsub >/dev/null 2>&1 || [ ! -x /usr/sbin/sge_qmaster ] || [ ! -x /usr/sbin/sge_execd ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "tests/run.sh: installing Debian's Grid Engine packages for the private test cell" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        debconf-set-selections <<EOF
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string $(hostname)
+EOF
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends \
+            gridengine-master gridengine-exec gridengine-client >/dev/null
+    else
+        echo "tests/run.sh: Grid Engine is not installed and this is not root with apt-get;" \
+             "tests that need the cell will say so (and fail under CI=true)" >&2
     fi
 fi
 
