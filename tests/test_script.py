@@ -16,7 +16,21 @@ from typing import Dict, List, Optional
 import pytest
 
 from slurm_apply import InputError
-from slurm_apply._launch.script import directive_value, normalize_key, option_line, render, render_followup
+from slurm_apply._backends import dialect
+from slurm_apply._backends.slurm.script import directive_value, normalize_key, option_line
+from slurm_apply._launch import script as _script
+
+SLURM = dialect("slurm")
+
+
+def render(*, log_pattern: Path, **kwargs: object) -> str:
+    """The array script as written for Slurm; ``log_pattern`` has %a for the task's index."""
+    return _script.render(dialect=SLURM, log=lambda index: Path(str(log_pattern).replace("%a", index)),
+                          **kwargs)  # type: ignore[arg-type]
+
+
+def render_followup(**kwargs: object) -> str:
+    return _script.render_followup(dialect=SLURM, **kwargs)  # type: ignore[arg-type]
 
 HOSTILE_VALUES = [
     "two words",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 if TYPE_CHECKING:
     from .._store.manifest import Submission
@@ -88,6 +88,67 @@ class OptionRules(Protocol):
 
     def bad_value(self, key: str, value: object) -> Optional[str]:
         """Why ``value`` is not a form the scheduler takes for ``key``, or None."""
+
+
+def control_characters(value: str) -> List[str]:
+    """The newlines and other control characters in ``value``, as their reprs: any of them would
+    end a line of a job script early, and the rest would become a line nobody checked."""
+    return sorted({repr(ch) for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160
+                   or ch in "\u2028\u2029"})
+
+
+OptionValue = Union[str, int, float, bool]
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What the scheduler's part of an array script says: one task per index 0..n_tasks-1."""
+
+    jobname: str
+    n_tasks: int
+    max_concurrent: Optional[int]  # at most this many tasks at once (None: no limit)
+    cpus_per_task: int
+    log: Callable[[str], Path]  # a task's log path, given the text that stands for its index
+    options: Mapping[str, OptionValue]  # the user's own options, normalized and checked
+
+
+@dataclass(frozen=True)
+class FollowupHeader:
+    """What the scheduler's part of a follow-up script says: one CPU, this memory and time
+    (in the dialect's own forms), and the options it shares with its array."""
+
+    jobname: str  # the array's job name (the follow-up's own is derived from it)
+    log: Path
+    mem: str
+    time: str
+    options: Mapping[str, OptionValue]  # the array's options; the dialect keeps those it shares
+
+
+class Dialect(OptionRules, Protocol):
+    """The forms of one scheduler's job script and options: what the generic layers write and
+    read through it (for Slurm, ``slurm/dialect.py``).
+
+    A job script is the dialect's header (:meth:`array_header`), then a generic bash body.
+    """
+
+    #: option keys the package sets itself (a user's value for one would break the job's layout)
+    OWNED: Tuple[str, ...]
+
+    def normalize_key(self, key: str) -> str:
+        """One spelling per option (``--job_name``, ``job_name`` -> ``job-name``)."""
+
+    def is_option_key(self, key: str) -> bool:
+        """True for a normalized key that renders as exactly one option."""
+
+    def header_value(self, value: str) -> str:
+        """``value`` as it goes in a header line, read back exactly; raises InputError when it
+        cannot go there (a control character, text that is not UTF-8)."""
+
+    def array_header(self, spec: ArrayHeader) -> List[str]:
+        """The header lines of an array script (after ``#!/bin/bash``)."""
+
+    def followup_header(self, spec: FollowupHeader) -> List[str]:
+        """The header lines of a follow-up script (after ``#!/bin/bash``)."""
 
 
 class Backend(abc.ABC):

@@ -14,9 +14,8 @@ import re
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .._backends import OptionRules
+from .._backends import Dialect, OptionRules, control_characters
 from .._errors import InputError, UnpicklableError
-from .script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
 
 if TYPE_CHECKING:
     from .._store.manifest import RetryPolicy
@@ -290,24 +289,24 @@ def check_pkgs(pkgs: Any) -> List[str]:
     return out
 
 
-def check_options(options: Any, rules: OptionRules) -> Dict[str, Any]:
-    """The scheduler's options as {normalized key: value}, checked against its ``rules``;
-    refuses anything that could change the script."""
+def check_options(options: Any, rules: Dialect) -> Dict[str, Any]:
+    """The scheduler's options as {normalized key: value}, checked against its ``rules`` (the
+    dialect of the backend that will run them); refuses anything that could change the script."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise InputError(f"slurm_options must be a dict like {{'time': '1:00:00'}}; got {type(options).__name__}")
-    owned = ", ".join(OWNED_OPTIONS)
+    owned = ", ".join(rules.OWNED)
     out: Dict[str, Any] = {}
     for raw_key, value in options.items():
-        key = normalize_key(raw_key) if isinstance(raw_key, str) else ""
-        if not is_option_key(key):
+        key = rules.normalize_key(raw_key) if isinstance(raw_key, str) else ""
+        if not rules.is_option_key(key):
             raise InputError(
                 f"slurm_options key {raw_key!r} is not an sbatch option name (letters, digits and "
                 "'-' or '_', e.g. 'time', 'mem', 'partition', or one letter like 'p')"
             )
         # getopt takes any unambiguous abbreviation, so --outp would still be --output.
-        if key in OWNED_OPTIONS or (len(key) > 1 and any(o.startswith(key) for o in OWNED_OPTIONS)):
+        if key in rules.OWNED or (len(key) > 1 and any(o.startswith(key) for o in rules.OWNED)):
             raise InputError(
                 f"slurm_options sets {raw_key!r}, which slurm_apply sets itself; the keys it owns "
                 f"are {owned}. Use nodes=, cpus_per_node= and jobname= instead; logs go to the "
@@ -329,7 +328,7 @@ def check_options(options: Any, rules: OptionRules) -> Dict[str, Any]:
                     "leave the key out"
                 )
             try:
-                directive_value(value)
+                rules.header_value(value)
             except InputError as exc:
                 raise InputError(f"slurm_options[{raw_key!r}]: {exc}") from None
         else:

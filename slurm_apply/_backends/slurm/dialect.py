@@ -1,0 +1,41 @@
+"""Slurm's dialect: what the generic layers write and read through ``Dialect`` (base.py), from
+the parts of this folder that know sbatch (``options.py``: names and value forms; ``script.py``:
+the ``#SBATCH`` header)."""
+
+from __future__ import annotations
+
+from typing import List, Mapping, Optional, Tuple
+
+from ..base import ArrayHeader, Dialect, FollowupHeader
+from . import options, script
+
+
+class SlurmDialect:
+    """sbatch's options and ``#SBATCH`` header."""
+
+    SHORT: Mapping[str, str] = options.SHORT
+    OWNED: Tuple[str, ...] = script.OWNED_OPTIONS
+
+    def unknown_name(self, key: str) -> Optional[str]:
+        return options.unknown_name(key)
+
+    def bad_value(self, key: str, value: object) -> Optional[str]:
+        return options.bad_value(key, value)
+
+    def normalize_key(self, key: str) -> str:
+        return script.normalize_key(key)
+
+    def is_option_key(self, key: str) -> bool:
+        return script.is_option_key(key)
+
+    def header_value(self, value: str) -> str:
+        return script.directive_value(value)
+
+    def array_header(self, spec: ArrayHeader) -> List[str]:
+        return script.array_header(spec)
+
+    def followup_header(self, spec: FollowupHeader) -> List[str]:
+        return script.followup_header(spec)
+
+
+DIALECT: Dialect = SlurmDialect()
