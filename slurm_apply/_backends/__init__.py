@@ -22,10 +22,10 @@ _made: Dict[str, Backend] = {}
 
 
 def get(name: str) -> Backend:
-    """The backend a submission records by name."""
+    """The backend a submission records by name, with the dialect of its scripts."""
     if name not in _made:
         module, cls = _CLASSES[name]
-        _made[name] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+        _made[name] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(dialect(name))
     return _made[name]
 
 

@@ -128,11 +128,20 @@ class Dialect(OptionRules, Protocol):
     """The forms of one scheduler's job script and options: what the generic layers write and
     read through it (for Slurm, ``slurm/dialect.py``).
 
-    A job script is the dialect's header (:meth:`array_header`), then a generic bash body.
+    A job script is the dialect's header (:meth:`array_header`), then a generic bash body that
+    starts with the dialect's :meth:`task_environment` lines. Those lines export, from the
+    scheduler's own variables, the neutral ones an array task reads (``_node/taskenv.py``).
     """
 
     #: option keys the package sets itself (a user's value for one would break the job's layout)
     OWNED: Tuple[str, ...]
+    #: the scheduler's variables of a job's environment (names starting so), which a process that
+    #: submits another job from inside one must forget; JOB_ENV_KEPT: those it keeps
+    JOB_ENV_PREFIXES: Tuple[str, ...]
+    JOB_ENV_KEPT: Tuple[str, ...]
+    #: what a stand-in runner (the local backend) sets for a task, as the scheduler would: variable
+    #: -> a template over {task} (0-based), {task1} (1-based), {job_id} and {node}
+    STAND_IN: Mapping[str, str]
 
     def normalize_key(self, key: str) -> str:
         """One spelling per option (``--job_name``, ``job_name`` -> ``job-name``)."""
@@ -150,9 +159,18 @@ class Dialect(OptionRules, Protocol):
     def followup_header(self, spec: FollowupHeader) -> List[str]:
         """The header lines of a follow-up script (after ``#!/bin/bash``)."""
 
+    def task_environment(self) -> List[str]:
+        """Bash lines that export every neutral task variable (``_node/taskenv.py``) from the
+        scheduler's own, each one set (empty when the scheduler's is not there), so none is
+        inherited from the environment of whoever submitted the job."""
+
 
 class Backend(abc.ABC):
-    """Submits array scripts and answers for their tasks."""
+    """Submits array scripts and answers for their tasks; ``dialect`` is the form of the job
+    scripts it runs (given by the registry: ``_backends.get``)."""
+
+    def __init__(self, dialect: Optional[Dialect] = None) -> None:
+        self.dialect = dialect
 
     #: the name recorded in a submission ("slurm", "local")
     name: str = ""

@@ -57,11 +57,11 @@ def main(argv: Sequence[str]) -> int:
     if jd.job_replaced(job_dir, token):
         print(f"slurm_apply: {job_dir} now holds another job; nothing to retry", flush=True)
         return 0
-    _forget_job_environment()
     from .handle import SlurmJob
 
     try:
         job = SlurmJob(job_dir)
+        _forget_job_environment(backends.get(job.manifest.submissions[k].backend).dialect)
         status, why = settled(job, k)
         decision = _decide(job, k, status, why)
     except Exception as exc:  # say it in the manifest, not only in a log nobody reads
@@ -81,10 +81,14 @@ def _said(decision: Decision) -> str:
     return what + (f" ({decision.detail})" if decision.detail else "")
 
 
-def _forget_job_environment() -> None:
-    """Drop the SLURM_* variables of the follow-up's own job: sbatch would pass them on to the
-    retry's tasks, whose job they do not describe (SLURM_CONF says which cluster: kept)."""
-    for key in [k for k in os.environ if k.startswith("SLURM") and k != "SLURM_CONF"]:
+def _forget_job_environment(dialect: Optional[backends.Dialect]) -> None:
+    """Drop the scheduler's variables of the follow-up's own job (on Slurm SLURM_*, but
+    SLURM_CONF, which says which cluster): the scheduler would pass them on to the retry's
+    tasks, whose job they do not describe."""
+    if dialect is None:
+        return
+    for key in [k for k in os.environ if k.startswith(dialect.JOB_ENV_PREFIXES)
+                and k not in dialect.JOB_ENV_KEPT]:
         del os.environ[key]
 
 

@@ -2,8 +2,10 @@
 
 A script is ``#!/bin/bash``, a comment, the scheduler's header (its backend's dialect writes it
 and quotes each value for the scheduler that reads it: ``Dialect.array_header``), then a bash
-body shared by every backend, in which every value goes through ``shlex.quote``: ``cd`` to where
-the caller was, ``PYTHONPATH``, the user's setup lines, and ``exec python -m slurm_apply._node``.
+body shared by every backend, in which every value goes through ``shlex.quote``: the dialect's
+lines that export the neutral task variables (``_node/taskenv.py``) from the scheduler's own,
+``cd`` to where the caller was, ``PYTHONPATH``, the user's setup lines, and
+``exec python -m slurm_apply._node``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from .._backends import ArrayHeader, Dialect, FollowupHeader
 from .._backends.base import OptionValue
 
 
-def _body(*, workdir: Path, pythonpath: Optional[str], setup: Sequence[str]) -> List[str]:
-    lines = ["", "set -e"]
+def _body(*, workdir: Path, pythonpath: Optional[str], setup: Sequence[str],
+          task_environment: Sequence[str] = ()) -> List[str]:
+    lines = ["", "set -e", *task_environment]
     # Run where the caller was, so relative paths in f mean the same on the node.
     lines.append(f"cd {shlex.quote(str(workdir))}")
     if pythonpath:
@@ -37,7 +40,9 @@ def render(*, dialect: Dialect, jobname: str, n_tasks: int, cpus_per_task: int, 
     lines: List[str] = ["#!/bin/bash", f"# slurm_apply array job: submission {sub} of {jobname}"]
     lines += dialect.array_header(ArrayHeader(jobname=jobname, n_tasks=n_tasks, max_concurrent=max_concurrent,
                                               cpus_per_task=cpus_per_task, log=log, options=options))
-    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup)
+    # What the task is (its index, job ids, restarts, node), in the neutral variables it reads.
+    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup,
+                   task_environment=dialect.task_environment())
     lines.append(
         # The job's token: a task of a job that was replaced in this directory does nothing.
         f"exec {shlex.quote(python)} -m slurm_apply._node {shlex.quote(str(job_dir))} {int(sub)} "

@@ -15,6 +15,9 @@ class SlurmDialect:
 
     SHORT: Mapping[str, str] = options.SHORT
     OWNED: Tuple[str, ...] = script.OWNED_OPTIONS
+    JOB_ENV_PREFIXES: Tuple[str, ...] = script.JOB_ENV_PREFIXES
+    JOB_ENV_KEPT: Tuple[str, ...] = script.JOB_ENV_KEPT
+    STAND_IN: Mapping[str, str] = script.STAND_IN
 
     def unknown_name(self, key: str) -> Optional[str]:
         return options.unknown_name(key)
@@ -36,6 +39,9 @@ class SlurmDialect:
 
     def followup_header(self, spec: FollowupHeader) -> List[str]:
         return script.followup_header(spec)
+
+    def task_environment(self) -> List[str]:
+        return script.task_environment()
 
 
 DIALECT: Dialect = SlurmDialect()

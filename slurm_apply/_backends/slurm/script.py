@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Mapping, Optional
 
 from ..._errors import InputError
+from ..._node import taskenv
 from ..base import ArrayHeader, FollowupHeader, OptionValue, control_characters
 
 # Keys slurm_apply sets itself; a user's value for one of them would break the job's layout.
@@ -121,3 +122,23 @@ def followup_header(spec: FollowupHeader) -> List[str]:
         "#SBATCH --open-mode=append",
         *_options(spec.options, FOLLOWUP_OPTIONS),
     ]
+
+
+# The neutral task variables, from what Slurm sets in an array task (SLURM_RESTART_COUNT only
+# once the task has been requeued).
+_TASK_ENV = ((taskenv.TASK, "SLURM_ARRAY_TASK_ID"), (taskenv.JOB_ID, "SLURM_JOB_ID"),
+             (taskenv.ARRAY_JOB_ID, "SLURM_ARRAY_JOB_ID"), (taskenv.RESTARTS, "SLURM_RESTART_COUNT"),
+             (taskenv.NODE, "SLURMD_NODENAME"))
+# What the local runner sets for a task, standing in for slurmd (SLURM_ARRAY_TASK_ID is the one
+# the README promises a row function).
+STAND_IN = {"SLURM_ARRAY_TASK_ID": "{task}", "SLURM_ARRAY_JOB_ID": "{job_id}",
+            "SLURM_JOB_ID": "{job_id}_{task}", "SLURMD_NODENAME": "{node}"}
+# A follow-up forgets its own job's variables (sbatch would pass them on to the retry's tasks,
+# whose job they do not describe); SLURM_CONF says which cluster, so it stays.
+JOB_ENV_PREFIXES = ("SLURM",)
+JOB_ENV_KEPT = ("SLURM_CONF",)
+
+
+def task_environment() -> List[str]:
+    """``export SLURM_APPLY_TASK="${SLURM_ARRAY_TASK_ID-}"``, ... one line per variable."""
+    return [f'export {neutral}="${{{slurm}-}}"' for neutral, slurm in _TASK_ENV]
