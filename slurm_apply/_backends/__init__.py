@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Dict
 
-from .base import (Answer, ArrayHeader, Backend, Dialect, FollowupHeader, Limits, OptionRules, Query, TaskKey,
+from .base import (Answer, ArrayHeader, Backend, Dialect, FollowupHeader, Limits, Query, TaskKey,
                    TaskRecord, Unknown, control_characters)
 
-__all__ = ["Answer", "ArrayHeader", "Backend", "Dialect", "FollowupHeader", "Limits", "OptionRules", "Query",
+__all__ = ["Answer", "ArrayHeader", "Backend", "Dialect", "FollowupHeader", "Limits", "Query",
            "TaskKey", "TaskRecord", "Unknown", "control_characters", "get", "choose", "dialect",
            "NAMES"]
 

@@ -78,18 +78,6 @@ class Limits:
     partition: str = ""
 
 
-class OptionRules(Protocol):
-    """The option names and value forms of a scheduler (for Slurm, ``slurm/options.py``)."""
-
-    SHORT: Mapping[str, str]  # one-letter option -> its long name
-
-    def unknown_name(self, key: str) -> Optional[str]:
-        """Why ``key`` (a long name or one letter) is not an option, or None."""
-
-    def bad_value(self, key: str, value: object) -> Optional[str]:
-        """Why ``value`` is not a form the scheduler takes for ``key``, or None."""
-
-
 def control_characters(value: str) -> List[str]:
     """The newlines and other control characters in ``value``, as their reprs: any of them would
     end a line of a job script early, and the rest would become a line nobody checked."""
@@ -124,7 +112,7 @@ class FollowupHeader:
     options: Mapping[str, OptionValue]  # the array's options; the dialect keeps those it shares
 
 
-class Dialect(OptionRules, Protocol):
+class Dialect(Protocol):
     """The forms of one scheduler's job script and options: what the generic layers write and
     read through it (for Slurm, ``slurm/dialect.py``).
 
@@ -133,6 +121,7 @@ class Dialect(OptionRules, Protocol):
     scheduler's own variables, the neutral ones an array task reads (``_node/taskenv.py``).
     """
 
+    SHORT: Mapping[str, str]  # one-letter option -> its long name
     #: option keys the package sets itself (a user's value for one would break the job's layout)
     OWNED: Tuple[str, ...]
     #: the scheduler's variables of a job's environment (names starting so), which a process that
@@ -142,6 +131,17 @@ class Dialect(OptionRules, Protocol):
     #: what a stand-in runner (the local backend) sets for a task, as the scheduler would: variable
     #: -> a template over {task} (0-based), {task1} (1-based), {job_id} and {node}
     STAND_IN: Mapping[str, str]
+    #: option keys that carry a task's time limit and its memory, the first of each the one a
+    #: retry sets when the user gave none; MEM_PER_CPU: the memory key whose value is per CPU
+    TIME_KEYS: Tuple[str, ...]
+    MEM_KEYS: Tuple[str, ...]
+    MEM_PER_CPU: str
+
+    def unknown_name(self, key: str) -> Optional[str]:
+        """Why ``key`` (a long name or one letter) is not an option, or None."""
+
+    def bad_value(self, key: str, value: object) -> Optional[str]:
+        """Why ``value`` is not a form the scheduler takes for ``key``, or None."""
 
     def normalize_key(self, key: str) -> str:
         """One spelling per option (``--job_name``, ``job_name`` -> ``job-name``)."""
@@ -163,6 +163,22 @@ class Dialect(OptionRules, Protocol):
         """Bash lines that export every neutral task variable (``_node/taskenv.py``) from the
         scheduler's own, each one set (empty when the scheduler's is not there), so none is
         inherited from the environment of whoever submitted the job."""
+
+    def time_s(self, text: object) -> Optional[float]:
+        """Seconds of a time limit in the scheduler's forms (``math.inf``: unlimited); None when
+        ``text`` is not one."""
+
+    def time_text(self, seconds: float) -> str:
+        """Seconds as the scheduler takes a time limit."""
+
+    def mem_mb(self, text: object) -> Optional[float]:
+        """MiB of a memory size in the scheduler's forms; None when ``text`` is not one."""
+
+    def mem_text(self, mb: float, like: object = "") -> str:
+        """MiB as the scheduler takes a memory size, in the unit of ``like`` where it can."""
+
+    def mem_is_per_cpu(self, text: object) -> bool:
+        """Whether a memory size the scheduler reported (``TaskRecord.req_mem``) is per CPU."""
 
 
 class Backend(abc.ABC):

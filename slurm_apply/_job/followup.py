@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from .. import _backends as backends
-from .._backends import resources as res
 from .._backends.states import LOST
 from .._status.classify import may_do_more
 from .retry_plan import ERROR, MEMORY, RETRYABLE, Facts, Plan, decide
@@ -215,16 +214,18 @@ def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:
         if d.state == MEMORY and mem_mb is None:
             mem_mb = _memory_of(record, sub) or backend.memory_limit_in_log(_log(job, sub, d.task))
         if record is not None and time_s is None and record.time_limit:
-            time_s = res.time_s(record.time_limit)
+            time_s = backends.dialect(sub.backend).time_s(record.time_limit)
     limits = backend.limits(sub.slurm_options)
     return Facts(rows=rows, mem_mb=mem_mb, time_s=time_s, limits=limits)
 
 
 def _memory_of(record: Optional[backends.TaskRecord], sub: Submission) -> Optional[float]:
+    """MiB per task the scheduler said its tasks were allowed (it may say per CPU)."""
+    dialect = backends.dialect(sub.backend)
     if record is None or not record.req_mem:
         return None
-    mb = res.mem_mb(record.req_mem)
-    return mb * sub.cpus_per_task if mb and res.mem_per(record.req_mem) == "c" else mb
+    mb = dialect.mem_mb(record.req_mem)
+    return mb * sub.cpus_per_task if mb and dialect.mem_is_per_cpu(record.req_mem) else mb
 
 
 def _log(job: "SlurmJob", sub: Submission, task: int) -> str:

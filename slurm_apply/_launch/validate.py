@@ -14,7 +14,7 @@ import re
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .._backends import Dialect, OptionRules, control_characters
+from .._backends import Dialect, control_characters
 from .._errors import InputError, UnpicklableError
 
 if TYPE_CHECKING:
@@ -80,9 +80,9 @@ def check_seed(seed: Any) -> Any:
 
 
 def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: Any,
-                       rules: OptionRules) -> "RetryPolicy":
+                       rules: Dialect) -> "RetryPolicy":
     """The job's automatic retries, checked: a count, a flag and two ceilings in the form of the
-    scheduler's options (``rules``)."""
+    scheduler's memory and time options (``rules``, its dialect)."""
     from .._store.manifest import RetryPolicy
 
     if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
@@ -90,11 +90,12 @@ def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: 
                          f"off); got {retries!r} ({type(retries).__name__})")
     if not isinstance(retry_errors, bool):
         raise InputError(f"retry_errors must be True or False; got {retry_errors!r}")
-    for name, value, key in (("max_mem", max_mem, "mem"), ("max_time", max_time, "time")):
+    for name, value, key in (("max_mem", max_mem, rules.MEM_KEYS[0]), ("max_time", max_time, rules.TIME_KEYS[0])):
         typed = value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
-        if not typed or (value is not None and rules.bad_value(key, str(value))):
-            raise InputError(f"{name} must be in sbatch's form for --{key} (e.g. "
-                             f"{'64G' if key == 'mem' else '2-00:00:00'}); got {value!r}")
+        problem = rules.bad_value(key, str(value)) if typed and value is not None else None
+        if not typed or problem:
+            raise InputError(f"{name} must be in the form the scheduler takes for its {key!r} option; "
+                             f"got {value!r}" + (f" ({problem})" if problem else ""))
     return RetryPolicy(retries=int(retries), retry_errors=retry_errors,
                        max_mem=None if max_mem is None else str(max_mem),
                        max_time=None if max_time is None else str(max_time))

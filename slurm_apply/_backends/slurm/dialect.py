@@ -1,13 +1,13 @@
 """Slurm's dialect: what the generic layers write and read through ``Dialect`` (base.py), from
 the parts of this folder that know sbatch (``options.py``: names and value forms; ``script.py``:
-the ``#SBATCH`` header)."""
+the ``#SBATCH`` header and the task's variables; ``resources.py``: time and memory forms)."""
 
 from __future__ import annotations
 
 from typing import List, Mapping, Optional, Tuple
 
 from ..base import ArrayHeader, Dialect, FollowupHeader
-from . import options, script
+from . import options, resources, script
 
 
 class SlurmDialect:
@@ -18,6 +18,9 @@ class SlurmDialect:
     JOB_ENV_PREFIXES: Tuple[str, ...] = script.JOB_ENV_PREFIXES
     JOB_ENV_KEPT: Tuple[str, ...] = script.JOB_ENV_KEPT
     STAND_IN: Mapping[str, str] = script.STAND_IN
+    TIME_KEYS: Tuple[str, ...] = ("time", "t")
+    MEM_KEYS: Tuple[str, ...] = ("mem", "mem-per-cpu")
+    MEM_PER_CPU = "mem-per-cpu"
 
     def unknown_name(self, key: str) -> Optional[str]:
         return options.unknown_name(key)
@@ -42,6 +45,21 @@ class SlurmDialect:
 
     def task_environment(self) -> List[str]:
         return script.task_environment()
+
+    def time_s(self, text: object) -> Optional[float]:
+        return resources.time_s(text)
+
+    def time_text(self, seconds: float) -> str:
+        return resources.time_text(seconds)
+
+    def mem_mb(self, text: object) -> Optional[float]:
+        return resources.mem_mb(text)
+
+    def mem_text(self, mb: float, like: object = "") -> str:
+        return resources.mem_text(mb, like)
+
+    def mem_is_per_cpu(self, text: object) -> bool:
+        return resources.mem_per(text) == "c"
 
 
 DIALECT: Dialect = SlurmDialect()
