@@ -146,8 +146,12 @@ class Dialect(Protocol):
     def normalize_key(self, key: str) -> str:
         """One spelling per option (``--job_name``, ``job_name`` -> ``job-name``)."""
 
-    def is_option_key(self, key: str) -> bool:
-        """True for a normalized key that renders as exactly one option."""
+    def bad_key(self, key: str) -> Optional[str]:
+        """Why a normalized key cannot render as exactly one option ("is not an ... option name
+        (...)"), or None."""
+
+    def owns(self, key: str) -> bool:
+        """Whether the scheduler would read ``key`` as one of the OWNED options."""
 
     def header_value(self, value: str) -> str:
         """``value`` as it goes in a header line, read back exactly; raises InputError when it

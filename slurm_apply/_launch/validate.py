@@ -301,13 +301,10 @@ def check_options(options: Any, rules: Dialect) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for raw_key, value in options.items():
         key = rules.normalize_key(raw_key) if isinstance(raw_key, str) else ""
-        if not rules.is_option_key(key):
-            raise InputError(
-                f"slurm_options key {raw_key!r} is not an sbatch option name (letters, digits and "
-                "'-' or '_', e.g. 'time', 'mem', 'partition', or one letter like 'p')"
-            )
-        # getopt takes any unambiguous abbreviation, so --outp would still be --output.
-        if key in rules.OWNED or (len(key) > 1 and any(o.startswith(key) for o in rules.OWNED)):
+        problem = rules.bad_key(key)
+        if problem:
+            raise InputError(f"slurm_options key {raw_key!r} {problem}")
+        if rules.owns(key):
             raise InputError(
                 f"slurm_options sets {raw_key!r}, which slurm_apply sets itself; the keys it owns "
                 f"are {owned}. Use nodes=, cpus_per_node= and jobname= instead; logs go to the "

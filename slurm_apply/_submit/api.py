@@ -89,7 +89,8 @@ def slurm_apply(
         Processes per task, and the task's ``--cpus-per-task``. Default: the site defaults
         file's, else 2.
     slurm_options : dict, optional
-        Extra ``#SBATCH --key=value`` lines, e.g. ``{"time": "1:00:00", "mem": "4G"}``;
+        Extra options of the scheduler, one header line each (on Slurm sbatch's: ``--key=value``),
+        e.g. ``{"time": "1:00:00", "mem": "4G"}``;
         ``True`` gives a bare flag. Merged over the site defaults file's. Unknown option names
         and malformed common values (time, mem, nodes, gres, gpus) are refused.
     setup : list of str, optional

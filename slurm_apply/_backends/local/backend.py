@@ -10,7 +10,7 @@ process on this host can ask about the job as it would ask Slurm. Two files per 
   then only the supervisor writes it, and a cancel only once the supervisor is known gone::
 
     {"format": 1, "script": "submit.sh", "cpus_per_task": 2, "parallel": 2,
-     "env": {"SLURM_ARRAY_TASK_ID": "{task}", ...},
+     "env": {"<the task id variable of the dialect's scheduler>": "{task}", ...},
      "tasks": {"0": {"state": "RUNNING", "started": 1700000000.1,
                      "proc": {"pid": 4242, "start": 991, "host": "vm"}},
                "1": {"state": "FAILED", "started": ..., "proc": ..., "ended": ..., "exit_code": 3}}}

@@ -31,8 +31,15 @@ class SlurmDialect:
     def normalize_key(self, key: str) -> str:
         return script.normalize_key(key)
 
-    def is_option_key(self, key: str) -> bool:
-        return script.is_option_key(key)
+    def bad_key(self, key: str) -> Optional[str]:
+        if script.is_option_key(key):
+            return None
+        return ("is not an sbatch option name (letters, digits and '-' or '_', e.g. 'time', 'mem', "
+                "'partition', or one letter like 'p')")
+
+    def owns(self, key: str) -> bool:
+        # getopt takes any unambiguous abbreviation, so --outp would still be --output.
+        return key in self.OWNED or (len(key) > 1 and any(o.startswith(key) for o in self.OWNED))
 
     def header_value(self, value: str) -> str:
         return script.directive_value(value)
