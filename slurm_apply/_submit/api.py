@@ -192,7 +192,7 @@ def _describe(f: Any) -> str:
 
 def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     """Every argument of slurm_apply checked, in an order that fails fast and writes nothing;
-    the site defaults filled in. Asks the scheduler last (``scontrol ping``, ``sbatch --help``)."""
+    the site defaults filled in. Asks the scheduler last (is there a cluster, which options it takes)."""
     v.check_choice("backend", a["backend"], _BACKENDS)
     rules = backends.dialect(a["backend"])
     site, defaults = _config.resolve(nodes=a["nodes"], cpus_per_node=a["cpus_per_node"],
