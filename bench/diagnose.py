@@ -217,7 +217,7 @@ def submit_profile(workload: str, jobs_dir: str) -> Dict[str, Any]:
 
 def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
     """One array task of a W1 job run as submit.sh runs it, outside Slurm, under cProfile:
-    ``python -m cProfile -m slurm_apply._node JOB 0`` with SLURM_ARRAY_TASK_ID=0. The job has
+    ``python -m cProfile -m slurm_apply._node JOB 0`` with SLURM_APPLY_TASK=0. The job has
     2 tasks; task 0 takes its own chunks and then, as task 1 never comes, all the others."""
     from slurm_apply import slurm_apply
 
@@ -227,7 +227,7 @@ def task_profile(n_rows: int, seeded: bool) -> Dict[str, Any]:
                           job_dir=parent, jobname="diag", submit=False, backend="local",
                           **({} if seeded else {"seed": False}))
         out = parent / "task.prof"
-        env = dict(os.environ, SLURM_ARRAY_TASK_ID="0",
+        env = dict(os.environ, SLURM_APPLY_TASK="0",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", _node_module(),

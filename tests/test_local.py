@@ -45,6 +45,34 @@ def test_local_round_trip_and_notice(tmp_path, caplog):
     assert job.get_output(outtype="raw") == [a * 3 for a in range(20)]
 
 
+def test_a_local_task_knows_what_it_is_as_on_slurm(tmp_path, monkeypatch):
+    """The runner sets what slurmd would (SLURM_ARRAY_TASK_ID, ...), the script turns it into the
+    neutral variables, and the task records them; an enclosing job's variables do not leak in."""
+    import json
+    import socket
+
+    def env(x):
+        import os
+
+        return {k: os.environ.get(k) for k in ("SLURM_ARRAY_TASK_ID", "SLURM_APPLY_TASK", "SLURM_APPLY_NODE")}
+
+    monkeypatch.setenv("SLURM_APPLY_TASK", "7")  # as if submitted from inside another task
+    monkeypatch.setenv("SLURM_APPLY_RESTARTS", "5")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "")
+    job, status = run(env, pd.DataFrame({"x": range(2)}), tmp_path, "taskenv", cpus_per_node=1)
+    assert status.completed, str(status)
+    host = socket.gethostname()
+    for seen in job.get_output(outtype="raw"):  # a row runs in either task
+        assert seen["SLURM_ARRAY_TASK_ID"] in ("0", "1") and seen == {
+            "SLURM_ARRAY_TASK_ID": seen["SLURM_ARRAY_TASK_ID"], "SLURM_APPLY_TASK": seen["SLURM_ARRAY_TASK_ID"],
+            "SLURM_APPLY_NODE": host}
+    job_id = job.manifest.latest.job_id
+    for t in (0, 1):
+        [start] = json.loads((job.job_dir / "s0" / "tasks" / f"t000{t}.start").read_text())["starts"]
+        assert (start["job_id"], start["array_job_id"], start["node"], start["restart_count"]) == (
+            f"{job_id}_{t}", job_id, host, 0)
+
+
 def test_dict_and_series_results_become_columns(tmp_path):
     def as_dict(x):
         return {"sq": x * x, "neg": -x, "x": "clash"}

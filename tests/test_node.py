@@ -31,7 +31,7 @@ def logged(x: int) -> int:
     import os
     import time
 
-    name = f"{os.environ['SLURM_ARRAY_TASK_ID']}.{os.getpid()}"
+    name = f"{os.environ['SLURM_APPLY_TASK']}.{os.getpid()}"
     with open(os.path.join(RUNS, name), "a") as fh:
         fh.write(f"{x}\n")
     time.sleep(DELAY)
@@ -50,7 +50,7 @@ def write_job(parent: Path, name: str, n: int, delay: float, **kw) -> Tuple[obje
 
 def start_task(job, task: int) -> subprocess.Popen:
     """Run an array task as submit.sh would (this module's functions travel by reference)."""
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task))
+    env = dict(os.environ, SLURM_APPLY_TASK=str(task))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [job.manifest.pythonpath, env.get("PYTHONPATH")]))
     log = open(jd.log_path(job.job_dir, 0, task), "ab")
     return subprocess.Popen([sys.executable, "-m", "slurm_apply._node", str(job.job_dir), "0", job.manifest.token],
@@ -298,3 +298,14 @@ def test_a_stale_heartbeat_is_dead_a_fresh_one_alive_and_a_stop_note_dead_at_onc
     beats[1].renew()
     dead, running = lease.dead_tasks(tmp_path, 0, 0, beats[1].now)
     assert set(dead) == {2} and running == {1}
+
+
+def test_a_task_reads_only_the_neutral_variables(tmp_path):
+    """Slurm's own task id is not enough: the task is told by submit.sh, in SLURM_APPLY_TASK."""
+    job, _ = write_job(tmp_path, "neutral", 2, 0.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_APPLY_")}
+    env["SLURM_ARRAY_TASK_ID"] = "0"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [job.manifest.pythonpath, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, "-m", "slurm_apply._node", str(job.job_dir), "0", job.manifest.token],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "SLURM_APPLY_TASK is not set" in proc.stderr, proc.stderr

@@ -161,7 +161,7 @@ def test_parse_job_name(line, name):
 
 @pytest.mark.parametrize("name", ["tune", "a b", 'q"uo\\te', "ünï"])
 def test_parse_job_name_reads_what_the_script_writer_quoted(name):
-    from slurm_apply._launch.script import directive_value
+    from slurm_apply._backends.slurm.script import directive_value
 
     assert sp.parse_job_name(f"#SBATCH --job-name={directive_value(name)}\n") == name
 

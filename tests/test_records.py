@@ -156,7 +156,7 @@ def test_a_requeued_process_skips_its_saved_rows_without_unpickling_them(tmp_pat
     # What the killed first run saved, and half a frame: the values would not even unpickle here.
     rec.write_bytes(frame([0, 1], [Unloadable(), Unloadable()], {2: ("E", "m", "tb")})
                     + frame([3], [30])[:-4])
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    env = {**os.environ, "SLURM_APPLY_TASK": "0"}  # as submit.sh sets it
     run = subprocess.run([sys.executable, "-m", "slurm_apply._node", str(job.job_dir), "0", job.manifest.token],
                          env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

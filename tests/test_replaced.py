@@ -30,7 +30,7 @@ def _slow(x):
 
 
 def _start_task_by_hand(job):
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID="0",
+    env = dict(os.environ, SLURM_APPLY_TASK="0",  # as submit.sh sets it
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.path.join(REPO, "tests"),
                                                      os.environ.get("PYTHONPATH")])))
     return subprocess.Popen([sys.executable, "-m", "slurm_apply._node", str(job.job_dir), "0",

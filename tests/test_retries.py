@@ -17,7 +17,7 @@ import pytest
 
 from slurm_apply._job import stopping
 from slurm_apply import InputError, SlurmJob, slurm_apply
-from slurm_apply._backends import resources as res
+from slurm_apply._backends.slurm import resources as res
 from slurm_apply._job import followup as _retry
 from slurm_apply._backends import Limits, TaskRecord, Unknown
 from slurm_apply._status.retries import RetryLine, retries

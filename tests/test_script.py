@@ -16,7 +16,21 @@ from typing import Dict, List, Optional
 import pytest
 
 from slurm_apply import InputError
-from slurm_apply._launch.script import directive_value, normalize_key, option_line, render, render_followup
+from slurm_apply._backends import dialect
+from slurm_apply._backends.slurm.script import directive_value, normalize_key, option_line
+from slurm_apply._launch import script as _script
+
+SLURM = dialect("slurm")
+
+
+def render(*, log_pattern: Path, **kwargs: object) -> str:
+    """The array script as written for Slurm; ``log_pattern`` has %a for the task's index."""
+    return _script.render(dialect=SLURM, log=lambda index: Path(str(log_pattern).replace("%a", index)),
+                          **kwargs)  # type: ignore[arg-type]
+
+
+def render_followup(**kwargs: object) -> str:
+    return _script.render_followup(dialect=SLURM, **kwargs)  # type: ignore[arg-type]
 
 HOSTILE_VALUES = [
     "two words",
@@ -112,6 +126,11 @@ def test_render_gives_the_expected_script() -> None:
         '#SBATCH --comment="fit the models"\n'
         "\n"
         "set -e\n"
+        'export SLURM_APPLY_TASK="${SLURM_ARRAY_TASK_ID-}"\n'
+        'export SLURM_APPLY_JOB_ID="${SLURM_JOB_ID-}"\n'
+        'export SLURM_APPLY_ARRAY_JOB_ID="${SLURM_ARRAY_JOB_ID-}"\n'
+        'export SLURM_APPLY_RESTARTS="${SLURM_RESTART_COUNT-}"\n'
+        'export SLURM_APPLY_NODE="${SLURMD_NODENAME-}"\n'
         "cd /home/u/proj\n"
         "export PYTHONPATH=/home/u/proj${PYTHONPATH:+:$PYTHONPATH}\n"
         "exec /usr/bin/python3 -m slurm_apply._node /jobs/_rslurm_fit 0 3f9a\n"
@@ -236,6 +255,31 @@ def test_bash_runs_the_hostile_script_with_every_value_intact(tmp_path: Path) ->
     assert got == {"argv": ["-m", "slurm_apply._node", str(args["job_dir"]), "0", "t0k"],
                    "cwd": str(workdir), "pythonpath": args["pythonpath"]}
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_the_script_tells_the_task_what_it_is_in_neutral_variables(tmp_path: Path) -> None:
+    """From Slurm's variables, each one set: a stale value inherited from the submitting
+    environment (sbatch exports it) never reaches the task."""
+    args = _hostile_render(tmp_path)
+    python = Path(str(args["python"]))
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os\n"
+        "json.dump({k: v for k, v in os.environ.items() if k.startswith('SLURM_APPLY_')},"
+        " open(os.environ['REPORT'], 'w'))\n")
+    python.chmod(0o755)
+    Path(str(args["workdir"])).mkdir()
+    script = tmp_path / "submit.sh"
+    script.write_text(render(**args))  # type: ignore[arg-type]
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    env.update(REPORT=str(report), SLURM_ARRAY_TASK_ID="3", SLURM_JOB_ID="107", SLURM_ARRAY_JOB_ID="104",
+               SLURMD_NODENAME="n2", SLURM_APPLY_RESTARTS="9")  # no SLURM_RESTART_COUNT: a first start
+    subprocess.run(["bash", str(script)], env=env, check=True, timeout=30)
+    assert json.loads(report.read_text()) == {
+        "SLURM_APPLY_TASK": "3", "SLURM_APPLY_JOB_ID": "107", "SLURM_APPLY_ARRAY_JOB_ID": "104",
+        "SLURM_APPLY_RESTARTS": "", "SLURM_APPLY_NODE": "n2"}
 
 
 def _free_port() -> int:

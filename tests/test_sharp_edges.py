@@ -408,17 +408,17 @@ def test_mem_refusal_says_what_to_write_and_resubmit_records_nothing(tmp_path):
 
 @pytest.mark.parametrize("mem", MEM_SBATCH_TAKES)
 def test_mem_forms_sbatch_takes_are_accepted(tmp_path, mem):
-    from slurm_apply._backends import option_rules
+    from slurm_apply._backends import dialect
     from slurm_apply._launch.validate import check_options
 
-    assert check_options({"mem": mem}, option_rules("slurm")) == {"mem": mem}
+    assert check_options({"mem": mem}, dialect("slurm")) == {"mem": mem}
 
 
 def test_mem_forms_match_the_real_sbatch(cluster, tmp_path):
     """What the check accepts, sbatch accepts; what it refuses, sbatch refuses."""
     import subprocess
 
-    from slurm_apply._backends import option_rules
+    from slurm_apply._backends import dialect
     from slurm_apply._launch.validate import check_options
 
     for mem in MEM_SBATCH_TAKES + MEM_SBATCH_REFUSES:
@@ -426,7 +426,7 @@ def test_mem_forms_match_the_real_sbatch(cluster, tmp_path):
                               capture_output=True, text=True, cwd=tmp_path)
         sbatch_refuses = "Invalid --mem specification" in proc.stderr
         try:
-            check_options({"mem": mem}, option_rules("slurm"))
+            check_options({"mem": mem}, dialect("slurm"))
             we_refuse = False
         except InputError:
             we_refuse = True

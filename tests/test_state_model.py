@@ -122,7 +122,7 @@ def test_overwrite_refuses_an_active_job_and_force_replaces_it(tmp_path):
 def test_a_task_of_a_replaced_job_writes_nothing(tmp_path):
     old = run(slow, pd.DataFrame({"x": range(2)}), tmp_path, jobname="tok", submit=False)
     new = run(slow, pd.DataFrame({"x": range(2)}), tmp_path, jobname="tok", submit=False, overwrite=True)
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    env = {**os.environ, "SLURM_APPLY_TASK": "0"}  # as submit.sh sets it
     proc = subprocess.run([sys.executable, "-m", "slurm_apply._node", str(new.job_dir), "0",
                            old.manifest.token], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "another job" in proc.stdout

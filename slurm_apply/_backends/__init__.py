@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import importlib
-from typing import Dict, cast
+from typing import Dict
 
-from .base import Answer, Backend, Limits, OptionRules, Query, TaskKey, TaskRecord, Unknown
+from .base import (Answer, ArrayHeader, Backend, Dialect, FollowupHeader, Limits, Query, TaskKey,
+                   TaskRecord, Unknown, control_characters)
 
-__all__ = ["Answer", "Backend", "Limits", "OptionRules", "Query", "TaskKey", "TaskRecord", "Unknown", "get",
-           "choose", "option_rules", "NAMES"]
+__all__ = ["Answer", "ArrayHeader", "Backend", "Dialect", "FollowupHeader", "Limits", "Query",
+           "TaskKey", "TaskRecord", "Unknown", "control_characters", "get", "choose", "dialect",
+           "NAMES"]
 
 NAMES = ("slurm", "local")
 _CLASSES = {"slurm": ("slurm.backend", "SlurmBackend"), "local": ("local.backend", "LocalBackend")}
-# Whose options a backend takes: the local runner runs the same sbatch script, so it takes (and
-# checks) sbatch's, and a job tried locally runs unchanged on the cluster.
-_OPTION_RULES = {"auto": "slurm.options", "slurm": "slurm.options", "local": "slurm.options"}
+# Whose job script a backend writes (its options, its header): the local runner runs the same
+# sbatch script, so it takes (and checks) sbatch's options, a job tried locally runs unchanged on
+# the cluster, and one written for the cluster can be run here.
+_DIALECTS = {"auto": "slurm.dialect", "slurm": "slurm.dialect", "local": "slurm.dialect"}
 _made: Dict[str, Backend] = {}
 
 
 def get(name: str) -> Backend:
-    """The backend a submission records by name."""
+    """The backend a submission records by name, with the dialect of its scripts."""
     if name not in _made:
         module, cls = _CLASSES[name]
-        _made[name] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+        _made[name] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(dialect(name))
     return _made[name]
 
 
@@ -35,6 +38,8 @@ def choose(requested: str) -> str:
     return "slurm" if cluster_available() else "local"
 
 
-def option_rules(name: str) -> OptionRules:
-    """The names and value forms of the options the backend ``name`` takes ("auto" included)."""
-    return cast(OptionRules, importlib.import_module(f"{__name__}.{_OPTION_RULES[name]}"))
+def dialect(name: str) -> Dialect:
+    """The forms of the job script and options of the backend ``name`` ("auto" included)."""
+    found: Dialect = importlib.import_module(f"{__name__}.{_DIALECTS[name]}").DIALECT
+    return found
+

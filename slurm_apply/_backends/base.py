@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 if TYPE_CHECKING:
     from .._store.manifest import Submission
@@ -78,10 +78,64 @@ class Limits:
     partition: str = ""
 
 
-class OptionRules(Protocol):
-    """The option names and value forms of a scheduler (for Slurm, ``slurm/options.py``)."""
+def control_characters(value: str) -> List[str]:
+    """The newlines and other control characters in ``value``, as their reprs: any of them would
+    end a line of a job script early, and the rest would become a line nobody checked."""
+    return sorted({repr(ch) for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160
+                   or ch in "\u2028\u2029"})
+
+
+OptionValue = Union[str, int, float, bool]
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What the scheduler's part of an array script says: one task per index 0..n_tasks-1."""
+
+    jobname: str
+    n_tasks: int
+    max_concurrent: Optional[int]  # at most this many tasks at once (None: no limit)
+    cpus_per_task: int
+    log: Callable[[str], Path]  # a task's log path, given the text that stands for its index
+    options: Mapping[str, OptionValue]  # the user's own options, normalized and checked
+
+
+@dataclass(frozen=True)
+class FollowupHeader:
+    """What the scheduler's part of a follow-up script says: one CPU, this memory and time
+    (in the dialect's own forms), and the options it shares with its array."""
+
+    jobname: str  # the array's job name (the follow-up's own is derived from it)
+    log: Path
+    mem: str
+    time: str
+    options: Mapping[str, OptionValue]  # the array's options; the dialect keeps those it shares
+
+
+class Dialect(Protocol):
+    """The forms of one scheduler's job script and options: what the generic layers write and
+    read through it (for Slurm, ``slurm/dialect.py``).
+
+    A job script is the dialect's header (:meth:`array_header`), then a generic bash body that
+    starts with the dialect's :meth:`task_environment` lines. Those lines export, from the
+    scheduler's own variables, the neutral ones an array task reads (``_node/taskenv.py``).
+    """
 
     SHORT: Mapping[str, str]  # one-letter option -> its long name
+    #: option keys the package sets itself (a user's value for one would break the job's layout)
+    OWNED: Tuple[str, ...]
+    #: the scheduler's variables of a job's environment (names starting so), which a process that
+    #: submits another job from inside one must forget; JOB_ENV_KEPT: those it keeps
+    JOB_ENV_PREFIXES: Tuple[str, ...]
+    JOB_ENV_KEPT: Tuple[str, ...]
+    #: what a stand-in runner (the local backend) sets for a task, as the scheduler would: variable
+    #: -> a template over {task} (0-based), {task1} (1-based), {job_id} and {node}
+    STAND_IN: Mapping[str, str]
+    #: option keys that carry a task's time limit and its memory, the first of each the one a
+    #: retry sets when the user gave none; MEM_PER_CPU: the memory key whose value is per CPU
+    TIME_KEYS: Tuple[str, ...]
+    MEM_KEYS: Tuple[str, ...]
+    MEM_PER_CPU: str
 
     def unknown_name(self, key: str) -> Optional[str]:
         """Why ``key`` (a long name or one letter) is not an option, or None."""
@@ -89,9 +143,54 @@ class OptionRules(Protocol):
     def bad_value(self, key: str, value: object) -> Optional[str]:
         """Why ``value`` is not a form the scheduler takes for ``key``, or None."""
 
+    def normalize_key(self, key: str) -> str:
+        """One spelling per option (``--job_name``, ``job_name`` -> ``job-name``)."""
+
+    def bad_key(self, key: str) -> Optional[str]:
+        """Why a normalized key cannot render as exactly one option ("is not an ... option name
+        (...)"), or None."""
+
+    def owns(self, key: str) -> bool:
+        """Whether the scheduler would read ``key`` as one of the OWNED options."""
+
+    def header_value(self, value: str) -> str:
+        """``value`` as it goes in a header line, read back exactly; raises InputError when it
+        cannot go there (a control character, text that is not UTF-8)."""
+
+    def array_header(self, spec: ArrayHeader) -> List[str]:
+        """The header lines of an array script (after ``#!/bin/bash``)."""
+
+    def followup_header(self, spec: FollowupHeader) -> List[str]:
+        """The header lines of a follow-up script (after ``#!/bin/bash``)."""
+
+    def task_environment(self) -> List[str]:
+        """Bash lines that export every neutral task variable (``_node/taskenv.py``) from the
+        scheduler's own, each one set (empty when the scheduler's is not there), so none is
+        inherited from the environment of whoever submitted the job."""
+
+    def time_s(self, text: object) -> Optional[float]:
+        """Seconds of a time limit in the scheduler's forms (``math.inf``: unlimited); None when
+        ``text`` is not one."""
+
+    def time_text(self, seconds: float) -> str:
+        """Seconds as the scheduler takes a time limit."""
+
+    def mem_mb(self, text: object) -> Optional[float]:
+        """MiB of a memory size in the scheduler's forms; None when ``text`` is not one."""
+
+    def mem_text(self, mb: float, like: object = "") -> str:
+        """MiB as the scheduler takes a memory size, in the unit of ``like`` where it can."""
+
+    def mem_is_per_cpu(self, text: object) -> bool:
+        """Whether a memory size the scheduler reported (``TaskRecord.req_mem``) is per CPU."""
+
 
 class Backend(abc.ABC):
-    """Submits array scripts and answers for their tasks."""
+    """Submits array scripts and answers for their tasks; ``dialect`` is the form of the job
+    scripts it runs (given by the registry: ``_backends.get``)."""
+
+    def __init__(self, dialect: Optional[Dialect] = None) -> None:
+        self.dialect = dialect
 
     #: the name recorded in a submission ("slurm", "local")
     name: str = ""

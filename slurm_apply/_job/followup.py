@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from .. import _backends as backends
-from .._backends import resources as res
 from .._backends.states import LOST
 from .._status.classify import may_do_more
 from .._errors import JobTimeoutError
@@ -59,11 +58,11 @@ def main(argv: Sequence[str]) -> int:
     if jd.job_replaced(job_dir, token):
         print(f"slurm_apply: {job_dir} now holds another job; nothing to retry", flush=True)
         return 0
-    _forget_job_environment()
     from .handle import SlurmJob
 
     try:
         job = SlurmJob(job_dir)
+        _forget_job_environment(backends.get(job.manifest.submissions[k].backend).dialect)
         status, why = settled(job, k)
         decision = _decide(job, k, status, why)
     except Exception as exc:  # say it in the manifest, not only in a log nobody reads
@@ -83,10 +82,14 @@ def _said(decision: Decision) -> str:
     return what + (f" ({decision.detail})" if decision.detail else "")
 
 
-def _forget_job_environment() -> None:
-    """Drop the SLURM_* variables of the follow-up's own job: sbatch would pass them on to the
-    retry's tasks, whose job they do not describe (SLURM_CONF says which cluster: kept)."""
-    for key in [k for k in os.environ if k.startswith("SLURM") and k != "SLURM_CONF"]:
+def _forget_job_environment(dialect: Optional[backends.Dialect]) -> None:
+    """Drop the scheduler's variables of the follow-up's own job (on Slurm SLURM_*, but
+    SLURM_CONF, which says which cluster): the scheduler would pass them on to the retry's
+    tasks, whose job they do not describe."""
+    if dialect is None:
+        return
+    for key in [k for k in os.environ if k.startswith(dialect.JOB_ENV_PREFIXES)
+                and k not in dialect.JOB_ENV_KEPT]:
         del os.environ[key]
 
 
@@ -216,16 +219,18 @@ def facts(job: "SlurmJob", status: "JobStatus", sub: Submission) -> Facts:
         if d.state == MEMORY and mem_mb is None:
             mem_mb = _memory_of(record, sub) or backend.memory_limit_in_log(_log(job, sub, d.task))
         if record is not None and time_s is None and record.time_limit:
-            time_s = res.time_s(record.time_limit)
+            time_s = backends.dialect(sub.backend).time_s(record.time_limit)
     limits = backend.limits(sub.slurm_options)
     return Facts(rows=rows, mem_mb=mem_mb, time_s=time_s, limits=limits)
 
 
 def _memory_of(record: Optional[backends.TaskRecord], sub: Submission) -> Optional[float]:
+    """MiB per task the scheduler said its tasks were allowed (it may say per CPU)."""
+    dialect = backends.dialect(sub.backend)
     if record is None or not record.req_mem:
         return None
-    mb = res.mem_mb(record.req_mem)
-    return mb * sub.cpus_per_task if mb and res.mem_per(record.req_mem) == "c" else mb
+    mb = dialect.mem_mb(record.req_mem)
+    return mb * sub.cpus_per_task if mb and dialect.mem_is_per_cpu(record.req_mem) else mb
 
 
 def _log(job: "SlurmJob", sub: Submission, task: int) -> str:

@@ -32,7 +32,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
     max_concurrent = v.check_optional_positive_int("max_concurrent", max_concurrent)
     if backend is not None:
         v.check_choice("backend", backend, backends.NAMES)
-    options = v.check_options(slurm_options, backends.option_rules(backend or job.manifest.latest.backend))
+    options = v.check_options(slurm_options, backends.dialect(backend or job.manifest.latest.backend))
     from .._store import table
 
     if force:  # cancel what still runs and let it stop, outside the lock (cancel() takes it)

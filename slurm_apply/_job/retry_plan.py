@@ -10,11 +10,12 @@ A raised limit stays within the user's ceiling (``max_mem``, ``max_time``) and t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .._backends import resources as res
-from .._backends import Limits
+from .. import _backends as backends
+from .._backends import Dialect, Limits
 from .._backends.states import LOST, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, TIMEOUT
 from .._store.manifest import RetryPolicy, Submission
 
@@ -45,7 +46,9 @@ class Plan:
 
 
 def decide(policy: RetryPolicy, sub: Submission, facts: Facts) -> Plan:
-    """What to run again after ``sub`` has ended."""
+    """What to run again after ``sub`` has ended; its limits are read and written in the forms
+    of its backend's dialect."""
+    dialect = backends.dialect(sub.backend)
     plan = Plan(options=dict(sub.slurm_options))
     for row, why in sorted(facts.rows.items()):
         if why == ERROR and not policy.retry_errors:
@@ -57,9 +60,9 @@ def decide(policy: RetryPolicy, sub: Submission, facts: Facts) -> Plan:
         else:
             plan.retry.setdefault(why, []).append(row)
     if MEMORY in plan.retry:
-        _raise(plan, MEMORY, _more_memory(policy, sub, facts))
+        _raise(plan, MEMORY, _more_memory(dialect, policy, sub, facts))
     if TIME in plan.retry:
-        _raise(plan, TIME, _more_time(policy, sub, facts))
+        _raise(plan, TIME, _more_time(dialect, policy, sub, facts))
     return plan
 
 
@@ -80,43 +83,56 @@ def _option(options: Dict[str, Any], *keys: str) -> Tuple[str, Any]:
     return "", None
 
 
-def _more_memory(policy: RetryPolicy, sub: Submission, facts: Facts) -> Tuple[str, str, str]:
-    key, value = _option(sub.slurm_options, "mem", "mem-per-cpu")
-    current = res.mem_mb(value) if key else facts.mem_mb
+def _more_memory(d: Dialect, policy: RetryPolicy, sub: Submission, facts: Facts) -> Tuple[str, str, str]:
+    key, value = _option(sub.slurm_options, *d.MEM_KEYS)
+    current = d.mem_mb(value) if key else facts.mem_mb
     if current is None or current <= 0:
         return ("", f"{MEMORY}: the memory its tasks had is not known, so a retry cannot ask for "
                     "more; give slurm_options={'mem': ...}", "")
-    shown = str(value) if key else res.mem_text(current)
-    # Ceilings are per task (max_mem, MaxMemPerNode) or per CPU (MaxMemPerCPU); with
-    # --mem-per-cpu the value raised is per CPU, so each is brought to that unit.
+    shown = str(value) if key else d.mem_text(current)
+    # Ceilings are per task (max_mem, MaxMemPerNode) or per CPU (MaxMemPerCPU); with a per-CPU
+    # option (--mem-per-cpu) the value raised is per CPU, so each is brought to that unit.
     cpus = max(1, sub.cpus_per_task)
-    scale = cpus if key == "mem-per-cpu" else 1
+    scale = cpus if key and key == d.MEM_PER_CPU else 1
     part = facts.limits
-    ceiling, source = res.lowest(
-        (_over(res.mem_mb(policy.max_mem or ""), scale), f"max_mem={policy.max_mem}"),
+    ceiling, source = lowest(
+        (_over(d.mem_mb(policy.max_mem or ""), scale), f"max_mem={policy.max_mem}"),
         (_over(part.max_mem_mb, scale), f"partition {part.partition}'s MaxMemPerNode"),
         (_over(part.max_mem_per_cpu_mb, scale / cpus), f"partition {part.partition}'s MaxMemPerCPU"))
-    new = res.doubled(current, ceiling)
+    new = doubled(current, ceiling)
     if new is None:
         return "", f"{MEMORY} at {shown}: no more allowed ({source})", ""
-    return key or "mem", shown, res.mem_text(new, like=shown)
+    return key or d.MEM_KEYS[0], shown, d.mem_text(new, like=shown)
 
 
 def _over(mb: Optional[float], scale: float) -> Optional[float]:
     return None if mb is None else mb / scale
 
 
-def _more_time(policy: RetryPolicy, sub: Submission, facts: Facts) -> Tuple[str, str, str]:
-    key, value = _option(sub.slurm_options, "time", "t")
-    current = res.time_s(value) if key else facts.time_s
+def _more_time(d: Dialect, policy: RetryPolicy, sub: Submission, facts: Facts) -> Tuple[str, str, str]:
+    key, value = _option(sub.slurm_options, *d.TIME_KEYS)
+    current = d.time_s(value) if key else facts.time_s
     if current is None or current <= 0 or current == float("inf"):
         return ("", f"{TIME}: the time limit its tasks had is not known, so a retry cannot ask "
                     "for more; give slurm_options={'time': ...}", "")
-    shown = str(value) if key else res.time_text(current)
-    ceiling, source = res.lowest(
-        (res.time_s(policy.max_time) if policy.max_time else None, f"max_time={policy.max_time}"),
+    shown = str(value) if key else d.time_text(current)
+    ceiling, source = lowest(
+        (d.time_s(policy.max_time) if policy.max_time else None, f"max_time={policy.max_time}"),
         (facts.limits.max_time_s, f"partition {facts.limits.partition}'s MaxTime"))
-    new = res.doubled(current, ceiling)
+    new = doubled(current, ceiling)
     if new is None:
         return "", f"{TIME} at {shown}: no more allowed ({source})", ""
-    return key or "time", shown, res.time_text(new)
+    return key or d.TIME_KEYS[0], shown, d.time_text(new)
+
+
+def doubled(current: float, ceiling: Optional[float]) -> Optional[float]:
+    """Twice ``current``, at most ``ceiling``; None when it cannot grow (at the ceiling already)."""
+    if ceiling is not None and current >= ceiling:
+        return None
+    return min(current * 2, ceiling) if ceiling is not None else current * 2
+
+
+def lowest(*bounds: Tuple[Optional[float], str]) -> Tuple[Optional[float], str]:
+    """The tightest of several (ceiling, where it comes from); (None, "") when there is none."""
+    known = [(v, why) for v, why in bounds if v is not None and v != math.inf]
+    return min(known, key=lambda b: b[0]) if known else (None, "")

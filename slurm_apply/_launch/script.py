@@ -1,121 +1,26 @@
-"""The sbatch array script: text built from data, every value quoted.
+"""The array job script: text built from data, every value quoted.
 
-Two readers parse the one file, so a value is quoted for the one that reads its line:
-
-* ``#SBATCH`` lines are read by sbatch itself, not by a shell (``_get_argument`` in Slurm's
-  ``src/sbatch/opt.c``, checked against Slurm 22.05's ``sbatch -v``): whitespace ends an argument
-  unless it is inside single or double quotes, a backslash makes the next character literal
-  (inside quotes too), an unquoted ``#`` starts a comment, and a newline ends the line. Nothing
-  is expanded. So a value is bare when it is plainly safe, and otherwise put in double quotes
-  with ``\\`` and ``"`` escaped.
-* the lines after them are bash, and every value there goes through ``shlex.quote``.
-
-A value with a newline or another control character is refused: it would end an ``#SBATCH``
-line early and the rest would become a line of the script.
+A script is ``#!/bin/bash``, a comment, the scheduler's header (its backend's dialect writes it
+and quotes each value for the scheduler that reads it: ``Dialect.array_header``), then a bash
+body shared by every backend, in which every value goes through ``shlex.quote``: the dialect's
+lines that export the neutral task variables (``_node/taskenv.py``) from the scheduler's own,
+``cd`` to where the caller was, ``PYTHONPATH``, the user's setup lines, and
+``exec python -m slurm_apply._node``.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence
 
-from .._errors import InputError
-
-OptionValue = Union[str, int, float, bool]
-
-# Keys slurm_apply sets itself; a user's value for one of them would break the job's layout.
-OWNED_OPTIONS = ("array", "job-name", "output", "error", "cpus-per-task")
-_SHORT_FORMS = {"a": "array", "J": "job-name", "o": "output", "e": "error", "c": "cpus-per-task"}
-
-# Characters sbatch reads literally outside quotes; anything else puts the value in quotes.
-_BARE = re.compile(r"[A-Za-z0-9_.,:/=+@%^\[\]-]+")
-# An option name once normalized: one letter (a short option) or a long name.
-_KEY = re.compile(r"[A-Za-z]|[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*")
+from .._backends import ArrayHeader, Dialect, FollowupHeader
+from .._backends.base import OptionValue
 
 
-def normalize_key(key: str) -> str:
-    """``--job_name``, ``job_name`` and ``J`` all mean ``job-name``; other letters stay short options."""
-    key = key.lstrip("-")
-    if len(key) == 1:
-        return _SHORT_FORMS.get(key, key)
-    return key.replace("_", "-")
-
-
-def is_option_key(key: str) -> bool:
-    """True for a normalized key that renders as exactly one sbatch option."""
-    return bool(_KEY.fullmatch(key))
-
-
-def control_characters(value: str) -> List[str]:
-    """The newlines and other control characters in ``value``, as their reprs."""
-    return sorted({repr(ch) for ch in value if ord(ch) < 32 or 127 <= ord(ch) < 160
-                   or ch in "\u2028\u2029"})
-
-
-def directive_value(value: str) -> str:
-    """Quote a value for an ``#SBATCH`` line so that sbatch reads back exactly ``value``."""
-    bad = control_characters(value)
-    if bad:
-        raise InputError(
-            f"the value {value!r} contains {', '.join(bad)} (a newline or other control character), "
-            "which would end its #SBATCH line early and could add lines to the job script; "
-            "give a one-line value"
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"the value {value!r} is not valid text (it cannot be written as UTF-8)") from None
-    if _BARE.fullmatch(value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def option_line(key: str, value: OptionValue) -> Optional[str]:
-    """One ``#SBATCH`` line: ``True`` gives a bare flag, ``False`` or ``None`` no line at all.
-
-    A one-letter key is a short option (``-p debug``): as ``--p=debug`` getopt would read an
-    ambiguous abbreviation of the long options starting with p.
-    """
-    if not is_option_key(key):
-        raise InputError(f"{key!r} is not an sbatch option name (letters, digits and '-')")
-    if value is False or value is None:
-        return None
-    flag = f"-{key}" if len(key) == 1 else f"--{key}"
-    if value is True:
-        return f"#SBATCH {flag}"
-    quoted = directive_value(str(value))
-    return f"#SBATCH {flag} {quoted}" if len(key) == 1 else f"#SBATCH {flag}={quoted}"
-
-
-def _sbatch_path(path: Path) -> str:
-    # In --output, sbatch expands %x patterns; a literal % in the directory name must be %%,
-    # while the file name keeps its own pattern (%a, the array task id).
-    return str(path.parent).replace("%", "%%") + "/" + path.name
-
-
-def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
-           options: Mapping[str, OptionValue], python: str, job_dir: Path, sub: int, token: str,
-           workdir: Path, pythonpath: Optional[str], max_concurrent: Optional[int],
-           setup: Sequence[str] = ()) -> str:
-    array = f"0-{n_tasks - 1}" + (f"%{max_concurrent}" if max_concurrent else "")
-    lines: List[str] = [
-        "#!/bin/bash",
-        f"# slurm_apply array job: submission {sub} of {directive_value(jobname)}",
-        f"#SBATCH --array={array}",
-        f"#SBATCH --job-name={directive_value(jobname)}",
-        f"#SBATCH --cpus-per-task={int(cpus_per_task)}",
-        f"#SBATCH --output={directive_value(_sbatch_path(log_pattern))}",
-        # A requeued task appends to its log instead of wiping the first attempt's lines.
-        "#SBATCH --open-mode=append",
-    ]
-    for key, value in options.items():
-        line = option_line(key, value)
-        if line is not None:
-            lines.append(line)
-    lines.append("")
-    lines.append("set -e")
+def _body(*, workdir: Path, pythonpath: Optional[str], setup: Sequence[str],
+          task_environment: Sequence[str] = ()) -> List[str]:
+    lines = ["", "set -e", *task_environment]
     # Run where the caller was, so relative paths in f mean the same on the node.
     lines.append(f"cd {shlex.quote(str(workdir))}")
     if pythonpath:
@@ -123,6 +28,21 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
     if setup:
         lines.append("# setup lines, as given")
         lines.extend(setup)  # the user's own shell, verbatim (checked: one line each)
+    return lines
+
+
+def render(*, dialect: Dialect, jobname: str, n_tasks: int, cpus_per_task: int, log: Callable[[str], Path],
+           options: Mapping[str, OptionValue], python: str, job_dir: Path, sub: int, token: str,
+           workdir: Path, pythonpath: Optional[str], max_concurrent: Optional[int],
+           setup: Sequence[str] = ()) -> str:
+    """The array script of submission ``sub``: ``log`` gives a task's log path from the text
+    that stands for its index."""
+    lines: List[str] = ["#!/bin/bash", f"# slurm_apply array job: submission {sub} of {jobname}"]
+    lines += dialect.array_header(ArrayHeader(jobname=jobname, n_tasks=n_tasks, max_concurrent=max_concurrent,
+                                              cpus_per_task=cpus_per_task, log=log, options=options))
+    # What the task is (its index, job ids, restarts, node), in the neutral variables it reads.
+    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup,
+                   task_environment=dialect.task_environment())
     lines.append(
         # The job's token: a task of a job that was replaced in this directory does nothing.
         f"exec {shlex.quote(python)} -m slurm_apply._node {shlex.quote(str(job_dir))} {int(sub)} "
@@ -131,38 +51,18 @@ def render(*, jobname: str, n_tasks: int, cpus_per_task: int, log_pattern: Path,
     return "\n".join(lines) + "\n"
 
 
-# The options a follow-up shares with its array: where the user may run and what is charged.
-FOLLOWUP_OPTIONS = ("partition", "p", "account", "A", "qos", "q", "reservation", "wckey")
-
-
-def render_followup(*, jobname: str, log: Path, options: Mapping[str, OptionValue], python: str,
-                    job_dir: Path, sub: int, token: str, workdir: Path, pythonpath: Optional[str],
+def render_followup(*, dialect: Dialect, jobname: str, log: Path, options: Mapping[str, OptionValue],
+                    python: str, job_dir: Path, sub: int, token: str, workdir: Path, pythonpath: Optional[str],
                     setup: Sequence[str], mem: str, time: str) -> str:
     """The follow-up of submission ``sub``: a one-CPU job, started once the array has ended,
     that runs again the rows whose task died (``python -m slurm_apply._job.followup``). It goes where
-    the array went (partition, account, qos) and runs the same setup lines, so it finds the
-    same Python."""
-    lines: List[str] = [
-        "#!/bin/bash",
-        f"# slurm_apply follow-up of submission {sub} of {directive_value(jobname)}: "
-        "retries the rows whose task died",
-        f"#SBATCH --job-name={directive_value(jobname + '.retry')}",
-        "#SBATCH --cpus-per-task=1",
-        f"#SBATCH --mem={directive_value(mem)}",
-        f"#SBATCH --time={directive_value(time)}",
-        f"#SBATCH --output={directive_value(_sbatch_path(log))}",
-        "#SBATCH --open-mode=append",
-    ]
-    for key, value in options.items():
-        line = option_line(key, value) if key in FOLLOWUP_OPTIONS else None
-        if line is not None:
-            lines.append(line)
-    lines += ["", "set -e", f"cd {shlex.quote(str(workdir))}"]
-    if pythonpath:
-        lines.append(f"export PYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}")
-    if setup:
-        lines.append("# setup lines, as given")
-        lines.extend(setup)
+    the array went (the dialect keeps the options that say where: partition, account, ...) and
+    runs the same setup lines, so it finds the same Python."""
+    lines: List[str] = ["#!/bin/bash", f"# slurm_apply follow-up of submission {sub} of {jobname}: "
+                                        "retries the rows whose task died"]
+    lines += dialect.followup_header(FollowupHeader(jobname=jobname, log=log, mem=mem, time=time,
+                                                    options=options))
+    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup)
     lines.append(f"exec {shlex.quote(python)} -m slurm_apply._job.followup {shlex.quote(str(job_dir))} "
                  f"{int(sub)} {shlex.quote(token)}")
     return "\n".join(lines) + "\n"

@@ -14,9 +14,8 @@ import re
 import types
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .._backends import OptionRules
+from .._backends import Dialect, control_characters
 from .._errors import InputError, UnpicklableError
-from .script import OWNED_OPTIONS, control_characters, directive_value, is_option_key, normalize_key
 
 if TYPE_CHECKING:
     from .._store.manifest import RetryPolicy
@@ -81,9 +80,9 @@ def check_seed(seed: Any) -> Any:
 
 
 def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: Any,
-                       rules: OptionRules) -> "RetryPolicy":
+                       rules: Dialect) -> "RetryPolicy":
     """The job's automatic retries, checked: a count, a flag and two ceilings in the form of the
-    scheduler's options (``rules``)."""
+    scheduler's memory and time options (``rules``, its dialect)."""
     from .._store.manifest import RetryPolicy
 
     if isinstance(retries, bool) or not isinstance(retries, numbers.Integral) or retries < 0:
@@ -91,11 +90,12 @@ def check_retry_policy(retries: Any, retry_errors: Any, max_mem: Any, max_time: 
                          f"off); got {retries!r} ({type(retries).__name__})")
     if not isinstance(retry_errors, bool):
         raise InputError(f"retry_errors must be True or False; got {retry_errors!r}")
-    for name, value, key in (("max_mem", max_mem, "mem"), ("max_time", max_time, "time")):
+    for name, value, key in (("max_mem", max_mem, rules.MEM_KEYS[0]), ("max_time", max_time, rules.TIME_KEYS[0])):
         typed = value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
-        if not typed or (value is not None and rules.bad_value(key, str(value))):
-            raise InputError(f"{name} must be in sbatch's form for --{key} (e.g. "
-                             f"{'64G' if key == 'mem' else '2-00:00:00'}); got {value!r}")
+        problem = rules.bad_value(key, str(value)) if typed and value is not None else None
+        if not typed or problem:
+            raise InputError(f"{name} must be in the form the scheduler takes for its {key!r} option; "
+                             f"got {value!r}" + (f" ({problem})" if problem else ""))
     return RetryPolicy(retries=int(retries), retry_errors=retry_errors,
                        max_mem=None if max_mem is None else str(max_mem),
                        max_time=None if max_time is None else str(max_time))
@@ -290,24 +290,21 @@ def check_pkgs(pkgs: Any) -> List[str]:
     return out
 
 
-def check_options(options: Any, rules: OptionRules) -> Dict[str, Any]:
-    """The scheduler's options as {normalized key: value}, checked against its ``rules``;
-    refuses anything that could change the script."""
+def check_options(options: Any, rules: Dialect) -> Dict[str, Any]:
+    """The scheduler's options as {normalized key: value}, checked against its ``rules`` (the
+    dialect of the backend that will run them); refuses anything that could change the script."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise InputError(f"slurm_options must be a dict like {{'time': '1:00:00'}}; got {type(options).__name__}")
-    owned = ", ".join(OWNED_OPTIONS)
+    owned = ", ".join(rules.OWNED)
     out: Dict[str, Any] = {}
     for raw_key, value in options.items():
-        key = normalize_key(raw_key) if isinstance(raw_key, str) else ""
-        if not is_option_key(key):
-            raise InputError(
-                f"slurm_options key {raw_key!r} is not an sbatch option name (letters, digits and "
-                "'-' or '_', e.g. 'time', 'mem', 'partition', or one letter like 'p')"
-            )
-        # getopt takes any unambiguous abbreviation, so --outp would still be --output.
-        if key in OWNED_OPTIONS or (len(key) > 1 and any(o.startswith(key) for o in OWNED_OPTIONS)):
+        key = rules.normalize_key(raw_key) if isinstance(raw_key, str) else ""
+        problem = rules.bad_key(key)
+        if problem:
+            raise InputError(f"slurm_options key {raw_key!r} {problem}")
+        if rules.owns(key):
             raise InputError(
                 f"slurm_options sets {raw_key!r}, which slurm_apply sets itself; the keys it owns "
                 f"are {owned}. Use nodes=, cpus_per_node= and jobname= instead; logs go to the "
@@ -329,7 +326,7 @@ def check_options(options: Any, rules: OptionRules) -> Dict[str, Any]:
                     "leave the key out"
                 )
             try:
-                directive_value(value)
+                rules.header_value(value)
             except InputError as exc:
                 raise InputError(f"slurm_options[{raw_key!r}]: {exc}") from None
         else:

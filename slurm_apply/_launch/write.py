@@ -1,4 +1,4 @@
-"""Writing a submission (rows in chunks, the array script) and handing it to Slurm or to this machine.
+"""Writing a submission (rows in chunks, the array script) and handing it to its backend.
 
 Shared by the first run and by every resubmission.
 """
@@ -6,6 +6,7 @@ Shared by the first run and by every resubmission.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -82,8 +83,9 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         stops.prepare(job_dir, sub.index)
     params.write_params_bin(jd.params_bin(job_dir, sub.index), table.encode_chunks(df, rows, n_chunks))
     script = _script.render(
-        jobname=manifest.jobname, n_tasks=n_tasks, cpus_per_task=sub.cpus_per_task,
-        log_pattern=jd.log_pattern(job_dir, sub.index), options=sub.slurm_options,
+        dialect=backends.dialect(sub.backend), jobname=manifest.jobname, n_tasks=n_tasks,
+        cpus_per_task=sub.cpus_per_task, log=functools.partial(jd.log_pattern, job_dir, sub.index),
+        options=sub.slurm_options,
         python=manifest.python, job_dir=job_dir, sub=sub.index, token=manifest.token,
         workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
         max_concurrent=sub.max_concurrent, setup=sub.setup,
@@ -109,7 +111,7 @@ def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
     name = jd.followup_script_name(sub.index)
     script = _script.render_followup(
-        jobname=manifest.jobname, log=jd.followup_log_path(job_dir, sub.index),
+        dialect=backends.dialect(sub.backend), jobname=manifest.jobname, log=jd.followup_log_path(job_dir, sub.index),
         options=sub.slurm_options, python=manifest.python, job_dir=job_dir, sub=sub.index,
         token=manifest.token, workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
         setup=sub.setup, mem=f"{mem_mb}M", time=FOLLOWUP_TIME)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -23,16 +22,17 @@ from typing import List, Sequence
 from .._store import layout as jd
 from .._store.markers import Start
 from .._store.taskfiles import JobReplaced
-from . import lease
+from . import lease, taskenv
 from .rows import Context, load, load_payload
 from .task import Task
 
 
-def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
-    """Run one start of array task ``task`` of submission ``sub``; its exit code."""
+def run_task(job_dir: Path, sub: int, task: int, token: str, env: taskenv.TaskEnv) -> int:
+    """Run one start of array task ``task`` of submission ``sub`` (``env``: what the scheduler
+    said of it); its exit code."""
     runners: List[Task] = []
     try:
-        return _run_task(job_dir, sub, task, token, runners)
+        return _run_task(job_dir, sub, task, token, env, runners)
     except JobReplaced as exc:  # checked by the store before every write by path
         for runner in runners:
             runner.kill_processes()
@@ -40,7 +40,8 @@ def run_task(job_dir: Path, sub: int, task: int, token: str) -> int:
         return 1
 
 
-def _run_task(job_dir: Path, sub: int, task: int, token: str, runners: List["Task"]) -> int:
+def _run_task(job_dir: Path, sub: int, task: int, token: str, env: taskenv.TaskEnv,
+              runners: List["Task"]) -> int:
     started = time.time()
     manifest = jd.load_manifest(job_dir)
     if manifest.token != token or jd.job_replaced(job_dir, token):
@@ -48,8 +49,7 @@ def _run_task(job_dir: Path, sub: int, task: int, token: str, runners: List["Tas
               "e.g. by overwrite=True); this task does nothing", flush=True)
         return 1
     ncpu = manifest.submissions[sub].cpus_per_task
-    ctx = Context(job_dir, manifest, sub, task, started=started,
-                  node=os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+    ctx = Context(job_dir, manifest, sub, task, started=started, node=env.node)
     files = ctx.files
     files.unmark("done")  # a requeued task starts again: its old end marker says nothing
     files.unmark("idle")
@@ -57,9 +57,9 @@ def _run_task(job_dir: Path, sub: int, task: int, token: str, runners: List["Tas
     n_starts = files.record_start(Start(
         time=ctx.started,
         node=ctx.node,
-        job_id=os.environ.get("SLURM_JOB_ID"),
-        array_job_id=os.environ.get("SLURM_ARRAY_JOB_ID"),
-        restart_count=int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+        job_id=env.job_id,
+        array_job_id=env.array_job_id,
+        restart_count=env.restarts,
         pid=os.getpid(),
     ))
     print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "
@@ -125,12 +125,13 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) != 3:
         print("usage: python -m slurm_apply._node JOB_DIR SUBMISSION TOKEN", file=sys.stderr)
         return 2
-    task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
-    if task_id is None:
-        print("slurm_apply: SLURM_ARRAY_TASK_ID is not set; this command is run by the array job "
-              "script (submit.sh), not by hand", file=sys.stderr)
+    env = taskenv.read()
+    if env.task is None:
+        print(f"slurm_apply: {taskenv.TASK} is not set; this command is run by the array job "
+              "script (submit.sh), which sets it from the scheduler's task id, not by hand",
+              file=sys.stderr)
         return 2
-    return run_task(Path(argv[0]), int(argv[1]), int(task_id), argv[2])
+    return run_task(Path(argv[0]), int(argv[1]), env.task, argv[2], env)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .. import _backends as backends
 from .._backends import Answer, TaskRecord, Unknown
 from .._backends.states import OUT_OF_MEMORY, TIMEOUT
 from .classify import ACTIVE_STATES, MARKER_GRACE_S, may_do_more
@@ -31,8 +32,6 @@ USED_UP = "used up"  # the latest retry was the last one allowed
 
 OUTCOMES = ("done", "failed", "missing", "pending")  # where a retried row is now
 
-# The limit a retry raises after each kind of death, as the sbatch options that set it.
-LIMIT_KEYS = {OUT_OF_MEMORY: ("mem", "mem-per-cpu"), TIMEOUT: ("time", "t")}
 
 
 @dataclass
@@ -134,12 +133,15 @@ def _name(sub: "Submission") -> str:
 def limit_of(sub: "Submission", why: str, before: bool = False) -> str:
     """The limit ``sub`` ran with that matters for a death of kind ``why`` ("" if none);
     ``before``: the limit it raised from (the run that died)."""
-    for key in LIMIT_KEYS.get(why, ()):
+    # The limit a retry raises after each kind of death, as the options of the dialect that set it.
+    dialect = backends.dialect(sub.backend)
+    keys = {OUT_OF_MEMORY: dialect.MEM_KEYS, TIMEOUT: dialect.TIME_KEYS}.get(why, ())
+    for key in keys:
         if key in sub.raised:
-            return sub.raised[key][0 if before else 1] + (" per CPU" if key == "mem-per-cpu" else "")
-    for key in LIMIT_KEYS.get(why, ()):
+            return sub.raised[key][0 if before else 1] + (" per CPU" if key == dialect.MEM_PER_CPU else "")
+    for key in keys:
         if key in sub.slurm_options:
-            return str(sub.slurm_options[key]) + (" per CPU" if key == "mem-per-cpu" else "")
+            return str(sub.slurm_options[key]) + (" per CPU" if key == dialect.MEM_PER_CPU else "")
     return ""
 
 

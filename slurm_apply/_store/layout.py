@@ -140,9 +140,10 @@ def tasks_without_end_marker(job_dir: Path, subs: Sequence["Submission"]) -> Lis
     return out
 
 
-def log_pattern(job_dir: Path, sub: int) -> Path:
-    """The ``--output`` pattern given to sbatch (``%a`` is the array task id)."""
-    return job_dir / LOGS / f"s{sub}_t%a.out"
+def log_pattern(job_dir: Path, sub: int, index: str) -> Path:
+    """A task's log path with ``index`` in place of its index: the pattern a job script gives
+    its scheduler, in the scheduler's own words for "this task's index"."""
+    return job_dir / LOGS / f"s{sub}_t{index}.out"
 
 
 def log_path(job_dir: Path, sub: int, task: int) -> Path:

@@ -89,7 +89,8 @@ def slurm_apply(
         Processes per task, and the task's ``--cpus-per-task``. Default: the site defaults
         file's, else 2.
     slurm_options : dict, optional
-        Extra ``#SBATCH --key=value`` lines, e.g. ``{"time": "1:00:00", "mem": "4G"}``;
+        Extra options of the scheduler, one header line each (on Slurm sbatch's: ``--key=value``),
+        e.g. ``{"time": "1:00:00", "mem": "4G"}``;
         ``True`` gives a bare flag. Merged over the site defaults file's. Unknown option names
         and malformed common values (time, mem, nodes, gres, gpus) are refused.
     setup : list of str, optional
@@ -191,9 +192,9 @@ def _describe(f: Any) -> str:
 
 def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     """Every argument of slurm_apply checked, in an order that fails fast and writes nothing;
-    the site defaults filled in. Asks the scheduler last (``scontrol ping``, ``sbatch --help``)."""
+    the site defaults filled in. Asks the scheduler last (is there a cluster, which options it takes)."""
     v.check_choice("backend", a["backend"], _BACKENDS)
-    rules = backends.option_rules(a["backend"])
+    rules = backends.dialect(a["backend"])
     site, defaults = _config.resolve(nodes=a["nodes"], cpus_per_node=a["cpus_per_node"],
                                      slurm_options=a["slurm_options"], setup=a["setup"], rules=rules)
     f, df, seed_arg = a["f"], a["params_df"], a["seed_arg"]
@@ -213,7 +214,7 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     c.pkgs = v.check_pkgs(a["pkgs"])
     c.options = v.check_options(site["slurm_options"], rules)
     c.jobname = v.check_jobname(a["jobname"] if a["jobname"] is not None else v.default_jobname(f))
-    c.path = _job_path(c.jobname, a["job_dir"], a["overwrite"])
+    c.path = _job_path(c.jobname, a["job_dir"], a["overwrite"], rules)
     c.f = functools.partial(f, **c.more_args) if c.more_args else f  # stored once, with f
     c.size = v.check_payload(c.f, c.objects)  # before anything is written: it may not pickle
     if c.size.pickled > PAYLOAD_WARN_MB * 2**20:
@@ -228,7 +229,7 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     return c
 
 
-def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
+def _job_path(jobname: str, job_dir: Any, overwrite: bool, dialect: backends.Dialect) -> Path:
     if job_dir is not None and not Path(job_dir).is_dir():
         raise InputError(f"job_dir {os.fspath(job_dir)!r} is not an existing directory; create it first")
     path = jd.default_dir(jobname, job_dir)
@@ -237,10 +238,8 @@ def _job_path(jobname: str, job_dir: Any, overwrite: bool) -> Path:
     # Retries, cancel() and resubmit() lock the manifest: a file system refusing locks is
     # refused now, before anything is written (and the probe leaves nothing behind).
     jd.check_locks(path if path.is_dir() else path.parent)
-    from .._launch.script import directive_value
-
-    try:  # a path sbatch cannot carry fails here, not after writing
-        directive_value(str(jd.log_pattern(path, 0)))
+    try:  # a path the job script's header cannot carry fails here, not after writing
+        dialect.header_value(str(jd.log_pattern(path, 0, "0")))
     except InputError as exc:
         raise InputError(f"the job directory's path cannot go in the job script: {exc}. "
                          "Choose a job_dir (and jobname) without such characters.") from None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 from .._errors import InputError
 
 if TYPE_CHECKING:
-    from .._backends import OptionRules
+    from .._backends import Dialect
 
 ENV_VAR = "SLURM_APPLY_CONFIG"
 KEYS = {"slurm_options": dict, "nodes": int, "cpus_per_node": int, "setup": list}
@@ -71,13 +71,12 @@ def load() -> Tuple[Optional[Path], Dict[str, Any]]:
 
 
 def resolve(*, nodes: Optional[int], cpus_per_node: Optional[int], slurm_options: Any,
-            setup: Any, rules: "OptionRules") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            setup: Any, rules: "Dialect") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The call's settings with the site defaults filled in (built-in: 2 nodes, 2 CPUs), and a
     record of what the defaults file gave (for the manifest)."""
-    from .._launch.script import normalize_key as norm
-
     def normalize_key(key: str) -> str:  # "t", "--time" and "time" are one option
-        return rules.SHORT.get(norm(key), norm(key))
+        norm = rules.normalize_key(key)
+        return rules.SHORT.get(norm, norm)
 
     path, site = load()
     given: Dict[str, Any] = {}

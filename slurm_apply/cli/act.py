@@ -15,8 +15,8 @@ from .commands import _JOB_DIR, _open, cli
 @cli.command()
 @_JOB_DIR
 @click.option("--failed", is_flag=True, help="Also rerun the rows that raised (not only the missing ones).")
-@click.option("--time", "time_limit", metavar="T", help="New time limit, e.g. 2:00:00 (sbatch --time).")
-@click.option("--mem", metavar="M", help="New memory per task, e.g. 8G (sbatch --mem).")
+@click.option("--time", "time_limit", metavar="T", help="New time limit, e.g. 2:00:00 (--time on Slurm).")
+@click.option("--mem", metavar="M", help="New memory per task, e.g. 8G (--mem on Slurm).")
 @click.option("--nodes", type=click.IntRange(min=1), metavar="N", help="At most this many array tasks.")
 @click.option("--cpus-per-node", type=click.IntRange(min=1), metavar="N", help="Processes per task (--cpus-per-task).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), metavar="N", help="At most this many tasks at once.")

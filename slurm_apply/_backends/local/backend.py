@@ -1,6 +1,7 @@
 """The "local" backend: a submission's array tasks run on this machine, when there is no Slurm.
 
-The array script runs once per task (``bash SCRIPT`` with ``SLURM_ARRAY_TASK_ID`` set), one task
+The array script runs once per task (``bash SCRIPT`` with the variables the scheduler it stands in
+for would set: its dialect's ``STAND_IN``, e.g. Slurm's task id), one task
 per ``cpus_per_task`` of the CPUs this process may use at a time, under a detached supervisor
 (``python -m slurm_apply._backends.local.backend JOB_DIR SUB``) that records each task's state, so any
 process on this host can ask about the job as it would ask Slurm. Two files per submission:
@@ -9,6 +10,7 @@ process on this host can ask about the job as it would ask Slurm. Two files per 
   then only the supervisor writes it, and a cancel only once the supervisor is known gone::
 
     {"format": 1, "script": "submit.sh", "cpus_per_task": 2, "parallel": 2,
+     "env": {"<the task id variable of the dialect's scheduler>": "{task}", ...},
      "tasks": {"0": {"state": "RUNNING", "started": 1700000000.1,
                      "proc": {"pid": 4242, "start": 991, "host": "vm"}},
                "1": {"state": "FAILED", "started": ..., "proc": ..., "ended": ..., "exit_code": 3}}}
@@ -106,6 +108,8 @@ class LocalBackend(Backend):
             "format": STATE_FORMAT, "script": sub.script, "cpus_per_task": sub.cpus_per_task,
             "parallel": _width(sub), "tasks": {str(t): {"state": PENDING} for t in range(sub.n_tasks)},
             "followup": sub.followup,  # run by the supervisor once every task has ended
+            # What the script reads of its task, as the scheduler whose script it is would set it.
+            "env": dict(self.dialect.STAND_IN) if self.dialect else {},
         })
         try:
             with open(supervisor_log(job_dir, sub.index), "ab") as log:
@@ -262,8 +266,9 @@ class _Supervisor:
         jd.write_json(state_path(self.job_dir, self.k), dict(self.plan, tasks=self.tasks))
 
     def start(self, t: int) -> None:
-        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(t), SLURM_ARRAY_JOB_ID=self.job_id,
-                   SLURM_JOB_ID=f"{self.job_id}_{t}", SLURMD_NODENAME=self.host)
+        facts = {"task": t, "task1": t + 1, "job_id": self.job_id, "node": self.host}
+        env = dict(os.environ, **{name: str(value).format(**facts)
+                                  for name, value in self.plan.get("env", {}).items()})
         with open(jd.log_path(self.job_dir, self.k, t), "ab") as log:
             # Its own process group, so a cancel can signal the task and every process it
             # started (as Slurm signals a whole step), and nothing else.

@@ -1,5 +1,6 @@
-"""The local face of ``sbatch --dependency=afterany``: the supervisor of a local submission runs
-its follow-up (the script that retries rows whose task died) once every task has ended.
+"""The local face of a scheduler's "start this job once that array has ended, however it ended":
+the supervisor of a local submission runs its follow-up (the script that retries rows whose task
+died) once every task has ended.
 
 The follow-up's state goes in the submission's state file, beside its tasks', under
 ``"followup"``, written by the supervisor only::

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
-from .. import resources as res
 from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
 from . import logs
+from . import resources as res
 from .parse import (
     ACCOUNTING_DISABLED,
     SACCT_FIELDS,

@@ -116,7 +116,7 @@ def _instead(key: str, value: object) -> str:
     """What to write instead of a size sbatch would refuse: ``1.5G`` -> ``1536M``."""
     import math
 
-    from ..resources import mem_mb
+    from .resources import mem_mb
 
     if FORMS[key][0] is not _MEM:
         return ""

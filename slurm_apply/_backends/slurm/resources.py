@@ -1,14 +1,15 @@
-"""Memory and time limits in Slurm's own forms: read, written back, doubled within a ceiling.
+"""Memory and time limits in Slurm's own forms, read and written back.
 
 Pure functions over the strings sbatch takes and sacct/squeue/scontrol print, so that a retry
-after OUT_OF_MEMORY or TIMEOUT can ask for more, and say how much, in the user's own units.
+after OUT_OF_MEMORY or TIMEOUT can ask for more, and say how much, in the user's own units. The
+generic layers reach them through the dialect (``dialect.py``), in seconds and MiB.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Optional, Tuple
+from typing import Optional
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*([nc]?)\s*$", re.I)
 _MB_PER_UNIT = {"K": 1 / 1024, "": 1.0, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2}
@@ -73,15 +74,3 @@ def time_text(seconds: float) -> str:
     hm = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
     return f"{days}-{hm}" if days else hm
 
-
-def doubled(current: float, ceiling: Optional[float]) -> Optional[float]:
-    """Twice ``current``, at most ``ceiling``; None when it cannot grow (at the ceiling already)."""
-    if ceiling is not None and current >= ceiling:
-        return None
-    return min(current * 2, ceiling) if ceiling is not None else current * 2
-
-
-def lowest(*bounds: Tuple[Optional[float], str]) -> Tuple[Optional[float], str]:
-    """The tightest of several (ceiling, where it comes from); (None, "") when there is none."""
-    known = [(v, why) for v, why in bounds if v is not None and v != math.inf]
-    return min(known, key=lambda b: b[0]) if known else (None, "")
