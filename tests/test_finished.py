@@ -73,7 +73,7 @@ def test_tasks_of_a_killed_local_runner_still_run_and_are_not_called_lost(tmp_pa
     while job.get_job_status().rows_done < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.kill(read_identity(job.job_dir, 0)["pid"], signal.SIGKILL)
+    os.kill(read_identity(job.job_dir, 0).proc.pid, signal.SIGKILL)
     time.sleep(0.5)
     status = job.get_job_status()
     assert not status.ended, str(status)

@@ -155,13 +155,13 @@ def test_the_submitter_never_writes_the_state_after_the_supervisor(tmp_path, mon
         # Let the supervisor run its only task to the end before the submitter goes on: a
         # submitter that writes the state file after starting it would set it back to PENDING.
         proc = real_popen(*args, **kwargs)
-        wait_for(lambda: local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "COMPLETED")
+        wait_for(lambda: local.read_state(job_dir, 0).tasks[0].state == "COMPLETED")
         return proc
 
     monkeypatch.setattr(local.subprocess, "Popen", slow_popen)
     job_id = local.LocalBackend().submit(job_dir, sub)
     monkeypatch.undo()
-    assert local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "COMPLETED"
+    assert local.read_state(job_dir, 0).tasks[0].state == "COMPLETED"
     sub = dataclasses.replace(sub, job_id=job_id)
     [rec] = answers(job_dir, sub)
     assert rec.state == "COMPLETED" and rec.exit_code == "0:0" and rec.end_time and rec.array_job_id == job_id
@@ -182,8 +182,8 @@ def test_a_dead_supervisors_running_task_is_running_and_cancel_stops_it(tmp_path
     # (pid and start time) does.
     job_dir, sub = make_job(tmp_path, script="exec sleep 60\n")
     sub = dataclasses.replace(sub, job_id=local.LocalBackend().submit(job_dir, sub))
-    wait_for(lambda: local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "RUNNING")
-    task_pid = local.read_state(job_dir, 0)["tasks"]["0"]["proc"]["pid"]
+    wait_for(lambda: local.read_state(job_dir, 0).tasks[0].state == "RUNNING")
+    task_pid = local.read_state(job_dir, 0).tasks[0].proc.pid
     runner = jd.read_json(local.runner_path(job_dir, 0))["pid"]
     os.kill(runner, signal.SIGKILL)
     wait_for(lambda: procs._proc_stat(runner) is None or procs._proc_stat(runner)[0] == "Z")
@@ -197,8 +197,8 @@ def test_a_dead_supervisors_running_task_is_running_and_cancel_stops_it(tmp_path
 def test_a_dead_supervisors_task_that_is_gone_too_is_lost(tmp_path):
     job_dir, sub = make_job(tmp_path, script="exec sleep 60\n")
     sub = dataclasses.replace(sub, job_id=local.LocalBackend().submit(job_dir, sub))
-    wait_for(lambda: local.read_state(job_dir, 0)["tasks"]["0"]["state"] == "RUNNING")
-    task_pid = local.read_state(job_dir, 0)["tasks"]["0"]["proc"]["pid"]
+    wait_for(lambda: local.read_state(job_dir, 0).tasks[0].state == "RUNNING")
+    task_pid = local.read_state(job_dir, 0).tasks[0].proc.pid
     os.kill(jd.read_json(local.runner_path(job_dir, 0))["pid"], signal.SIGKILL)
     os.kill(task_pid, signal.SIGKILL)
     wait_for(lambda: answers(job_dir, sub)[0].state == "LOST")
@@ -259,3 +259,29 @@ def test_a_job_whose_runner_cannot_be_asked_is_unknown_not_over(tmp_path):
     path.write_text(good)
     job.cancel()
     assert job.get_job_status().tasks == {0: "CANCELLED"}
+
+
+def test_the_runner_files_are_typed_records_in_the_json_earlier_versions_wrote(tmp_path):
+    from slurm_apply._store import localrun
+
+    job_dir = tmp_path / "_rslurm_typed"
+    local.local_dir(job_dir).mkdir(parents=True)
+    old = {"format": 1, "script": "submit.sh", "cpus_per_task": 2, "parallel": 2,
+           "tasks": {"0": {"state": "RUNNING", "started": 1.5, "proc": {"pid": 42, "start": 991, "host": "vm"}},
+                     "1": {"state": "FAILED", "started": 1.0, "ended": 2.0, "exit_code": 3,
+                           "proc": {"pid": 43, "start": "Mon Dec  7 14:00:00 2026", "host": "vm"}}},
+           "followup": "retry.s0.sh", "followup_run": {"state": "PENDING"}}
+    jd.write_json(local.state_path(job_dir, 0), old)
+    state = local.read_state(job_dir, 0)
+    assert state.tasks[0].proc == localrun.Proc(42, 991, "vm") and state.tasks[1].exit_code == 3
+    assert state.tasks[1].proc.start == "Mon Dec  7 14:00:00 2026" and state.followup == "retry.s0.sh"
+    localrun.write_state(job_dir, 0, state)
+    assert jd.read_json(local.state_path(job_dir, 0)) == dict(old, env={})
+    jd.write_json(local.runner_path(job_dir, 0), {"pid": 40, "start": 990, "host": "vm", "job_id": "local-40",
+                                                   "started_at": 1.0})
+    ident = local.read_identity(job_dir, 0)
+    assert ident.proc.pid == 40 and ident.job_id == "local-40"
+    for bad in ({"tasks": {"0": {"started": 1}}}, {"tasks": {"x": {"state": "PENDING"}}}, [1]):
+        jd.write_json(local.state_path(job_dir, 0), bad)
+        with pytest.raises(ValueError):
+            local.read_state(job_dir, 0)

@@ -4,20 +4,9 @@ The array script runs once per task (``bash SCRIPT`` with the variables the sche
 for would set: its dialect's ``STAND_IN``, e.g. Slurm's task id), one task
 per ``cpus_per_task`` of the CPUs this process may use at a time, under a detached supervisor
 (``python -m slurm_apply._backends.local.backend JOB_DIR SUB``) that records each task's state, so any
-process on this host can ask about the job as it would ask Slurm. Two files per submission:
-
-* ``local/s<k>.json``, the state. The submitter writes it once, *before* starting the supervisor;
-  then only the supervisor writes it, and a cancel only once the supervisor is known gone::
-
-    {"format": 1, "script": "submit.sh", "cpus_per_task": 2, "parallel": 2,
-     "env": {"<the task id variable of the dialect's scheduler>": "{task}", ...},
-     "tasks": {"0": {"state": "RUNNING", "started": 1700000000.1,
-                     "proc": {"pid": 4242, "start": 991, "host": "vm"}},
-               "1": {"state": "FAILED", "started": ..., "proc": ..., "ended": ..., "exit_code": 3}}}
-
-* ``local/s<k>.runner.json``, the supervisor's identity, written once by the submitter::
-
-    {"pid": 4240, "start": 990, "host": "vm", "job_id": "local-4240", "started_at": 1700000000.0}
+process on this host can ask about the job as it would ask Slurm. Its two files per submission
+(the state, written by the supervisor only once it runs, and the supervisor's identity) are typed
+records of the store: ``_store/localrun.py``.
 
 A pid alone names another process once its owner is gone, so a process is taken for the
 supervisor (or a task) only if its pid, start time (``/proc/<pid>/stat`` field 22: clock ticks
@@ -33,9 +22,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from ..._store import layout as jd
+from ..._store import localrun
+from ..._store.localrun import Proc, Run, RunnerIdentity, RunnerState
 from ..._errors import SchedulerError, SubmissionError
 from . import followup as local_followup
 from .procs import CannotTell, _exit_code, _signal_group, identity, is_alive
@@ -49,8 +40,7 @@ if TYPE_CHECKING:
 # Its files' paths are the job directory's: see layout (local_dir, local_state_path, ...).
 local_dir, state_path = jd.local_dir, jd.local_state_path
 runner_path, supervisor_log = jd.local_runner_path, jd.local_supervisor_log
-
-STATE_FORMAT = 1
+read_state, read_identity = localrun.read_state, localrun.read_identity
 
 
 def parallel_tasks(cpus_per_task: int) -> int:
@@ -66,24 +56,6 @@ def parallel_tasks(cpus_per_task: int) -> int:
 def _width(sub: "Submission") -> int:
     # An array throttle (--array=0-N%M) holds here as it would under Slurm.
     return min(parallel_tasks(sub.cpus_per_task), sub.max_concurrent or sub.n_tasks, sub.n_tasks)
-
-
-def read_identity(job_dir: Path, sub: int) -> Dict[str, Any]:
-    """The supervisor's identity. Raises OSError or ValueError when it cannot be read."""
-    ident = jd.read_json(runner_path(job_dir, sub))
-    if not isinstance(ident, dict) or not isinstance(ident.get("pid"), int) or "host" not in ident:
-        raise ValueError("not a local runner identity (no pid or host)")
-    return ident
-
-
-def read_state(job_dir: Path, sub: int) -> Dict[str, Any]:
-    """The task states as written. Raises OSError or ValueError when they cannot be read."""
-    state = jd.read_json(state_path(job_dir, sub))
-    tasks = state.get("tasks") if isinstance(state, dict) else None
-    if not isinstance(tasks, dict) or not all(isinstance(t, dict) and isinstance(t.get("state"), str)
-                                              for t in tasks.values()):
-        raise ValueError("not a local runner state file (no task states)")
-    return state
 
 
 # -- the backend -------------------------------------------------------------------------------
@@ -104,13 +76,12 @@ class LocalBackend(Backend):
         local_dir(job_dir).mkdir(mode=0o700, exist_ok=True)
         # The whole plan goes in the state file before the supervisor exists: it reads it there,
         # and from then on it is the file's only writer.
-        jd.write_json(state_path(job_dir, sub.index), {
-            "format": STATE_FORMAT, "script": sub.script, "cpus_per_task": sub.cpus_per_task,
-            "parallel": _width(sub), "tasks": {str(t): {"state": PENDING} for t in range(sub.n_tasks)},
-            "followup": sub.followup,  # run by the supervisor once every task has ended
+        localrun.write_state(job_dir, sub.index, RunnerState(
+            script=sub.script, cpus_per_task=sub.cpus_per_task, parallel=_width(sub),
+            tasks={t: Run(PENDING) for t in range(sub.n_tasks)},
+            followup=sub.followup,  # run by the supervisor once every task has ended
             # What the script reads of its task, as the scheduler whose script it is would set it.
-            "env": dict(self.dialect.STAND_IN) if self.dialect else {},
-        })
+            env=dict(self.dialect.STAND_IN) if self.dialect else {}))
         try:
             with open(supervisor_log(job_dir, sub.index), "ab") as log:
                 proc = subprocess.Popen(
@@ -119,14 +90,14 @@ class LocalBackend(Backend):
                     close_fds=True)
         except OSError as exc:
             raise SubmissionError(f"could not start the local runner ({sys.executable}): {exc}") from None
-        ident = dict(identity(proc.pid), job_id=f"local-{proc.pid}", started_at=time.time())
+        ident = RunnerIdentity(identity(proc.pid), f"local-{proc.pid}", time.time())
         try:
             # Before returning, so a cancel() right after this call can reach the supervisor.
-            jd.write_json(runner_path(job_dir, sub.index), ident)
+            localrun.write_identity(job_dir, sub.index, ident)
         except OSError as exc:
             _signal_group(proc.pid, signal.SIGKILL)  # a runner nobody could find or cancel
             raise SubmissionError(f"could not record the local runner: {exc}") from None
-        return ident["job_id"]
+        return ident.job_id
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
         # Reads of two small files per submission: no scheduler command, so calls stays 0.
@@ -150,19 +121,19 @@ class LocalBackend(Backend):
                 f"{_width(sub)} at a time")
 
 
-def _runner(job_dir: Path, k: int) -> Tuple[Dict[str, Any], bool]:
+def _runner(job_dir: Path, k: int) -> Tuple[RunnerIdentity, bool]:
     """The identity of submission k's supervisor, and whether it still runs. Raises CannotTell
     (saying why) when that cannot be known from here."""
     try:
         ident = read_identity(job_dir, k)
     except (OSError, ValueError) as exc:
         raise CannotTell(f"cannot read the local runner's identity of submission {k}: {exc}") from None
-    if ident["host"] != socket.gethostname():
-        raise CannotTell(f"the local runner of submission {k} runs on host {ident['host']}; look from there")
+    if ident.proc.host != socket.gethostname():
+        raise CannotTell(f"the local runner of submission {k} runs on host {ident.proc.host}; look from there")
     try:
-        return ident, is_alive(ident)
+        return ident, is_alive(ident.proc)
     except CannotTell as exc:
-        raise CannotTell(f"cannot tell whether the local runner (pid {ident['pid']}) still runs: "
+        raise CannotTell(f"cannot tell whether the local runner (pid {ident.proc.pid}) still runs: "
                          f"{exc}") from None
 
 
@@ -180,24 +151,23 @@ def _answers(job_dir: Path, sub: "Submission") -> Tuple[List[Answer], Optional[A
                              f"{exc}") from None
     except CannotTell as exc:
         return [Unknown(str(exc))] * sub.n_tasks, Unknown(str(exc)) if sub.followup else None
-    tasks = plan["tasks"]
-    pid, host = ident["pid"], ident["host"]
-    job_id = sub.job_id or ident.get("job_id") or f"local-{pid}"
+    pid, host = ident.proc.pid, ident.proc.host
+    job_id = sub.job_id or ident.job_id
     out: List[Answer] = []
     for t in range(sub.n_tasks):
-        rec = tasks.get(str(t))
+        rec = plan.tasks.get(t)
         if rec is None:
             out.append(Unknown(f"the local runner's states have no task {t}"))
             continue
-        state, reason = rec["state"], ""
+        state, reason = rec.state, ""
         if state in (PENDING, RUNNING) and not alive:
             # The task's own process (pid and start time, as cancel checks) outlives its runner.
-            if state == RUNNING and "proc" in rec and _still_runs(rec["proc"]):
+            if state == RUNNING and rec.proc is not None and _still_runs(rec.proc):
                 reason = f"the local runner (pid {pid} on {host}) is gone; the task still runs"
             else:
                 state, reason = LOST, f"the local runner (pid {pid} on {host}) is gone"
         out.append(TaskRecord(array_job_id=job_id, task=t, state=state, node_list=host, reason=reason,
-                              exit_code=_exit_code(rec.get("exit_code")), end_time=rec.get("ended")))
+                              exit_code=_exit_code(rec.exit_code), end_time=rec.ended))
     return out, local_followup.answer(plan, alive, job_id, host)
 
 
@@ -209,18 +179,18 @@ def _cancel(job_dir: Path, k: int) -> None:
         ident, alive = _runner(job_dir, k)
         if alive:
             # Its own session, so its group is just itself; it stops its tasks and records them.
-            signalled = _signal_group(ident["pid"], signal.SIGTERM)
+            signalled = _signal_group(ident.proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_S + 5
-            while is_alive(ident) and time.monotonic() < deadline:
+            while is_alive(ident.proc) and time.monotonic() < deadline:
                 time.sleep(POLL_S)
-            if is_alive(ident):
+            if is_alive(ident.proc):
                 return  # still stopping its tasks: it will record them itself
     except CannotTell as exc:
         raise SchedulerError(f"cannot cancel submission {k}: {exc}") from None
     _record_cancel(job_dir, k, signalled)
 
 
-def _still_runs(ident: Dict[str, Any]) -> bool:
+def _still_runs(ident: Proc) -> bool:
     try:
         return is_alive(ident)
     except CannotTell:
@@ -235,15 +205,15 @@ def _record_cancel(job_dir: Path, k: int, signalled: bool) -> None:
     except (OSError, ValueError):
         return
     changed = False
-    for rec in state["tasks"].values():
-        orphan = rec["state"] == RUNNING and "proc" in rec and _still_runs(rec["proc"])
-        if orphan:
-            _signal_group(rec["proc"]["pid"], signal.SIGTERM)
-        if orphan or (signalled and rec["state"] in (PENDING, RUNNING)):
-            rec.update(state=CANCELLED, ended=time.time())
+    for rec in state.tasks.values():
+        orphan = rec.state == RUNNING and rec.proc is not None and _still_runs(rec.proc)
+        if orphan and rec.proc is not None:
+            _signal_group(rec.proc.pid, signal.SIGTERM)
+        if orphan or (signalled and rec.state in (PENDING, RUNNING)):
+            rec.state, rec.ended = CANCELLED, time.time()
             changed = True
     if changed:
-        jd.write_json(state_path(job_dir, k), state)
+        localrun.write_state(job_dir, k, state)
 
 
 # -- the supervisor ----------------------------------------------------------------------------
@@ -254,28 +224,28 @@ class _Supervisor:
     def __init__(self, job_dir: Path, k: int) -> None:
         self.job_dir, self.k = job_dir, k
         plan = read_state(job_dir, k)
-        self.script = jd.script_path(job_dir, plan["script"])
-        self.width = int(plan["parallel"])
-        self.tasks: Dict[str, Dict[str, Any]] = plan["tasks"]
+        self.script = jd.script_path(job_dir, plan.script)
+        self.width = plan.parallel
+        self.tasks: Dict[int, Run] = plan.tasks
         self.plan = plan
         self.running: Dict[int, subprocess.Popen] = {}
         self.job_id = f"local-{os.getpid()}"
         self.host = socket.gethostname()
 
     def save(self) -> None:
-        jd.write_json(state_path(self.job_dir, self.k), dict(self.plan, tasks=self.tasks))
+        localrun.write_state(self.job_dir, self.k, self.plan)
 
     def start(self, t: int) -> None:
         facts = {"task": t, "task1": t + 1, "job_id": self.job_id, "node": self.host}
         env = dict(os.environ, **{name: str(value).format(**facts)
-                                  for name, value in self.plan.get("env", {}).items()})
+                                  for name, value in self.plan.env.items()})
         with open(jd.log_path(self.job_dir, self.k, t), "ab") as log:
             # Its own process group, so a cancel can signal the task and every process it
             # started (as Slurm signals a whole step), and nothing else.
             proc = subprocess.Popen(["bash", str(self.script)], env=env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.running[t] = proc
-        self.tasks[str(t)] = {"state": RUNNING, "started": time.time(), "proc": identity(proc.pid)}
+        self.tasks[t] = Run(RUNNING, started=time.time(), proc=identity(proc.pid))
         self.save()
 
     def reap(self, stopping: bool = False) -> None:
@@ -287,7 +257,8 @@ class _Supervisor:
                 continue
             del self.running[t]
             state = COMPLETED if code == 0 else (CANCELLED if stopping else FAILED)
-            self.tasks[str(t)].update(state=state, exit_code=code, ended=time.time())
+            run = self.tasks[t]
+            run.state, run.exit_code, run.ended = state, code, time.time()
             self.save()
 
     def stop(self) -> None:
@@ -301,15 +272,15 @@ class _Supervisor:
             self.reap(stopping=True)
         for t, proc in self.running.items():
             _signal_group(proc.pid, signal.SIGKILL)
-            self.tasks[str(t)]["exit_code"] = proc.wait()
+            self.tasks[t].exit_code = proc.wait()
         self.running.clear()
         for rec in self.tasks.values():
-            if rec["state"] in (PENDING, RUNNING):
-                rec.update(state=CANCELLED, ended=time.time())
+            if rec.state in (PENDING, RUNNING):
+                rec.state, rec.ended = CANCELLED, time.time()
         self.save()
 
     def run(self, stop_requested: List[int]) -> int:
-        pending = sorted(int(t) for t, rec in self.tasks.items() if rec["state"] == PENDING)
+        pending = sorted(t for t, rec in self.tasks.items() if rec.state == PENDING)
         while (pending or self.running) and not stop_requested:
             while pending and len(self.running) < self.width and not stop_requested:
                 self.start(pending.pop(0))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ..._store import layout as jd
+from ..._store.localrun import Run, RunnerState
 from ..base import Answer, TaskRecord
 from ..states import CANCELLED, COMPLETED, FAILED, LOST, PENDING, RUNNING
 
@@ -31,15 +32,15 @@ from .procs import _exit_code, _signal_group, identity
 def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
     """Run the follow-up the plan names (if any) to its end, recording its state."""
 
-    script = sup.plan.get("followup")
+    script = sup.plan.followup
     if not script or stop_requested:
         return
     with open(jd.followup_log_path(sup.job_dir, sup.k), "ab") as log:
         # Its own process group, as a task's: a cancel stops it and whatever it started.
         proc = subprocess.Popen(["bash", str(jd.script_path(sup.job_dir, script))], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    rec: Dict[str, Any] = {"state": RUNNING, "started": time.time(), "proc": identity(proc.pid)}
-    sup.plan["followup_run"] = rec
+    rec = Run(RUNNING, started=time.time(), proc=identity(proc.pid))
+    sup.plan.followup_run = rec
     sup.save()
     stopped = False
     while proc.poll() is None:
@@ -53,20 +54,19 @@ def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
                 _signal_group(proc.pid, signal.SIGKILL)
         time.sleep(POLL_S)
     code = proc.wait()
-    rec.update(state=CANCELLED if stopped else COMPLETED if code == 0 else FAILED, exit_code=code,
-               ended=time.time())
+    rec.state = CANCELLED if stopped else COMPLETED if code == 0 else FAILED
+    rec.exit_code, rec.ended = code, time.time()
     sup.save()
 
 
-def answer(state: Dict[str, Any], alive: bool, job_id: str, host: str) -> Optional[Answer]:
+def answer(state: RunnerState, alive: bool, job_id: str, host: str) -> Optional[Answer]:
     """What the state file says of the follow-up: None when the plan has none."""
 
-    if not state.get("followup"):
+    if not state.followup:
         return None
-    rec = state.get("followup_run") or {"state": PENDING}
-    name, reason = rec["state"], ""
+    rec = state.followup_run or Run(PENDING)
+    name, reason = rec.state, ""
     if name in (PENDING, RUNNING) and not alive:
         name, reason = LOST, "the local runner is gone"
     return TaskRecord(array_job_id=f"{job_id}-retry", task=None, state=name, node_list=host,
-                      reason=reason, exit_code=_exit_code(rec.get("exit_code")),
-                      end_time=rec.get("ended"))
+                      reason=reason, exit_code=_exit_code(rec.exit_code), end_time=rec.ended)

@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
+
+from ..._store.localrun import Proc
 
 PROC = Path("/proc")
 
@@ -48,24 +50,23 @@ def _ps_stat(pid: int) -> Optional[Tuple[str, Any]]:
     return stat[:1], start.strip()
 
 
-def identity(pid: int) -> Dict[str, Any]:
+def identity(pid: int) -> Proc:
     """Who process ``pid`` is: to be recorded right after starting it (a child not yet reaped
     keeps its pid, so this is the child's start time, not another process's)."""
     try:
         stat = _proc_stat(pid)
     except CannotTell:
         stat = None
-    return {"pid": pid, "start": stat[1] if stat else None, "host": socket.gethostname()}
+    return Proc(pid, stat[1] if stat else None, socket.gethostname())
 
 
-def is_alive(ident: Dict[str, Any]) -> bool:
+def is_alive(ident: Proc) -> bool:
     """Whether the process ``ident`` records still runs (on this host). Raises CannotTell."""
-    if ident.get("host") != socket.gethostname():
+    if ident.host != socket.gethostname():
         return False
-    stat = _proc_stat(int(ident["pid"]))
+    stat = _proc_stat(ident.pid)
     # A zombie has exited (it only waits for its parent to reap it).
-    return stat is not None and stat[0] != "Z" and ident.get("start") is not None \
-        and stat[1] == ident["start"]
+    return stat is not None and stat[0] != "Z" and ident.start is not None and stat[1] == ident.start
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
