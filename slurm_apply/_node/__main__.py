@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Sequence
+from typing import Optional, Sequence, Tuple
 
 from .._store import layout as jd
 from .._store.markers import Start
@@ -29,25 +29,38 @@ from .task import Task
 
 def run_task(job_dir: Path, sub: int, task: int, token: str, env: taskenv.TaskEnv) -> int:
     """Run one start of array task ``task`` of submission ``sub`` (``env``: what the scheduler
-    said of it); its exit code."""
-    runners: List[Task] = []
+    said of it); its exit code. The store checks the job's token before every write by path and
+    raises JobReplaced when the directory holds another job: the task then stops its processes
+    and goes."""
     try:
-        return _run_task(job_dir, sub, task, token, env, runners)
-    except JobReplaced as exc:  # checked by the store before every write by path
-        for runner in runners:
-            runner.kill_processes()
-        print(f"slurm_apply: {exc}", flush=True)
-        return 1
+        begun = _begin(job_dir, sub, task, token, env)
+        if begun is None:
+            return 1
+    except JobReplaced as exc:  # before any process of this task exists
+        return _replaced(exc)
+    runner, n_starts = begun
+    try:
+        return _run(runner, job_dir, n_starts)
+    except JobReplaced as exc:
+        runner.kill_processes()
+        return _replaced(exc)
 
 
-def _run_task(job_dir: Path, sub: int, task: int, token: str, env: taskenv.TaskEnv,
-              runners: List["Task"]) -> int:
+def _replaced(exc: JobReplaced) -> int:
+    print(f"slurm_apply: {exc}", flush=True)
+    return 1
+
+
+def _begin(job_dir: Path, sub: int, task: int, token: str,
+           env: taskenv.TaskEnv) -> Optional[Tuple[Task, int]]:
+    """Record this start; the task, its SIGTERM handled from here on, and its number of starts
+    (None: the job was replaced before the task began)."""
     started = time.time()
     manifest = jd.load_manifest(job_dir)
     if manifest.token != token or jd.job_replaced(job_dir, token):
         print(f"slurm_apply: {job_dir} now holds another job (this task's job was replaced, "
               "e.g. by overwrite=True); this task does nothing", flush=True)
-        return 1
+        return None
     ncpu = manifest.submissions[sub].cpus_per_task
     ctx = Context(job_dir, manifest, sub, task, started=started, node=env.node)
     files = ctx.files
@@ -64,9 +77,12 @@ def _run_task(job_dir: Path, sub: int, task: int, token: str, env: taskenv.TaskE
     ))
     print(f"slurm_apply: submission {sub} task {task} on {ctx.node}: {ncpu} process(es), "
           f"start {n_starts}", flush=True)
-    runner = Task(ctx, ncpu, heartbeat)  # from here on SIGTERM is handled
-    runners.append(runner)
-    ctx.f = load_payload(job_dir, manifest)
+    return Task(ctx, ncpu, heartbeat), n_starts
+
+
+def _run(runner: Task, job_dir: Path, n_starts: int) -> int:
+    ctx = runner.ctx
+    ctx.f = load_payload(job_dir, ctx.manifest)
     ctx.loaded = time.time()
     if not runner.stopping:
         runner.run(restarted=n_starts > 1)
