@@ -80,21 +80,30 @@ def test_no_thread_without_a_buffer_file(tmp_path: Path) -> None:
     assert payload.sync_buffers_later(tmp_path / "_rslurm_small") is None
 
 
+@pytest.mark.parametrize("warm", ["1", "0"])
 def test_the_preflight_interpreter_is_up_before_the_payload_is_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: str) -> None:
+    """Cold, its interpreter has started; warm, the kept one is up (started now or before)."""
+    from slurm_apply._submit import preflight
+
+    monkeypatch.setenv("SLURM_APPLY_WARM_PREFLIGHT", warm)
     seen = []
     real_write = _api.write_payload
-    real_init = _api.Preflight.__init__
+    real_start = _api.start_preflight
 
-    def init(self: Any, *args: Any) -> None:
-        real_init(self, *args)
-        seen.append(("preflight", self.proc.pid, args[2]))
+    def start(*args: Any) -> Any:
+        check = real_start(*args)
+        pid = check.proc.pid if isinstance(check, preflight.Preflight) else preflight.warm_pid()
+        assert pid is not None and os.path.exists(f"/proc/{pid}")
+        assert isinstance(check, preflight.WarmPreflight) == (warm == "1")
+        seen.append(("preflight", pid, args[2]))
+        return check
 
     def write(*args: Any, **kwargs: Any) -> int:
         seen.append(("write", len(seen)))
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(_api.Preflight, "__init__", init)
+    monkeypatch.setattr(_api, "start_preflight", start)
     monkeypatch.setattr(_api, "write_payload", write)
     slurm_apply(total, pd.DataFrame({"i": [0]}), add_objects={"X": np.ones((1, 3))}, backend="local",
                 nodes=1, cpus_per_node=1, submit=False, jobname="early", job_dir=tmp_path)

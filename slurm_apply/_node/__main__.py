@@ -7,10 +7,13 @@ payload in this interpreter and exits 0, or prints why it cannot and exits 1: th
 submitting side runs before sbatch. ``--preflight-when-told PAYLOAD WARM [PKG...]`` imports the
 packages (and, if it can, the comma-separated modules WARM) first, then loads the payload once
 a line ``go`` arrives on stdin: the submitting side starts it before it writes the payload.
+``--preflight-warm WARM [PKG...]`` is the warm pre-flight (see ``_submit/preflight.py``): it
+imports the same, then serves one call after another, each loaded in a process forked for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,7 +21,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._store import layout as jd
 from .._store.markers import Start
@@ -114,9 +117,170 @@ def preflight_when_told(payload: Path, warm: Sequence[str], pkgs: Sequence[str])
     return preflight(payload, ())
 
 
+class _Imported:
+    """The module files this interpreter imported, as they were: (mtime_ns, size) and the time
+    just before their import. A file changed since, or written after that time (during or after
+    its import), is not what a fresh interpreter would import now."""
+
+    def __init__(self) -> None:
+        self.files: Dict[str, Tuple[int, int, int]] = {}
+        self.names: Dict[str, Optional[str]] = {}  # top-level module asked for -> where found
+
+    def import_all(self, names: Sequence[str]) -> None:
+        import importlib
+
+        before = time.time_ns()
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # the load in the fork imports it again and says why
+                pass
+        for name in names:
+            top = name.partition(".")[0]
+            if top not in self.names:
+                self.names[top] = _where(top)
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str) and path not in self.files:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                self.files[path] = (st.st_mtime_ns, st.st_size, before)
+
+    def changed(self) -> Optional[str]:
+        """Why this interpreter no longer imports what a fresh one would, or None."""
+        for path, (mtime, size, before) in self.files.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                return f"{path} is gone"
+            if (st.st_mtime_ns, st.st_size) != (mtime, size) or st.st_mtime_ns > before:
+                return f"{path} changed"
+        for top, where in self.names.items():  # a file added (or removed) that shadows it now
+            now = _where(top)
+            if now != where:
+                return f"{top} would now be found at {now}, not {where}"
+        return None
+
+
+def _where(top: str) -> Optional[str]:
+    """Where a search of sys.path finds module ``top`` now (whether or not it is imported)."""
+    from importlib.machinery import PathFinder
+
+    try:
+        spec = PathFinder.find_spec(top, sys.path)
+    except Exception:
+        return None
+    return None if spec is None else str(spec.origin or spec.submodule_search_locations)
+
+
+_child = 0  # the process loading a payload now, if any
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    """Told to go: the load under way goes too, and is reaped (no zombie left behind)."""
+    if _child:
+        with contextlib.suppress(OSError):
+            os.kill(_child, signal.SIGKILL)
+            os.waitpid(_child, 0)
+    os._exit(1)
+
+
+def _load_in_fork(payload: str, pkgs: Sequence[str]) -> Tuple[int, str]:
+    """Load the payload in a process forked for it; its exit code and what it printed on stderr."""
+    global _child
+    if hasattr(os, "memfd_create"):
+        err = os.memfd_create("slurm_apply-preflight")
+    else:
+        import tempfile
+
+        err, name = tempfile.mkstemp(prefix="slurm_apply-preflight-")
+        os.unlink(name)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: stdin and stdout are nobody's, stderr is the report
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.dup2(err, 2)
+                code = preflight(Path(payload), pkgs)
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        _child = pid
+        _, status = os.waitpid(pid, 0)
+        _child = 0
+        os.lseek(err, 0, os.SEEK_SET)
+        chunks = []
+        while True:
+            chunk = os.read(err, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(err)
+
+
+def preflight_server(warm: Sequence[str], pkgs: Sequence[str]) -> int:
+    """Import the packages and WARM, then serve calls, one JSON line each way at a time:
+    ``{"op": "call", "warm": [...]}`` is answered ``{"fresh": true}`` (the modules imported
+    since are imported too), or ``{"fresh": false, "why": ...}`` and the interpreter ends; then
+    ``{"op": "go", "payload": PATH}`` is answered ``{"code": N, "stderr": ...}``, the load done
+    in a forked process, as ``--preflight`` would have done it; ``{"op": "skip"}`` loads nothing.
+    Ends when stdin closes (the caller ended), or on SIGTERM."""
+    import json
+    import warnings
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C is the caller's
+    # What this process forks only loads a pickle; the threads (OpenBLAS's) stay idle meanwhile.
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+    imported = _Imported()
+    imported.import_all([*pkgs, "cloudpickle", *warm])
+
+    def answer(reply: Dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        ask = json.loads(line)
+        if ask.get("op") != "call":
+            return 2
+        why = imported.changed()
+        answer({"fresh": why is None, "why": why})
+        if why is not None:
+            return 0
+        imported.import_all(ask.get("warm", []))
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        ask = json.loads(line)
+        if ask.get("op") == "go":
+            code, stderr = _load_in_fork(ask["payload"], pkgs)
+            answer({"code": code, "stderr": stderr})
+        elif ask.get("op") != "skip":
+            return 2
+
+
 def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
+    if len(argv) >= 2 and argv[0] == "--preflight-warm":
+        try:
+            code = preflight_server([m for m in argv[1].split(",") if m], argv[2:])
+        except BrokenPipeError:  # the caller ended
+            code = 0
+        os._exit(code)  # as below: nothing to tear down
     if len(argv) >= 3 and argv[0] == "--preflight-when-told":
         code = preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
         sys.stdout.flush()
