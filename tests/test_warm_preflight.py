@@ -271,6 +271,36 @@ def test_no_preflight_process_outlives_the_caller(tmp_path: Path) -> None:
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout.split()[-1])
+    # Ended and reaped by the caller as it exited: not even a zombie is left (an orphan's
+    # zombie would wait for PID 1, which not every container's init reaps).
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_no_preflight_process_outlives_a_caller_that_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "sa_warm_kill_mod.py").write_text(PANDAS_MODULE)
+    script = tmp_path / "session.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import pandas as pd
+        from slurm_apply import slurm_apply
+        from slurm_apply._submit import preflight
+        import sa_warm_kill_mod
+
+        slurm_apply(sa_warm_kill_mod.f, pd.DataFrame({"a": [1], "b": [2]}), backend="local",
+                    submit=False, jobname="killed")
+        print(preflight.warm_pid(), flush=True)
+        time.sleep(60)
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_APPLY_WARM_PREFLIGHT"}
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert _running(pid)
+    finally:
+        proc.kill()
+        proc.wait()
     deadline = time.monotonic() + 10
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -19,6 +19,7 @@ to a cold pre-flight.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -161,6 +162,18 @@ class _Server:
 _SERVER = _Server()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _SERVER.forget_in_child())
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """End the interpreter as this one exits, and reap it: an orphan's zombie would wait for PID
+    1, which not every container's init reaps. (Killed, this process closes its stdin all the
+    same, and it ends by itself.) A call still under way in another thread is left alone."""
+    if _SERVER.proc is not None and _SERVER.lock.acquire(blocking=False):
+        try:
+            _SERVER.stop()
+        finally:
+            _SERVER.lock.release()
 
 
 def warm_pid() -> Optional[int]:
