@@ -387,3 +387,81 @@ def test_a_forked_child_does_not_keep_the_parent_s_interpreter_alive(tmp_path: P
     finally:
         with contextlib.suppress(OSError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_module_the_load_imported_is_imported_once_for_the_later_calls(work: Path) -> None:
+    """f travels by value (a notebook's) and reaches a module through a helper, which no one can
+    tell before loading: the first load imports it, and the warm interpreter then does too, so
+    later loads do not import it again."""
+    log = work / "imports.log"
+    _module(work, "sa_warm_learned", f"import os\nwith open({str(log)!r}, 'a') as fh:\n"
+            "    fh.write(f'{os.getpid()}\\n')\nVALUE = 1\n")
+    namespace: Dict[str, Any] = {"__name__": "__main__",
+                                 "sa_warm_learned": sys.modules["sa_warm_learned"]}
+    exec("def helper():\n    return sa_warm_learned.VALUE\n\n"
+         "def f(a, b):\n    return a + b + helper()\n", namespace)
+    log.write_text("")
+    for i in range(4):
+        _call(namespace["f"], f"learn{i}", df=pd.DataFrame({"a": [1], "b": [2]}))
+    pids = log.read_text().split()
+    assert len(pids) == 2, pids  # the first call's load, then the warm interpreter, once
+    assert int(pids[1]) == preflight.warm_pid()
+
+
+def test_a_call_interrupted_while_the_load_runs_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Ctrl-C while the forked load hangs in an import: the call raises KeyboardInterrupt, the
+    load and its interpreter end, the job directory goes, and the next call works."""
+    started = tmp_path / "started"
+    (tmp_path / "sa_warm_hangs.py").write_text(
+        f"import os, time\nopen({str(started)!r}, 'a').write(f'{{os.getpid()}}\\n')\ntime.sleep(60)\n")
+    script = tmp_path / "session.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, time
+        import pandas as pd
+        from slurm_apply import slurm_apply
+        from slurm_apply._submit import preflight
+
+        def f(a, b):
+            return a + b
+
+        slurm_apply(f, pd.DataFrame({{"a": [1], "b": [2]}}), backend="local", submit=False,
+                    jobname="fine")
+        server = preflight.warm_pid()
+
+        def helper():  # takes the module along by reference; only loading it tells
+            return hangs.VALUE
+
+        def bad(a, b):
+            return helper()
+
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("sa_warm_hangs", {str(tmp_path / "sa_warm_hangs.py")!r})
+        hangs = importlib.util.module_from_spec(spec)  # not run here: only its name travels
+        sys.modules["sa_warm_hangs"] = hangs
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, interrupt)
+        signal.alarm(3)
+        try:
+            slurm_apply(bad, pd.DataFrame({{"a": [1], "b": [2]}}), backend="local", submit=False,
+                        jobname="hangs")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        del sys.modules["sa_warm_hangs"]
+        print(server, os.path.exists("_rslurm_hangs"), flush=True)
+        slurm_apply(f, pd.DataFrame({{"a": [1], "b": [2]}}), backend="local", submit=False,
+                    jobname="after")
+        print("after", flush=True)
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_APPLY_WARM_PREFLIGHT"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.split()
+    assert out[0] == "interrupted" and out[2] == "False" and out[3] == "after", out
+    loads = [int(p) for p in started.read_text().split()]
+    assert len(loads) == 1 and loads[0] != int(out[1])  # the load hung in a process forked
+    # for it (not in the warm interpreter, which could not know it would import the module)...
+    assert not os.path.exists(f"/proc/{loads[0]}")  # ...which was killed and reaped
+    assert not os.path.exists(f"/proc/{out[1]}")  # and so was its interpreter

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -159,3 +159,11 @@ def test_each_buffer_s_blocks_are_reserved_where_it_goes(tmp_path: Path, monkeyp
     views = payload.map_buffers(tmp_path / payload.BUFFERS)
     assert [v.nbytes for v in views] == [objects["a"].nbytes, objects["b"].nbytes]
     assert bytes(views[1][:5]) == bytes(range(5))
+
+
+def test_modules_to_warm_include_those_a_function_by_value_names() -> None:
+    """A notebook's f travels by value and takes the modules its code names by reference."""
+    namespace: Dict[str, Any] = {"np": np, "pd": pd, "functools": functools, "__name__": "__main__"}
+    exec("def f(x):\n    def inner():\n        return functools.reduce\n    return np.sum(x) + len(pd.DataFrame())\n",
+         namespace)
+    assert _api.warm_modules(namespace["f"], {}) == ["functools", "numpy", "pandas"]

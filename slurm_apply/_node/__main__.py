@@ -187,16 +187,34 @@ def _on_term(signum: int, frame: Any) -> None:
     os._exit(1)
 
 
-def _load_in_fork(payload: str, pkgs: Sequence[str]) -> Tuple[int, str]:
-    """Load the payload in a process forked for it; its exit code and what it printed on stderr."""
-    global _child
+def _scratch() -> int:
+    """An anonymous file (a descriptor) for what a forked load tells its parent."""
     if hasattr(os, "memfd_create"):
-        err = os.memfd_create("slurm_apply-preflight")
-    else:
-        import tempfile
+        return os.memfd_create("slurm_apply-preflight")
+    import tempfile
 
-        err, name = tempfile.mkstemp(prefix="slurm_apply-preflight-")
-        os.unlink(name)
+    fd, name = tempfile.mkstemp(prefix="slurm_apply-preflight-")
+    os.unlink(name)
+    return fd
+
+
+def _read_back(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks: List[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks).decode("utf-8", "replace")
+        chunks.append(chunk)
+
+
+def _load_in_fork(payload: str, pkgs: Sequence[str]) -> Tuple[int, str, List[str]]:
+    """Load the payload in a process forked for it: its exit code, what it printed on stderr,
+    and the modules it imported that this process has not (by name, importable as such)."""
+    import json
+
+    global _child
+    err, learned = _scratch(), _scratch()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -209,23 +227,25 @@ def _load_in_fork(payload: str, pkgs: Sequence[str]) -> Tuple[int, str]:
                 os.dup2(null, 0)
                 os.dup2(null, 1)
                 os.dup2(err, 2)
+                known = set(sys.modules)
                 code = preflight(Path(payload), pkgs)
                 sys.stderr.flush()
+                if code == 0:
+                    new = [name for name, module in list(sys.modules.items())
+                           if name not in known and not name.startswith("__")
+                           and getattr(getattr(module, "__spec__", None), "name", None) == name]
+                    os.write(learned, json.dumps(new).encode())
             finally:
                 os._exit(code)
         _child = pid
         _, status = os.waitpid(pid, 0)
         _child = 0
-        os.lseek(err, 0, os.SEEK_SET)
-        chunks = []
-        while True:
-            chunk = os.read(err, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+        names = _read_back(learned)
+        return (os.waitstatus_to_exitcode(status), _read_back(err),
+                json.loads(names) if names else [])
     finally:
         os.close(err)
+        os.close(learned)
 
 
 def preflight_server(warm: Sequence[str], pkgs: Sequence[str]) -> int:
@@ -233,7 +253,8 @@ def preflight_server(warm: Sequence[str], pkgs: Sequence[str]) -> int:
     ``{"op": "call", "warm": [...]}`` is answered ``{"fresh": true}`` (the modules imported
     since are imported too), or ``{"fresh": false, "why": ...}`` and the interpreter ends; then
     ``{"op": "go", "payload": PATH}`` is answered ``{"code": N, "stderr": ...}``, the load done
-    in a forked process, as ``--preflight`` would have done it; ``{"op": "skip"}`` loads nothing.
+    in a forked process, as ``--preflight`` would have done it (the modules it imported are then
+    imported here too); ``{"op": "skip"}`` loads nothing.
     Ends when stdin closes (the caller ended), or on SIGTERM."""
     import json
     import warnings
@@ -266,8 +287,11 @@ def preflight_server(warm: Sequence[str], pkgs: Sequence[str]) -> int:
             return 0
         ask = json.loads(line)
         if ask.get("op") == "go":
-            code, stderr = _load_in_fork(ask["payload"], pkgs)
+            code, stderr, learned = _load_in_fork(ask["payload"], pkgs)
             answer({"code": code, "stderr": stderr})
+            # What that load imported (a module that f, pickled by value, uses): imported here
+            # too, while the caller goes on, so that the next call's load need not.
+            imported.import_all(learned)
         elif ask.get("op") != "skip":
             return 2
 

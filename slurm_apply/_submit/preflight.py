@@ -28,8 +28,9 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .._launch import write as _submit
 from .._errors import PreflightError
@@ -44,7 +45,31 @@ def warm_modules(f: Any, objects: Mapping[str, Any]) -> List[str]:
         values += list(f.keywords.values())
         f = f.func
     names = {getattr(f, "__module__", None)} | {type(v).__module__ for v in values}
+    names |= _modules_named_by(f)
     return sorted(n for n in names if isinstance(n, str) and n not in ("__main__", "builtins"))
+
+
+def _modules_named_by(f: Any) -> Set[str]:
+    """The modules of the globals that f's code (nested functions' included) names: a function
+    that travels by value (a notebook's, a script's) takes them along by reference, e.g. ``pd``."""
+    code, glb = getattr(f, "__code__", None), getattr(f, "__globals__", None)
+    if code is None or not isinstance(glb, dict):
+        return set()
+    out: Set[str] = set()
+    codes = [code]
+    while codes:
+        c = codes.pop()
+        codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+        for name in c.co_names:
+            value = glb.get(name)
+            try:
+                module = value.__name__ if isinstance(value, types.ModuleType) else \
+                    getattr(value, "__module__", None)
+            except Exception:  # an object whose attributes raise: only a guess is lost
+                continue
+            if isinstance(module, str) and value is not None:
+                out.add(module)
+    return out
 
 
 def _environment() -> Dict[str, str]:
@@ -140,6 +165,8 @@ class _Server:
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its fork
                 proc.wait()
+        with contextlib.suppress(OSError):  # whatever is left of its process group (ESRCH: none)
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def forget_in_child(self) -> None:
         """After os.fork(), in the child: the interpreter is the parent's. Drop it without
@@ -272,14 +299,16 @@ class WarmPreflight:
             self.done = True
             self.cold.result()
         finally:
+            if not self.done:  # interrupted (Ctrl-C) mid-answer: what is left in the pipe is
+                _SERVER.stop()  # unknown, so the interpreter goes, while the lock is still ours
             self._release()
 
     def cancel(self) -> None:
         try:
             if self.cold is not None:
                 self.cold.cancel()
-            if not self.done:  # a load may be under way: end it with its interpreter
-                _SERVER.stop()
+            if not self.done and self.lock is not None:  # a load may be under way: end it with
+                _SERVER.stop()  # its interpreter (the lock is ours still, so it is this call's)
         finally:
             self.done = True
             self._release()
