@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -80,21 +80,30 @@ def test_no_thread_without_a_buffer_file(tmp_path: Path) -> None:
     assert payload.sync_buffers_later(tmp_path / "_rslurm_small") is None
 
 
+@pytest.mark.parametrize("warm", ["1", "0"])
 def test_the_preflight_interpreter_is_up_before_the_payload_is_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: str) -> None:
+    """Cold, its interpreter has started; warm, the kept one is up (started now or before)."""
+    from slurm_apply._submit import preflight
+
+    monkeypatch.setenv("SLURM_APPLY_WARM_PREFLIGHT", warm)
     seen = []
     real_write = _api.write_payload
-    real_init = _api.Preflight.__init__
+    real_start = _api.start_preflight
 
-    def init(self: Any, *args: Any) -> None:
-        real_init(self, *args)
-        seen.append(("preflight", self.proc.pid, args[2]))
+    def start(*args: Any) -> Any:
+        check = real_start(*args)
+        pid = check.proc.pid if isinstance(check, preflight.Preflight) else preflight.warm_pid()
+        assert pid is not None and os.path.exists(f"/proc/{pid}")
+        assert isinstance(check, preflight.WarmPreflight) == (warm == "1")
+        seen.append(("preflight", pid, args[2]))
+        return check
 
     def write(*args: Any, **kwargs: Any) -> int:
         seen.append(("write", len(seen)))
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(_api.Preflight, "__init__", init)
+    monkeypatch.setattr(_api, "start_preflight", start)
     monkeypatch.setattr(_api, "write_payload", write)
     slurm_apply(total, pd.DataFrame({"i": [0]}), add_objects={"X": np.ones((1, 3))}, backend="local",
                 nodes=1, cpus_per_node=1, submit=False, jobname="early", job_dir=tmp_path)
@@ -150,3 +159,11 @@ def test_each_buffer_s_blocks_are_reserved_where_it_goes(tmp_path: Path, monkeyp
     views = payload.map_buffers(tmp_path / payload.BUFFERS)
     assert [v.nbytes for v in views] == [objects["a"].nbytes, objects["b"].nbytes]
     assert bytes(views[1][:5]) == bytes(range(5))
+
+
+def test_modules_to_warm_include_those_a_function_by_value_names() -> None:
+    """A notebook's f travels by value and takes the modules its code names by reference."""
+    namespace: Dict[str, Any] = {"np": np, "pd": pd, "functools": functools, "__name__": "__main__"}
+    exec("def f(x):\n    def inner():\n        return functools.reduce\n    return np.sum(x) + len(pd.DataFrame())\n",
+         namespace)
+    assert _api.warm_modules(namespace["f"], {}) == ["functools", "numpy", "pandas"]

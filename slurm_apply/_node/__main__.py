@@ -7,6 +7,8 @@ payload in this interpreter and exits 0, or prints why it cannot and exits 1: th
 submitting side runs before sbatch. ``--preflight-when-told PAYLOAD WARM [PKG...]`` imports the
 packages (and, if it can, the comma-separated modules WARM) first, then loads the payload once
 a line ``go`` arrives on stdin: the submitting side starts it before it writes the payload.
+``--preflight-warm WARM [PKG...]`` is the warm pre-flight (see ``_submit/preflight.py``): it
+imports the same, then serves one call after another, each loaded in a process forked for it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -23,7 +24,8 @@ from .._store import layout as jd
 from .._store.markers import Start
 from .._store.taskfiles import JobReplaced
 from . import lease, taskenv
-from .rows import Context, load, load_payload
+from .preflight import preflight, preflight_server, preflight_when_told
+from .rows import Context, load_payload
 from .task import Task
 
 
@@ -97,42 +99,15 @@ def _run(runner: Task, job_dir: Path, n_starts: int) -> int:
     return 1 if runner.tally.gave_up else 0
 
 
-def _failed(exc: BaseException) -> int:
-    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-    traceback.print_exc()
-    return 1
-
-
-def preflight(payload: Path, pkgs: Sequence[str]) -> int:
-    try:
-        load(payload, pkgs)
-    except BaseException as exc:  # report anything, including SystemExit from a user's import
-        return _failed(exc)
-    return 0
-
-
-def preflight_when_told(payload: Path, warm: Sequence[str], pkgs: Sequence[str]) -> int:
-    import importlib
-
-    try:
-        for name in pkgs:  # as load() would, first
-            importlib.import_module(name)
-    except BaseException as exc:
-        return _failed(exc)
-    # Only to save time: the load below imports what it needs, and says why if it cannot.
-    for name in ("cloudpickle", *warm):  # cloudpickle rebuilds functions pickled by value
-        try:
-            importlib.import_module(name)
-        except BaseException:
-            pass
-    if sys.stdin.readline().strip() != "go":
-        return 0  # the caller gave up before the payload was written
-    return preflight(payload, ())
-
-
 def main(argv: Sequence[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--preflight":
         return preflight(Path(argv[1]), argv[2:])
+    if len(argv) >= 2 and argv[0] == "--preflight-warm":
+        try:
+            code = preflight_server([m for m in argv[1].split(",") if m], argv[2:])
+        except BrokenPipeError:  # the caller ended
+            code = 0
+        os._exit(code)  # as below: nothing to tear down
     if len(argv) >= 3 and argv[0] == "--preflight-when-told":
         code = preflight_when_told(Path(argv[1]), [m for m in argv[2].split(",") if m], argv[3:])
         sys.stdout.flush()

@@ -20,7 +20,7 @@ from .._launch import write as _submit
 from .._launch import validate as v
 from .._errors import InputError, JobDirError, SubmissionError
 from .._job.handle import SlurmJob
-from .preflight import Preflight, warm_modules
+from .preflight import Preflight, WarmPreflight, start as start_preflight, warm_modules
 from .._job.stopping import stop_followups
 from .._store.manifest import Manifest, Submission
 from .._store.payload import sync_buffers_later, write_payload
@@ -268,11 +268,11 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
                params_df: "pd.DataFrame", *, overwrite: bool, preflight: bool, started: float) -> None:
     """Write the whole job directory, or nothing: on any error the directory is removed."""
     jd.create(path, overwrite=overwrite)
-    check: Optional[Preflight] = None
+    check: Union[Preflight, WarmPreflight, None] = None
     try:
         jd.write_token(path, manifest.token)
-        if preflight:  # its interpreter starts and imports while the payload is written
-            check = Preflight(jd.payload_path(path), manifest.pkgs, warm_modules(*payload))
+        if preflight:  # it starts (or is up) and imports while the payload is written
+            check = start_preflight(jd.payload_path(path), manifest.pkgs, warm_modules(*payload))
         # Big buffers are not fsynced here: slurm_apply() has it done in the background.
         manifest.payload_bytes = write_payload(path, *payload, sync_buffers=False)
         if check is not None:
