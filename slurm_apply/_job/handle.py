@@ -390,7 +390,8 @@ class SlurmJob:
             return _output.raw(self._results.values(), self._results, status, self.labels)
         from .._store import table
 
-        return _output.table(table.read(self.job_dir), self._results, status,
+        # The table of the manifest the status was read with (rows may be added meanwhile).
+        return _output.table(table.read(self.job_dir, self._manifest), self._results, status,
                              keep_errors=errors == "keep")
 
     def as_completed(self, timeout_s: Optional[float] = None) -> Iterator[Tuple[Any, Any]]:
