@@ -124,9 +124,10 @@ def _decide(job: "SlurmJob", k: int, status: Optional["JobStatus"], why: str) ->
             return None  # decided already: this follow-up was started again (a requeue)
         if manifest.retries_stopped:
             return _save(job.job_dir, manifest, sub, Decision(STOPPED, now, manifest.retries_stopped))
-        if manifest.latest.index != k:
+        later = manifest.superseded_by(k)  # not one of rows extend() added: those are others
+        if later is not None:
             return _save(job.job_dir, manifest, sub, Decision(
-                SUPERSEDED, now, f"submission {manifest.latest.index} was made after it"))
+                SUPERSEDED, now, f"submission {later} was made after it"))
         if status is None:
             return _save(job.job_dir, manifest, sub, Decision(GAVE_UP, now, why))
         plan = decide(manifest.retry, sub, facts(job, status, sub))

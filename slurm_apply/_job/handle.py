@@ -45,6 +45,7 @@ class SlurmJob:
     write_output(path) the same table written to a file (.csv, .parquet, .pkl, ...)
     task_logs()        the array tasks' logs (all, some, or those that went wrong)
     resubmit(...)      run again only the rows without a result
+    extend(new_rows)   add rows to the job, run at once as a new submission
     cancel()           cancel queued and running tasks
     cleanup_files()    delete the job directory once the results are saved
     """
@@ -137,6 +138,9 @@ class SlurmJob:
     def _reload(self) -> None:
         self._check_exists()
         self._manifest = jd.load_manifest(self.job_dir)
+        if self._manifest.n_rows != self._names.n_rows:  # extend() added rows (here or elsewhere)
+            self._results.grow(self._manifest.n_rows)
+            self._names = RowNames(self.job_dir, self._manifest.n_rows)
 
     def _check_exists(self) -> None:
         """One clear error for every method once the directory is gone (cleanup_files())."""
@@ -159,7 +163,16 @@ class SlurmJob:
     def _snapshot(self, ask: bool, again: bool = True) -> Snapshot:
         self._reload()
         m = self._manifest
-        self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
+        try:
+            self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
+        except JobDirError:
+            # A record of rows this manifest does not have yet: extend() launches its rows,
+            # then records them, under the manifest's lock. Once it has, read again (only a
+            # record of no row of this job fails twice).
+            with jd.manifest_lock(self.job_dir):
+                self._reload()
+            m = self._manifest
+            self._results.refresh(list_record_files(self.job_dir, [s.index for s in m.submissions]))
         markers = {s.index: read_markers(self.job_dir, s.index) for s in m.submissions}
         for s in m.submissions:
             if not s.launched and s.state == "written":
@@ -377,7 +390,8 @@ class SlurmJob:
             return _output.raw(self._results.values(), self._results, status, self.labels)
         from .._store import table
 
-        return _output.table(table.read(self.job_dir), self._results, status,
+        # The table of the manifest the status was read with (rows may be added meanwhile).
+        return _output.table(table.read(self.job_dir, self._manifest), self._results, status,
                              keep_errors=errors == "keep")
 
     def as_completed(self, timeout_s: Optional[float] = None) -> Iterator[Tuple[Any, Any]]:
@@ -393,7 +407,7 @@ class SlurmJob:
         from .rows import as_completed
 
         self._check_exists()
-        return as_completed(self, self._results, timeout_s)
+        return as_completed(self, timeout_s)
 
     def test_row(self, row: Any, *, fresh: bool = False) -> Any:
         """Run one row here exactly as a node would (same payload, pkgs, more_args, row seed
@@ -516,6 +530,39 @@ class SlurmJob:
         resubmit(self, failed=failed, rows=rows, nodes=nodes, cpus_per_node=cpus_per_node,
                  slurm_options=slurm_options, max_concurrent=max_concurrent, backend=backend,
                  submit=submit, force=force)
+        self._reload()
+        return self
+
+    def extend(self, new_rows: "pd.DataFrame") -> "SlurmJob":
+        """Add rows to the job and run them at once, as a new submission in the same directory,
+        with the job's function, objects and settings (those of its first submission).
+
+        Works while the job runs (its running rows go on; no row runs twice) and after it ended.
+        Everything covers the added rows: ``get_output()`` returns every row in the order added,
+        and the status, automatic retries, ``resubmit()``, ``test_row()`` and
+        ``as_completed()`` (which yields rows added while it runs) take them as any other.
+
+        Parameters
+        ----------
+        new_rows : pandas.DataFrame
+            The job's columns (in any order), each of the job's dtype or one that converts to
+            it without changing a value. With the default index (0..n-1) the rows take the
+            next positions; otherwise their labels must name no row of the job. Each row's seed
+            derives from its position in the whole job, so a job grown in rounds draws the
+            numbers the same rows given in one call would.
+
+        Raises
+        ------
+        InputError
+            (``argument == "new_rows"``) Not a DataFrame, no rows, other columns, dtypes that
+            do not convert, labels already in use: checked before anything is written.
+        SubmissionError
+            The rows were added but the scheduler refused them: ``resubmit()`` runs them.
+        """
+        from .extend import extend
+
+        self._check_exists()
+        extend(self, new_rows)
         self._reload()
         return self
 

@@ -39,10 +39,10 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
         st = job.get_job_status()
         if not st.ended and st.state != "NOT_SUBMITTED":
             job._stop("resubmit")
-    params = table.read(job.job_dir)
     # The check and the write are one step under the lock: of resubmissions started together,
     # the first submits and the others see its tasks queued and refuse.
     with jd.manifest_lock(job.job_dir):
+        params = table.read(job.job_dir)  # every row, those extend() added included
         # What this handle read of the records was checked when read; a record damaged on disk
         # since would still count as done. Choosing what to run is worth one fresh, checked read.
         job._read_records_again()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Generator, Iterator, List, Optional, Tuple
 
 from .._errors import InputError
 from .._store import layout as jd
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .handle import SlurmJob
     from .._status.results import Results
+    from .._status.rowsets import RowSet
 
 
 class RowNames:
@@ -29,7 +30,7 @@ class RowNames:
         if self._whole is None:
             import pandas as pd
 
-            index = jd.read_index(self.job_dir)
+            index = jd.read_index(self.job_dir)[:self.n_rows]  # beyond: an extend() under way
             default = isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
             self._whole, self._index = index, (None if default else index)
         return self._whole
@@ -67,15 +68,38 @@ class RowNames:
         return where
 
 
-def as_completed(job: "SlurmJob", results: "Results", timeout_s: Optional[float]) -> Iterator[Tuple[Any, Any]]:
+def as_completed(job: "SlurmJob", timeout_s: Optional[float]) -> Iterator[Tuple[Any, Any]]:
     """(label, value or FailedRow) for each row once it has an outcome its submission will not
-    change, walking the one wait loop."""
+    change, walking the one wait loop, until the job has ended. Rows extend() adds meanwhile
+    (in the loop's body, say) come too: a job that had ended when its last rows were yielded,
+    but has submissions that status had not seen, is waited for again."""
+    import time
+
+    from .._status.rowsets import RowSet
+    from .wait import Pace
+
+    pace = Pace(0.05, 1.0, 5.0, 30.0)
+    told = RowSet()  # as runs: a poll costs what the new rows cost, not the job's size
+    while True:
+        left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - pace.t0))
+        seen, told = yield from _completed(job, pace, left, told)
+        job._reload()
+        if len(job.manifest.submissions) == seen:
+            return
+
+
+def _completed(job: "SlurmJob", pace: Any, timeout_s: Optional[float],
+               told: "RowSet") -> Generator[Tuple[Any, Any], None, Tuple[int, "RowSet"]]:
+    """One walk of the wait loop for as_completed, yielding the rows not in ``told``; returns
+    how many submissions the job had at its last status, and the rows told by then."""
     from .output import FailedRow
     from .._status.rowsets import RowSet
-    from .wait import Pace, statuses
+    from .wait import statuses
 
-    told = RowSet()  # as runs: a poll costs what the new rows cost, not the job's size
-    for status in statuses(job, Pace(0.05, 1.0, 5.0, 30.0), timeout_s):
+    seen = 0
+    for status in statuses(job, pace, timeout_s):
+        seen = len(job.manifest.submissions)  # what this status was built from
+        results: "Results" = job._results  # the handle's, even if it had to read them afresh
         pending = getattr(status, "_pending", RowSet())
         fresh = ((results.done_rows() | results.failed_rows()) - pending) - told
         if not fresh:
@@ -86,3 +110,4 @@ def as_completed(job: "SlurmJob", results: "Results", timeout_s: Optional[float]
         errors = results.errors(new)
         for r, label in zip(new.tolist(), job.labels(new.tolist())):
             yield (label, FailedRow(label, *errors[r])) if r in errors else (label, values.get(r))
+    return seen, told

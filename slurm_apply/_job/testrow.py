@@ -30,7 +30,7 @@ def row_kwargs(job_dir: Path, position: int) -> Dict[str, Any]:
     """The row's arguments as the node passes them: plain Python values by column name."""
     from .._store import table
 
-    return table.row_kwargs(job_dir, jd.load_manifest(job_dir).n_rows, position)
+    return table.row_kwargs(job_dir, jd.load_manifest(job_dir), position)
 
 
 @contextlib.contextmanager

@@ -64,24 +64,28 @@ def caller_pythonpath() -> Optional[str]:
     return None
 
 
-def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub: Submission) -> Submission:
+def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub: Submission,
+                     first_row: Optional[int] = None) -> Submission:
     """Write a new submission's rows and script and add it to ``manifest`` (not yet saved).
 
     ``sub`` says what to run (rows, nodes, cpus, options, backend); the number of tasks and
-    chunks are planned here, within the backend's limit on array size.
+    chunks are planned here, within the backend's limit on array size. ``df`` is the whole
+    table, or with ``first_row`` only the submission's rows, the first of them being row
+    ``first_row`` of the job (the rows extend() adds, which the table does not hold yet).
     """
     max_array = backends.get(sub.backend).max_array_size()
     n_tasks, n_chunks = plan(sub.n_rows, sub.nodes, sub.cpus_per_task, max_array,
                              manifest.rows_per_chunk)
     sub = dataclasses.replace(sub, n_tasks=n_tasks, n_chunks=n_chunks, script=jd.script_name(sub.index),
                               written_at=time.time())
-    rows = None if sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
+    rows = None if first_row is not None or sub.rows == ((0, manifest.n_rows),) else sub.row_positions()
     jd.make_submission_dirs(job_dir, sub.index)
     if sub.max_failures is not None:
         from .._store import stops
 
         stops.prepare(job_dir, sub.index)
-    params.write_params_bin(jd.params_bin(job_dir, sub.index), table.encode_chunks(df, rows, n_chunks))
+    params.write_params_bin(jd.params_bin(job_dir, sub.index),
+                            table.encode_chunks(df, rows, n_chunks, first=first_row or 0))
     script = _script.render(
         dialect=backends.dialect(sub.backend), jobname=manifest.jobname, n_tasks=n_tasks,
         cpus_per_task=sub.cpus_per_task, log=functools.partial(jd.log_pattern, job_dir, sub.index),
@@ -107,7 +111,8 @@ def _size(path: Path) -> int:
 def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     """Write the script that retries the submission's rows whose task died; return its name."""
     # The follow-up reads the table back (s0's chunks, or params.pkl in format 2): its size on disk.
-    table_mb = sum(_size(p) for p in jd.table_paths(job_dir)) / 2**20
+    added = [jd.params_bin(job_dir, s.index) for s in [*manifest.submissions, sub] if s.added]
+    table_mb = sum(_size(p) for p in [*jd.table_paths(job_dir), *added]) / 2**20
     mem_mb = FOLLOWUP_BASE_MB + 256 * int(4 * table_mb / 256 + 1)
     name = jd.followup_script_name(sub.index)
     script = _script.render_followup(

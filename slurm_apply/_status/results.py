@@ -111,6 +111,11 @@ class Results:
         self._files: Dict[Tuple[int, int, int], _File] = {}
         self._damaged = RowSet()  # done rows of damaged frames, whatever else recorded them
 
+    def grow(self, n_rows: int) -> None:
+        """The job has gained rows (``extend()``): records may name them from now on. What was
+        read stays (rows are only ever added after the others)."""
+        self.n_rows = max(self.n_rows, int(n_rows))
+
     # -- reading -------------------------------------------------------------------------------
 
     def refresh(self, files: Sequence[FileEntry]) -> int:

@@ -79,7 +79,25 @@ def retries(m: "Manifest", details: Sequence["TaskStatus"], followups: Dict[int,
     if not (m.retry.retries or out.lines):
         return out
     out.state, out.detail, out.busy = _followup_state(m, details, followups, now, has_work)
+    if not out.busy and any(s.added for s in m.submissions):
+        # Rows were added (extend()): the follow-up of an earlier submission may still retry
+        # rows of its own, which no later submission runs.
+        for sub in _earlier_heads(m):
+            mine = [d.state for d in details if d.submission == sub.index]
+            if not any(may_do_more(st) for st in mine) and has_work(sub):
+                state, detail, busy = _asked(sub, followups.get(sub.index), now)
+                if busy:
+                    out.state, out.detail, out.busy = state, f"submission {sub.index}: {detail}", True
+                    break
     return out
+
+
+def _earlier_heads(m: "Manifest") -> List["Submission"]:
+    """Submissions before the latest whose follow-up has yet to decide, with nothing after them
+    running their rows again."""
+    return [s for s in m.submissions[:-1]
+            if s.launched and s.followup and s.decision is None and not s.followup_error
+            and s.submitted_by != "hand" and m.superseded_by(s.index) is None]
 
 
 def _followup_state(m: "Manifest", details: Sequence["TaskStatus"], followups: Dict[int, Answer],

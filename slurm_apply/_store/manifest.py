@@ -18,7 +18,10 @@ from .._errors import JobDirError
 
 FORMAT_VERSION = 3
 # Format 2 also kept the whole parameter table in params.pkl; such a directory is read from it.
-READABLE_FORMATS = (2, 3)
+# Format 4 is format 3 grown by extend(): rows of the table are also in the params.bin of the
+# submissions that added them (``Submission.added``), which a reader of format 3 would not see.
+EXTENDED_FORMAT = 4
+READABLE_FORMATS = (2, 3, EXTENDED_FORMAT)
 
 # A submission's life: written (script on disk), submitted (has a job id), failed (refused).
 WRITTEN, SUBMITTED, FAILED = "written", "submitted", "failed"
@@ -105,6 +108,8 @@ class Submission:
     followup_id: Optional[str] = None  # its job id, where the backend gives one
     followup_error: str = ""  # why it could not be submitted
     decision: Optional[Decision] = None
+    # It runs rows extend() added to the job: its params.bin is where the table keeps them.
+    added: bool = False
 
     @property
     def launched(self) -> bool:
@@ -127,7 +132,7 @@ class Submission:
         fresh: Dict[str, Any] = dict(
             state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="", attempt=0,
             retry_of=None, retried_for={}, raised={}, followup="", followup_id=None,
-            followup_error="", decision=None)
+            followup_error="", decision=None, added=False)
         fresh.update(changes)
         return dataclasses.replace(self, **fresh)
 
@@ -194,6 +199,24 @@ class Manifest:
         """Whether ``sub`` gets a follow-up that retries its rows whose task died."""
         return self.retry.retries > sub.attempt and not self.retries_stopped
 
+    def table_parts(self) -> List[Tuple[int, int, int]]:
+        """Where the table's rows are stored: (submission, first row, end row) for the first
+        submission (the table as slurm_apply was given it) and each one extend() added."""
+        first = self.submissions[0]
+        parts = [(0, 0, first.n_rows)]
+        parts += [(s.index, s.rows[0][0], s.rows[-1][1]) for s in self.submissions if s.added]
+        return parts
+
+    def superseded_by(self, k: int) -> Optional[int]:
+        """The later submission that runs rows of submission ``k`` again (a resubmission or a
+        retry), which its follow-up leaves the rows to; None if none does. A submission of
+        added rows (extend()) runs other rows, so it supersedes nothing."""
+        mine = self.submissions[k].rows
+        for s in self.submissions[k + 1:]:
+            if not s.added and _overlap(mine, s.rows):
+                return s.index
+        return None
+
     def replace_submission(self, sub: Submission) -> None:
         self.submissions[sub.index] = sub
 
@@ -235,7 +258,8 @@ def _format_message(where: str, fmt: Any) -> str:
         return (f"{where} was written by slurm_apply 0.1 (job directory format 1); this version "
                 f"reads format {FORMAT_VERSION}, whose result records differ. Read its results with "
                 "slurm_apply 0.1 (pip install 'slurm_apply==0.1.*'), or run the job again.")
-    return (f"{where} has format {fmt!r}; this slurm_apply reads format {FORMAT_VERSION}. "
+    return (f"{where} has format {fmt!r}; this slurm_apply reads formats up to "
+            f"{max(READABLE_FORMATS)}. "
             "It was probably written by a newer slurm_apply: upgrade to read it.")
 
 
@@ -255,3 +279,16 @@ def ranges(rows: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
         else:
             out.append([r, r + 1])
     return tuple((a, b) for a, b in out)
+
+
+def _overlap(a: Ranges, b: Ranges) -> bool:
+    """Whether two sorted lists of [start, stop) ranges share a row."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][0] < b[j][1] and b[j][0] < a[i][1]:
+            return True
+        if a[i][1] <= b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return False

@@ -15,6 +15,12 @@ values (``encode_chunks``). The table is rebuilt from them column by column:
 The meta also holds the column labels (with their name) and the table's ``attrs``; the index is
 ``index.pkl``. A directory of format 2 has the whole table in ``params.pkl`` instead, and is read
 from it.
+
+Rows added by ``extend()`` are the chunks of the submission that runs them (the manifest's
+``table_parts``), encoded the same way after being cast to the table's dtypes (``conform``); the
+meta's kept columns and the index grow with them (``append``). The manifest's ``n_rows`` says
+how many rows the table has: what the index or the meta hold beyond it (an extension that did
+not finish) is not read.
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ from .._errors import JobDirError
 from . import layout as jd
 from .params import ParamsReader, chunk_bounds, decode_chunk
 from .records import dumps
+from .._errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .manifest import Manifest
 
 TYPECODES = {("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
              ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
@@ -99,23 +108,27 @@ def _read_meta(job_dir: Path) -> Dict[str, Any]:
                           "the parameter table cannot be rebuilt") from None
 
 
-def read(job_dir: Path) -> "pd.DataFrame":
-    """The caller's table, as it was given: columns, dtypes, index, attrs."""
+def read(job_dir: Path, manifest: Optional["Manifest"] = None) -> "pd.DataFrame":
+    """The caller's table, as it was given (columns, dtypes, index, attrs), with the rows
+    extend() added after it: the ``n_rows`` rows of ``manifest`` (read when not given)."""
     import pandas as pd
 
     if (job_dir / jd.PARAMS).exists():
         return pd.read_pickle(job_dir / jd.PARAMS)
+    manifest = manifest if manifest is not None else jd.load_manifest(job_dir)
+    n = manifest.n_rows
     meta = _read_meta(job_dir)
-    how, index = meta["how"], jd.read_index(job_dir)
-    columns = _Filler(how, len(index))
-    reader = ParamsReader(jd.params_bin(job_dir, 0))
-    try:
-        for c in range(len(reader)):
-            blob = reader.chunk(c)
-            columns.put(blob["rows"], blob["data"])
-    finally:
-        reader.close()
-    df = pd.DataFrame({i: columns.series(i) for i in range(len(how))}, copy=False)
+    how, index = meta["how"], jd.read_index(job_dir)[:n]
+    columns = _Filler(how, n)
+    for sub, _, _ in manifest.table_parts():
+        reader = ParamsReader(jd.params_bin(job_dir, sub))
+        try:
+            for c in range(len(reader)):
+                blob = reader.chunk(c)
+                columns.put(blob["rows"], blob["data"])
+        finally:
+            reader.close()
+    df = pd.DataFrame({i: columns.series(i, n) for i in range(len(how))}, copy=False)
     df.columns = meta["columns"]
     df.index = index
     df.attrs.update(meta["attrs"])
@@ -150,12 +163,12 @@ class _Filler:
             else:
                 out[start:stop] = np.frombuffer(piece, dtype=out.dtype)
 
-    def series(self, i: int) -> "pd.Series":
+    def series(self, i: int, n: int) -> "pd.Series":
         import pandas as pd
 
         kind, what = self.how[i]
         if kind == "kept":
-            return what
+            return what.iloc[:n]
         values = self.out[i]
         if kind == "array":
             return pd.Series(values.astype(what, copy=False), copy=False)
@@ -164,11 +177,13 @@ class _Filler:
         return pd.Series(values, dtype=what, copy=False)
 
 
-def row_kwargs(job_dir: Path, n_rows: int, position: int) -> Dict[str, Any]:
-    """One row's arguments as the node passes them, read from its chunk of ``s0/params.bin``."""
-    reader = ParamsReader(jd.params_bin(job_dir, 0))
+def row_kwargs(job_dir: Path, manifest: "Manifest", position: int) -> Dict[str, Any]:
+    """One row's arguments as the node passes them, read from its chunk of ``s0/params.bin``
+    (or of the submission that added it, for a row extend() added)."""
+    sub, first, end = next(p for p in manifest.table_parts() if p[1] <= position < p[2])
+    reader = ParamsReader(jd.params_bin(job_dir, sub))
     try:
-        starts = [a for a, _ in chunk_bounds(n_rows, len(reader))]
+        starts = [first + a for a, _ in chunk_bounds(end - first, len(reader))]
         rows, names, cols = decode_chunk(reader.chunk(bisect.bisect_right(starts, position) - 1))
     finally:
         reader.close()
@@ -200,15 +215,18 @@ def _column_arrays(df: "pd.DataFrame") -> List[Any]:
     return out
 
 
-def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: int) -> List[bytes]:
-    """The rows of a submission as pickled chunks. ``rows`` None means all rows, in order."""
+def encode_chunks(df: "pd.DataFrame", rows: Optional[Sequence[int]], n_chunks: int,
+                  first: int = 0) -> List[bytes]:
+    """The rows of a submission as pickled chunks. ``rows`` None means all rows, in order, the
+    first being row ``first`` of the job (not 0 for the rows extend() adds)."""
     if rows is not None:
         df = df.iloc[list(rows)]
     columns = [str(c) for c in df.columns]
     arrays = _column_arrays(df)
     blobs = []
     for start, stop in chunk_bounds(len(df), n_chunks):
-        chunk_rows: Any = (start, stop) if rows is None else [int(r) for r in rows[start:stop]]
+        chunk_rows: Any = ((first + start, first + stop) if rows is None
+                           else [int(r) for r in rows[start:stop]])
         blob = {"rows": chunk_rows, "columns": columns, "data": [a[start:stop] for a in arrays]}
         blobs.append(dumps(blob))
     return blobs
@@ -226,3 +244,90 @@ def _object_array(values: Any, n: int) -> Any:
         for i, value in enumerate(values):
             out[i] = value
         return out
+
+
+def conform(job_dir: Path, df: "pd.DataFrame") -> "pd.DataFrame":
+    """Rows to add to the table (``extend()``) as its columns, in its order, of its dtypes.
+
+    Each column must have the table's dtype, or one that converts to it without changing a
+    value (int32 to int64, int to float, strings to a categorical that has them...); a column
+    of the table's ``object`` dtype takes anything. Raises :class:`InputError` naming every
+    column that differs, what was expected and what came. Reads only the meta, never the table.
+    """
+    meta = _read_meta(job_dir)
+    columns, how = meta["columns"], meta["how"]
+    if df.columns.has_duplicates:
+        dup = sorted({repr(c) for c in df.columns[df.columns.duplicated()]})
+        raise InputError(f"new_rows has more than one column named {', '.join(dup)}; the job's "
+                         f"columns are {list(columns)}", argument="new_rows")
+    missing = [c for c in columns if c not in df.columns]
+    extra = [c for c in df.columns if c not in columns]
+    if missing or extra:
+        said = "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                     f"not the job's {extra}" if extra else "") if x)
+        raise InputError(f"new_rows must have the job's columns, {list(columns)} (f takes them as "
+                         f"arguments); got {list(df.columns)}: {said}", argument="new_rows")
+    df = df.loc[:, columns]
+    out, bad = {}, []
+    for i, (kind, what) in enumerate(how):
+        col = df.iloc[:, i]
+        want = what.dtype if kind == "kept" else what
+        cast = _cast(col, want)
+        if cast is None:
+            bad.append((columns[i], want, col.dtype))
+        else:
+            out[i] = cast.reset_index(drop=True)
+    if bad:
+        listed = "; ".join(f"{c!r}: the job's rows have {w}, new_rows {h}" for c, w, h in bad)
+        hint = ", ".join(f"{c!r}: {str(w)!r}" for c, w, _ in bad)
+        raise InputError(
+            f"new_rows' columns must have the job's dtypes, or dtypes that convert to them without "
+            f"changing a value; {listed}. Convert them (new_rows.astype({{{hint}}})) after checking "
+            "the values survive it", argument="new_rows")
+    import pandas as pd
+
+    conformed = pd.DataFrame(out, copy=False)
+    conformed.columns = columns
+    conformed.index = df.index
+    return conformed
+
+
+def _cast(col: "pd.Series", want: Any) -> Optional["pd.Series"]:
+    """``col`` as dtype ``want`` if that changes no value (it converts back to what it was)."""
+    import warnings
+
+    import numpy as np
+
+    have = col.dtype
+    if have == want:
+        return col
+    if isinstance(want, np.dtype) and want.kind == "O":
+        return col.astype(object)
+    if isinstance(have, np.dtype) and isinstance(want, np.dtype) and (have.kind == "b") != (want.kind == "b"):
+        return None  # True is 1, but a flag is not a count: say so rather than convert
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cast = col.astype(want)
+            back = cast.astype(have)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return cast if back.reset_index(drop=True).equals(col.reset_index(drop=True)) else None
+
+
+def append(job_dir: Path, n_rows: int, new: "pd.DataFrame", index: "pd.Index") -> None:
+    """Grow what the meta keeps whole (``kept`` columns) by the rows ``new`` (``conform``ed),
+    added after the first ``n_rows``, and write ``index``, the whole table's index.
+
+    The rows themselves go in the chunks of the submission that runs them, and the manifest's
+    ``n_rows`` grows last: until it does, readers take the first ``n_rows`` of both files."""
+    import pandas as pd
+
+    meta = _read_meta(job_dir)
+    if any(kind == "kept" for kind, _ in meta["how"]):
+        meta["how"] = [(kind, pd.concat([what.iloc[:n_rows], new.iloc[:, i].reset_index(drop=True)],
+                                        ignore_index=True) if kind == "kept" else what)
+                       for i, (kind, what) in enumerate(meta["how"])]
+        with jd.atomic_open(job_dir / jd.PARAMS_META) as fh:
+            pickle.dump(meta, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    jd.write_index(job_dir, index)
