@@ -373,6 +373,9 @@ class SgeCell:
             # The default flush_time 15 s delays qacct's answer by as much.
             "reporting_params": "accounting=true reporting=false flush_time=00:00:01 "
                                 "joblog=false sharelog=00:00:00",
+            # Jobs' bash is not a login shell: root's profile here runs `pyenv rehash`, which
+            # waits up to 60 s on a lock other sessions on this machine hold.
+            "login_shells": "sh",
         }
         lines = []
         for line in DEFAULT_CONFIGURATION.read_text().splitlines():

@@ -176,7 +176,7 @@ CATALOGUE = [
     ("jobname-dotdot", lambda: {"jobname": "a..b"}, InputError, "cannot be used: it contains '..'"),
     ("jobname-shell", lambda: {"jobname": "x;$(touch pwned)"}, InputError, "cannot be used: it contains whitespace and '$', '(', ')', ';'"),
     ("jobname-trailing-newline", lambda: {"jobname": "abc\n"}, InputError, "cannot be used: it contains whitespace"),
-    ("backend-unknown", lambda: {"backend": "pbs"}, InputError, "backend must be one of ['auto', 'slurm', 'local']; got 'pbs'"),
+    ("backend-unknown", lambda: {"backend": "pbs"}, InputError, "backend must be one of ['auto', 'slurm', 'sge', 'local']; got 'pbs'"),
 ]
 
 

@@ -12,12 +12,13 @@ __all__ = ["Answer", "ArrayHeader", "Backend", "Dialect", "FollowupHeader", "Lim
            "TaskKey", "TaskRecord", "Unknown", "control_characters", "get", "choose", "dialect",
            "NAMES"]
 
-NAMES = ("slurm", "local")
-_CLASSES = {"slurm": ("slurm.backend", "SlurmBackend"), "local": ("local.backend", "LocalBackend")}
+NAMES = ("slurm", "sge", "local")
+_CLASSES = {"slurm": ("slurm.backend", "SlurmBackend"), "sge": ("sge.backend", "SgeBackend"),
+            "local": ("local.backend", "LocalBackend")}
 # Whose job script a backend writes (its options, its header): the local runner runs the same
 # sbatch script, so it takes (and checks) sbatch's options, a job tried locally runs unchanged on
 # the cluster, and one written for the cluster can be run here.
-_DIALECTS = {"auto": "slurm.dialect", "slurm": "slurm.dialect", "local": "slurm.dialect"}
+_DIALECTS = {"auto": "slurm.dialect", "slurm": "slurm.dialect", "sge": "sge.dialect", "local": "slurm.dialect"}
 _made: Dict[str, Backend] = {}
 
 
@@ -30,12 +31,17 @@ def get(name: str) -> Backend:
 
 
 def choose(requested: str) -> str:
-    """The backend to use for a new job: "auto" is Slurm where a cluster answers, else local."""
+    """The backend to use for a new job: "auto" is Slurm where a cluster answers, else Grid
+    Engine where this shell is set up for a cell (qsub on PATH, SGE_ROOT set), else local."""
     if requested != "auto":
         return requested
     from .slurm.backend import cluster_available
 
-    return "slurm" if cluster_available() else "local"
+    if cluster_available():
+        return "slurm"
+    from .sge.commands import cell_available
+
+    return "sge" if cell_available() else "local"
 
 
 def dialect(name: str) -> Dialect:

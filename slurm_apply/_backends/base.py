@@ -163,10 +163,16 @@ class Dialect(Protocol):
     def followup_header(self, spec: FollowupHeader) -> List[str]:
         """The header lines of a follow-up script (after ``#!/bin/bash``)."""
 
-    def task_environment(self) -> List[str]:
+    def task_environment(self, log: Optional[Callable[[str], Path]] = None) -> List[str]:
         """Bash lines that export every neutral task variable (``_node/taskenv.py``) from the
         scheduler's own, each one set (empty when the scheduler's is not there), so none is
-        inherited from the environment of whoever submitted the job."""
+        inherited from the environment of whoever submitted the job. ``log`` (a task's log
+        path, given the text that stands for its index) is for a scheduler that cannot name
+        the log itself: its lines may send the task's output there."""
+
+    def run_lines(self, command: str) -> List[str]:
+        """The body's last lines, which run ``command`` (shell-quoted already): ``exec`` it
+        where the scheduler may see its exit status as it is."""
 
     def time_s(self, text: object) -> Optional[float]:
         """Seconds of a time limit in the scheduler's forms (``math.inf``: unlimited); None when
@@ -260,6 +266,12 @@ class Backend(abc.ABC):
     def memory_limit_in_log(self, text: str) -> Optional[float]:
         """The memory limit (MiB) the scheduler says in a task's log it enforced when it killed
         the task; None when the log does not say."""
+        return None
+
+    def row_error_note(self, sub: "Submission", error_type: str) -> Optional[str]:
+        """What the scheduler has to do with rows of ``sub`` that raised ``error_type`` (e.g. a
+        memory limit it enforces as a limit on address space, which Python meets as a
+        MemoryError), and how to change it; None when nothing."""
         return None
 
     def launch_notice(self, sub: "Submission") -> Optional[str]:

@@ -568,7 +568,9 @@ class SlurmJob:
 
     def submit(self, backend: Optional[str] = None) -> "SlurmJob":
         """Submit a job written with ``submit=False``: to the backend it was written for, or
-        ``backend="local"`` to run its tasks on this machine."""
+        to ``backend`` ("local" runs its tasks on this machine). A job written for another
+        scheduler gets its script written again in this one's forms, or is refused, saying
+        which of its options this one does not take."""
         from .resubmit import submit
 
         self._check_exists()

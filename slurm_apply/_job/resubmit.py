@@ -54,10 +54,14 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
         manifest = jd.load_manifest(job.job_dir)
         manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest
+        merged = merge_options(prev.slurm_options, options)
+        if backend and backends.dialect(backend) is not backends.dialect(prev.backend):
+            _options_for(job, {k: val for k, val in merged.items() if val is not None}, prev.backend,
+                         backend, "run them again")
         sub = prev.derive(
             index=len(manifest.submissions), rows=ranges(chosen), n_rows=len(chosen),
             nodes=nodes or prev.nodes, cpus_per_task=cpus or prev.cpus_per_task,
-            slurm_options=merge_options(prev.slurm_options, options),
+            slurm_options=merged,
             max_concurrent=max_concurrent if max_concurrent is not None else prev.max_concurrent,
             backend=backend or prev.backend, written_at=time.time())
         sub = _submit.write_submission(job.job_dir, manifest, params, sub)
@@ -152,5 +156,23 @@ def submit(job: "SlurmJob", backend: Optional[str]) -> None:
                              f"latest, {sub.index}, is {sub.state}); resubmit() runs rows again")
         if backend and backend != sub.backend:
             backends.get(backend).check_usable(backend)
-            manifest.replace_submission(dataclasses.replace(sub, backend=backend))
+            moved = dataclasses.replace(sub, backend=backend)
+            if backends.dialect(backend) is not backends.dialect(sub.backend):
+                # Written in another scheduler's forms: written again in this one's, if its
+                # options mean something here.
+                _options_for(job, sub.slurm_options, sub.backend, backend, "submit it")
+                _submit.rewrite_scripts(job.job_dir, manifest, moved)
+            manifest.replace_submission(moved)
         _submit.launch(job.job_dir, manifest, sub.index)
+
+
+def _options_for(job: "SlurmJob", options: Dict[str, Any], old: str, new: str, what: str) -> None:
+    """Refuse, saying which and why, options written for backend ``old`` that backend ``new``
+    does not take."""
+    try:
+        v.check_options(options, backends.dialect(new))
+    except InputError as exc:
+        raise InputError(
+            f"{job.jobname} was written for the {old} backend, with options {options}, and the "
+            f"{new} backend cannot {what} as they are ({exc}). Use the options both take (time, "
+            f"mem, partition, account), or write the job again with backend={new!r}") from None

@@ -4,8 +4,8 @@ A script is ``#!/bin/bash``, a comment, the scheduler's header (its backend's di
 and quotes each value for the scheduler that reads it: ``Dialect.array_header``), then a bash
 body shared by every backend, in which every value goes through ``shlex.quote``: the dialect's
 lines that export the neutral task variables (``_node/taskenv.py``) from the scheduler's own,
-``cd`` to where the caller was, ``PYTHONPATH``, the user's setup lines, and
-``exec python -m slurm_apply._node``.
+``cd`` to where the caller was, ``PYTHONPATH``, the user's setup lines, and the dialect's
+:meth:`Dialect.run_lines` of ``python -m slurm_apply._node`` (on Slurm: ``exec`` it).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def render(*, dialect: Dialect, jobname: str, n_tasks: int, cpus_per_task: int, 
                                               cpus_per_task=cpus_per_task, log=log, options=options))
     # What the task is (its index, job ids, restarts, node), in the neutral variables it reads.
     lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup,
-                   task_environment=dialect.task_environment())
-    lines.append(
+                   task_environment=dialect.task_environment(log))
+    lines += dialect.run_lines(
         # The job's token: a task of a job that was replaced in this directory does nothing.
-        f"exec {shlex.quote(python)} -m slurm_apply._node {shlex.quote(str(job_dir))} {int(sub)} "
+        f"{shlex.quote(python)} -m slurm_apply._node {shlex.quote(str(job_dir))} {int(sub)} "
         f"{shlex.quote(token)}"
     )
     return "\n".join(lines) + "\n"
@@ -62,7 +62,9 @@ def render_followup(*, dialect: Dialect, jobname: str, log: Path, options: Mappi
                                         "retries the rows whose task died"]
     lines += dialect.followup_header(FollowupHeader(jobname=jobname, log=log, mem=mem, time=time,
                                                     options=options))
-    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup)
-    lines.append(f"exec {shlex.quote(python)} -m slurm_apply._job.followup {shlex.quote(str(job_dir))} "
-                 f"{int(sub)} {shlex.quote(token)}")
+    # The task lines too: a scheduler may need them whatever the job (e.g. to guard its exit).
+    lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup,
+                   task_environment=dialect.task_environment())
+    lines += dialect.run_lines(f"{shlex.quote(python)} -m slurm_apply._job.followup "
+                               f"{shlex.quote(str(job_dir))} {int(sub)} {shlex.quote(token)}")
     return "\n".join(lines) + "\n"

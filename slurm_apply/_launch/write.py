@@ -86,8 +86,16 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         stops.prepare(job_dir, sub.index)
     params.write_params_bin(jd.params_bin(job_dir, sub.index),
                             table.encode_chunks(df, rows, n_chunks, first=first_row or 0))
+    _write_array_script(job_dir, manifest, sub)
+    if manifest.wants_followup(sub):
+        sub = dataclasses.replace(sub, followup=_write_followup(job_dir, manifest, sub))
+    manifest.submissions.append(sub)
+    return sub
+
+
+def _write_array_script(job_dir: Path, manifest: Manifest, sub: Submission) -> None:
     script = _script.render(
-        dialect=backends.dialect(sub.backend), jobname=manifest.jobname, n_tasks=n_tasks,
+        dialect=backends.dialect(sub.backend), jobname=manifest.jobname, n_tasks=sub.n_tasks,
         cpus_per_task=sub.cpus_per_task, log=functools.partial(jd.log_pattern, job_dir, sub.index),
         options=sub.slurm_options,
         python=manifest.python, job_dir=job_dir, sub=sub.index, token=manifest.token,
@@ -95,10 +103,21 @@ def write_submission(job_dir: Path, manifest: Manifest, df: "pd.DataFrame", sub:
         max_concurrent=sub.max_concurrent, setup=sub.setup,
     )
     jd.write_text(jd.script_path(job_dir, sub.script), script, mode=0o700)
-    if manifest.wants_followup(sub):
-        sub = dataclasses.replace(sub, followup=_write_followup(job_dir, manifest, sub))
-    manifest.submissions.append(sub)
-    return sub
+
+
+def rewrite_scripts(job_dir: Path, manifest: Manifest, sub: Submission) -> None:
+    """Write a written (not launched) submission's scripts again, in the dialect of the backend
+    it now records: a job written for one scheduler and submitted to another. Its options must
+    already be checked against that dialect; its tasks and chunks stay as planned, so a backend
+    whose arrays cannot hold that many tasks is refused."""
+    most = backends.get(sub.backend).max_array_size()
+    if most is not None and sub.n_tasks > most:
+        raise SubmissionError(f"submission {sub.index} of {manifest.jobname} has {sub.n_tasks} array "
+                              f"tasks, more than the {sub.backend} backend's arrays hold ({most}); "
+                              f"write it again with backend={sub.backend!r}")
+    _write_array_script(job_dir, manifest, sub)
+    if sub.followup:
+        _write_followup(job_dir, manifest, sub)
 
 
 def _size(path: Path) -> int:

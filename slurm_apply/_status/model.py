@@ -266,6 +266,11 @@ def build(snap: Snapshot) -> JobStatus:
         elapsed_s=_elapsed_s(snap, ended), row_labels=_named(snap, failed, missing, retry.shown_rows()))
     if stopped is not None:
         status.notes.insert(0, stopped_note(stopped, status.first_error))
+    if failed:  # what the scheduler has to do with the first row's error, if anything
+        etype = snap.results.errors([failed[0]])[failed[0]][0]
+        note = backends.get(m.latest.backend).row_error_note(m.latest, etype)
+        if note:
+            status.notes.append(note)
     # Not a field (to_dict and == leave it out): for the output's state column.
     status._pending = rows["pending"]  # type: ignore[attr-defined]
     return status

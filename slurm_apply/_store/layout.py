@@ -167,6 +167,33 @@ def local_supervisor_log(job_dir: Path, sub: int) -> Path:
     return local_dir(job_dir) / f"s{sub}.supervisor.log"
 
 
+def cancel_note_path(job_dir: Path, sub: int) -> Path:
+    """The note a backend writes before it asks its scheduler to cancel submission ``sub``, for
+    a scheduler that keeps no record of who killed a task."""
+    return sub_dir(job_dir, sub) / "cancelled.json"
+
+
+def write_cancel_note(job_dir: Path, sub: int, job_ids: Sequence[str], when: float) -> float:
+    """Note that submission ``sub``'s jobs are about to be cancelled; the first note stands
+    (a task killed after it was cancelled by it). Returns the time the note says."""
+    path = cancel_note_path(job_dir, sub)
+    earlier = read_cancel_note(job_dir, sub)
+    if earlier is not None:
+        return earlier
+    write_json(path, {"time": when, "job_ids": [j for j in job_ids if j]})
+    return when
+
+
+def read_cancel_note(job_dir: Path, sub: int) -> Optional[float]:
+    """When submission ``sub`` was noted cancelled (epoch seconds), or None."""
+    try:
+        found = read_json(cancel_note_path(job_dir, sub))
+    except (OSError, ValueError):
+        return None
+    when = found.get("time") if isinstance(found, dict) else None
+    return float(when) if isinstance(when, (int, float)) and not isinstance(when, bool) else None
+
+
 def parse_task_file(name: str) -> Optional[Tuple[int, str]]:
     """``t0003.done`` -> (3, "done"), ``t0003.live`` -> (3, "live"); not a task's file -> None."""
     stem, _, kind = name.partition(".")

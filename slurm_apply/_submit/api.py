@@ -104,8 +104,10 @@ def slurm_apply(
         The directory that holds the job directory (default: the current directory).
     submit : bool, default True
         False writes the directory and ``submit.sh`` only; ``sbatch submit.sh`` runs it later.
-    backend : {"auto", "slurm", "local"}
-        "auto" uses Slurm when ``sbatch`` is on PATH and this machine otherwise.
+    backend : {"auto", "slurm", "sge", "local"}
+        "auto" uses ``$SLURM_APPLY_BACKEND`` or the site defaults file's ``backend`` when set;
+        otherwise Slurm where a cluster answers, else Grid Engine where this shell is set up
+        for a cell ("sge"), else this machine.
     max_concurrent : int, optional
         At most this many array tasks run at once (``--array=0-N%max_concurrent``).
     seed : int, None or False
@@ -194,7 +196,10 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
     """Every argument of slurm_apply checked, in an order that fails fast and writes nothing;
     the site defaults filled in. Asks the scheduler last (is there a cluster, which options it takes)."""
     v.check_choice("backend", a["backend"], _BACKENDS)
-    rules = backends.dialect(a["backend"])
+    # Which scheduler first: its dialect checks the options and writes the script.
+    requested = _config.backend(a["backend"], _BACKENDS)
+    backend = backends.choose(requested)
+    rules = backends.dialect(backend)
     site, defaults = _config.resolve(nodes=a["nodes"], cpus_per_node=a["cpus_per_node"],
                                      slurm_options=a["slurm_options"], setup=a["setup"], rules=rules)
     f, df, seed_arg = a["f"], a["params_df"], a["seed_arg"]
@@ -224,8 +229,8 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
             "reads them and each of its processes holds its own copy. NumPy arrays and DataFrames "
             "are shared instead (memory-mapped on the nodes): pass big data as those, or have f "
             "load it from a file.", stacklevel=3)
-    c.backend = backends.choose(a["backend"])
-    backends.get(c.backend).check_usable(a["backend"])
+    c.backend = backend
+    backends.get(c.backend).check_usable(requested)
     return c
 
 

@@ -8,6 +8,7 @@ The file is ``$SLURM_APPLY_CONFIG`` when set (it must exist), else
     nodes = 4
     cpus_per_node = 8
     setup = ["module load python/3.11"]
+    backend = "sge"          # what backend="auto" means here ($SLURM_APPLY_BACKEND wins over it)
 
     [slurm_options]
     partition = "short"
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from .._errors import InputError
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from .._backends import Dialect
 
 ENV_VAR = "SLURM_APPLY_CONFIG"
-KEYS = {"slurm_options": dict, "nodes": int, "cpus_per_node": int, "setup": list}
+BACKEND_VAR = "SLURM_APPLY_BACKEND"
+KEYS = {"slurm_options": dict, "nodes": int, "cpus_per_node": int, "setup": list, "backend": str}
 
 
 def config_path() -> Optional[Path]:
@@ -95,3 +97,24 @@ def resolve(*, nodes: Optional[int], cpus_per_node: Optional[int], slurm_options
             given["slurm_options"] = taken
             out["slurm_options"] = {**taken, **call}
     return out, ({"file": str(path), "applied": given} if given else {})
+
+
+def backend(requested: str, choices: Sequence[str]) -> str:
+    """What backend="auto" (the default) means here: ``$SLURM_APPLY_BACKEND`` when set, else
+    the defaults file's ``backend``, else "auto" (the registry finds a scheduler). A backend
+    named in the call wins over both."""
+    if requested != "auto":
+        return requested
+    named = os.environ.get(BACKEND_VAR, "").strip()
+    if named:
+        if named not in choices:
+            raise InputError(f"{BACKEND_VAR}={named!r} is not a backend; it may be one of "
+                             f"{list(choices)}, or unset it")
+        return named
+    path, site = load()
+    if "backend" in site:
+        if site["backend"] not in choices:
+            raise InputError(f"the defaults file {path}: backend must be one of {list(choices)}; "
+                             f"got {site['backend']!r}")
+        return str(site["backend"])
+    return "auto"

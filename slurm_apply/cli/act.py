@@ -24,9 +24,10 @@ from .commands import _JOB_DIR, _open, cli
               help="Any other sbatch option, e.g. -O partition=long (KEY alone for a flag).")
 @click.option("--force", is_flag=True,
               help="Resubmit even while tasks are queued, running or unknown: cancel them first.")
+@click.option("--backend", metavar="NAME", help="Run them on another backend: slurm, sge or local.")
 def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Optional[str],
              nodes: Optional[int], cpus_per_node: Optional[int], max_concurrent: Optional[int],
-             extra: Tuple[str, ...], force: bool) -> None:
+             extra: Tuple[str, ...], force: bool, backend: Optional[str]) -> None:
     """Run again, as a new array job in the same directory, the rows without a result.
 
     Options not given keep the previous submission's values (nodes, CPUs, time, memory and
@@ -51,7 +52,8 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
         options["mem"] = mem
     job = _open(job_dir)
     job.resubmit(failed=failed, nodes=nodes, cpus_per_node=cpus_per_node,
-                 slurm_options=options or None, max_concurrent=max_concurrent, force=force)
+                 slurm_options=options or None, max_concurrent=max_concurrent, force=force,
+                 backend=backend)
     sub = job.manifest.latest
     click.echo(f"resubmitted {sub.n_rows} row(s) of {job.jobname} as submission {sub.index}: "
                f"job {sub.job_id or '?'}, {sub.n_tasks} task(s)")
@@ -61,16 +63,21 @@ def resubmit(job_dir: Path, failed: bool, time_limit: Optional[str], mem: Option
 @cli.command()
 @_JOB_DIR
 @click.option("--local", "local", is_flag=True, help="Run the tasks on this machine instead of Slurm.")
-def submit(job_dir: Path, local: bool) -> None:
-    """Submit a job written with submit=False (to Slurm, or with --local on this machine).
+@click.option("--backend", metavar="NAME",
+              help="Submit to this backend (slurm, sge or local) instead of the one it was written for.")
+def submit(job_dir: Path, local: bool, backend: Optional[str]) -> None:
+    """Submit a job written with submit=False (to its scheduler, or with --local on this machine).
 
     \b
     Example:
       slurm-apply submit _rslurm_fit
       slurm-apply submit _rslurm_fit --local
+      slurm-apply submit _rslurm_fit --backend sge
     """
+    if local and backend not in (None, "local"):
+        raise click.BadParameter(f"--local and --backend {backend} disagree; give one", param_hint="'--backend'")
     job = _open(job_dir)
-    job.submit(backend="local" if local else None)
+    job.submit(backend="local" if local else backend)
     sub = job.manifest.latest
     click.echo(f"submitted {sub.n_rows} row(s) of {job.jobname}: job {sub.job_id}, {sub.n_tasks} task(s)")
     click.echo(f"follow it with: slurm-apply status {shlex.quote(str(job_dir))} --watch")

@@ -4,7 +4,8 @@ the ``#SBATCH`` header and the task's variables; ``resources.py``: time and memo
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from ..base import ArrayHeader, Dialect, FollowupHeader
 from . import options, resources, script
@@ -50,8 +51,11 @@ class SlurmDialect:
     def followup_header(self, spec: FollowupHeader) -> List[str]:
         return script.followup_header(spec)
 
-    def task_environment(self) -> List[str]:
-        return script.task_environment()
+    def task_environment(self, log: Optional[Callable[[str], Path]] = None) -> List[str]:
+        return script.task_environment()  # the header names each task's log (%a)
+
+    def run_lines(self, command: str) -> List[str]:
+        return [f"exec {command}"]
 
     def time_s(self, text: object) -> Optional[float]:
         return resources.time_s(text)

@@ -1,0 +1,258 @@
+"""The Grid Engine backend: array jobs submitted with ``qsub``, asked about with one ``qstat
+-xml`` per poll (live tasks, pending ones as ranges) and ``qacct -j`` (ended ones), cancelled
+with ``qdel``.
+
+Commands run in :mod:`.commands`; their output is read by :mod:`.parse`. Grid Engine's task ids
+are 1-based, the package's 0-based: every record is shifted here. A command that cannot answer
+(a qmaster that is down, a missing qstat) makes those tasks :class:`Unknown`, never "forgotten".
+``qacct`` answers without the qmaster: what it has recorded stands even then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from ..._errors import InputError, SchedulerError, SubmissionError
+from ..._store import layout as jd
+from .. import states as st
+from ..base import Answer, Backend, Limits, Query, TaskRecord, Unknown
+from . import commands as cmd
+from . import resources as res
+from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, parse_qacct,
+                    parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
+
+if TYPE_CHECKING:
+    from ..._store.manifest import Submission
+
+# Records of a job number submitted this long before our qsub returned belong to an older job
+# of the same number (numbers wrap; a cell may be rebuilt).
+_OLDER_JOB_S = 60.0
+NO_ACCOUNTING = ("Grid Engine has no accounting file here yet (`qacct` found none: no job has "
+                 "ended since the cell was set up, or accounting is off), so tasks that left "
+                 "qstat are read from their own markers only")
+
+
+def _maybe_queued(script: str) -> str:
+    return ("The job may have been queued anyway: before submitting again, look for it with "
+            f"`qstat` (its script is {script}) and delete it with `qdel <id>` if it is there.")
+
+
+def qsub(script: Path, *options: str) -> str:
+    """Submit a script; return its job number. Raises SubmissionError with qsub's words."""
+    path = str(script)
+    try:
+        proc = cmd.run(["qsub", "-terse", *options, path], cmd.COMMAND_TIMEOUT_S)
+    except cmd.CommandTimeout as exc:
+        raise SubmissionError(f"{exc}. {_maybe_queued(path)}") from None
+    except SchedulerError as exc:
+        raise SubmissionError(str(exc)) from None
+    if proc.returncode != 0:
+        words = qsub_refusal(proc.stdout, proc.stderr) or f"exit status {proc.returncode}"
+        raise SubmissionError(f"qsub refused the job: {words}", stderr=words)
+    try:
+        return parse_qsub(proc.stdout)
+    except SchedulerError as exc:
+        raise SubmissionError(f"{exc}. {_maybe_queued(path)}") from None
+
+
+def qdel(job_ids: Sequence[str]) -> None:
+    """Delete these jobs; one Grid Engine no longer knows is not an error."""
+    ids = [j for j in job_ids if j]
+    if not ids:
+        return
+    proc = cmd.run(["qdel", *ids], cmd.COMMAND_TIMEOUT_S)
+    text = proc.stdout + proc.stderr
+    if qmaster_unreachable(text):
+        raise SchedulerError(f"qdel could not reach the qmaster: {cmd.said(proc)}")
+    errors = [ln for ln in text.splitlines() if ln.strip() and "does not exist" not in ln
+              and "has registered the job" not in ln and "has deleted" not in ln
+              and "deletion" not in ln]
+    if proc.returncode != 0 and errors:
+        raise SchedulerError(f"qdel failed: {' '.join(errors)}")
+
+
+def qstat() -> Tuple[List[TaskRecord], Dict[str, TaskRecord]]:
+    """This user's array tasks and plain jobs the qmaster knows (queued, running, held, in error)."""
+    proc = cmd.run(["qstat", "-xml", "-u", getpass.getuser()])
+    if proc.returncode != 0 or qmaster_unreachable(proc.stdout + proc.stderr):
+        raise SchedulerError(f"qstat failed: {cmd.said(proc)}")
+    return parse_qstat_xml(proc.stdout)
+
+
+def qacct(job_id: str, since: Optional[float]) -> Tuple[List[AcctRecord], Optional[str]]:
+    """The records of ``job_id`` (its runs that ended), and why there are none if so
+    (:data:`.parse.ACCT_NO_FILE`, :data:`.parse.ACCT_NOT_FOUND`, or qacct's words)."""
+    proc = cmd.run(["qacct", "-j", job_id])
+    problem = qacct_problem(proc.returncode, proc.stdout, proc.stderr)
+    return (parse_qacct(proc.stdout, since) if problem is None else []), problem
+
+
+def _shift(record: TaskRecord) -> TaskRecord:
+    """Grid Engine's 1-based task ids as the package's 0-based ones."""
+    return dataclasses.replace(record, task=None if record.task is None else record.task - 1,
+                               pending_tasks=tuple(t - 1 for t in record.pending_tasks))
+
+
+def _since(sub: "Submission") -> Optional[float]:
+    return sub.submitted_at - _OLDER_JOB_S if sub.submitted_at else sub.written_at or None
+
+
+class SgeBackend(Backend):
+    """Array jobs on a Grid Engine cell (Son of Grid Engine, Univa/Altair GE)."""
+
+    name = "sge"
+
+    def submit(self, job_dir: Path, sub: "Submission") -> str:
+        return qsub(jd.script_path(job_dir, sub.script))
+
+    def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        # -hold_jid: it starts once every task of the array has ended, whatever their states.
+        return qsub(jd.script_path(job_dir, sub.followup), "-hold_jid", str(sub.job_id))
+
+    def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
+        """One qstat for every live task, then one qacct per array (and follow-up) with tasks
+        qstat did not list. Never raises for a command that could not answer."""
+        out = Query()
+        arrays = {s.job_id: s for s in subs if s.job_id}
+        follow = {s.followup_id: s for s in subs if s.followup_id and s.decision is None}
+        if not arrays and not follow:
+            return out
+        out.calls += 1
+        live_error = ""
+        try:
+            tasks, jobs = qstat()
+        except SchedulerError as exc:
+            tasks, jobs, live_error = [], {}, str(exc)
+        for rec in sorted(tasks, key=lambda r: r.task is None):  # a task's own line wins
+            sub = arrays.get(rec.array_job_id)
+            if sub is None:
+                continue
+            shifted = _shift(rec)
+            for t in ([shifted.task] if shifted.task is not None else shifted.pending_tasks):
+                if 0 <= t < sub.n_tasks:
+                    out.answers.setdefault((sub.index, t), shifted)
+        no_file = False
+        for job_id, sub in arrays.items():
+            missing = [t for t in range(sub.n_tasks) if (sub.index, t) not in out.answers]
+            if missing:
+                out.calls += 1
+                no_file |= self._ended(out, job_dir, job_id, sub, missing, live_error)
+        for job_id, sub in follow.items():
+            if job_id in jobs:
+                out.followups[sub.index] = jobs[job_id]
+                continue
+            out.calls += 1
+            no_file |= self._ended_followup(out, job_id, sub, live_error)
+        if no_file:
+            out.notes.append(NO_ACCOUNTING)
+        return out
+
+    def _ended(self, out: Query, job_dir: Path, job_id: str, sub: "Submission", missing: List[int],
+               live_error: str) -> bool:
+        """Answer the tasks qstat did not list from qacct; True when there is no accounting file."""
+        try:
+            records, problem = qacct(job_id, _since(sub))
+        except SchedulerError as exc:
+            records, problem = [], str(exc)
+        cancelled_at = jd.read_cancel_note(job_dir, sub.index)
+        runs = last_runs(records)
+        for t in missing:
+            run = runs.get(t + 1)
+            answer: Answer
+            if run is not None:
+                answer = _shift(acct_task_record(run, cancelled_at))
+            elif live_error:
+                answer = Unknown(f"{live_error} (and qacct has no record of its end)")
+            elif problem not in (None, ACCT_NOT_FOUND, ACCT_NO_FILE):
+                answer = Unknown(f"qacct -j {job_id} failed: {problem}")
+            elif cancelled_at is not None:
+                # A task deleted before it started leaves no accounting record at all.
+                answer = TaskRecord(job_id, t, st.CANCELLED, reason="deleted (qdel) by cancel() before it started")
+            else:
+                answer = None  # the qmaster was asked and knows it no more
+            out.answers[(sub.index, t)] = answer
+        return problem == ACCT_NO_FILE
+
+    def _ended_followup(self, out: Query, job_id: str, sub: "Submission", live_error: str) -> bool:
+        try:
+            records, problem = qacct(job_id, _since(sub))
+        except SchedulerError as exc:
+            records, problem = [], str(exc)
+        run = last_runs(records).get(None)
+        if run is not None:
+            out.followups[sub.index] = acct_task_record(run)
+        elif live_error:
+            out.followups[sub.index] = Unknown(live_error)
+        elif problem not in (None, ACCT_NOT_FOUND, ACCT_NO_FILE):
+            out.followups[sub.index] = Unknown(f"qacct -j {job_id} failed: {problem}")
+        else:
+            out.followups[sub.index] = None
+        return problem == ACCT_NO_FILE
+
+    def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        # Grid Engine records a qdel as any other SIGKILL: the note, written first, tells them apart.
+        now = time.time()
+        for sub in subs:
+            ids = [j for j in (sub.job_id, sub.followup_id) if j]
+            if ids:
+                jd.write_cancel_note(job_dir, sub.index, ids, now)
+        qdel([j for s in subs for j in (s.job_id, s.followup_id) if j])
+
+    def cancel_followups(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
+        qdel([s.followup_id for s in subs if s.followup_id])
+
+    def limits(self, options: Dict[str, object]) -> Limits:
+        """h_rt and h_vmem (per slot) of the queue the options name, else of the cell's only
+        queue; none known where the queue cannot be read."""
+        name = str(options.get("partition") or options.get("q") or "")
+        try:
+            if not name:
+                queues = cmd.qconf_list("-sql")
+                name = queues[0] if len(queues) == 1 else ""
+            if not name or any(c in name for c in "*,@"):
+                return Limits(partition=name)
+            conf = cmd.qconf_show("-sq", name)
+        except SchedulerError:
+            return Limits(partition=name)
+        return Limits(max_time_s=res.time_s(conf.get("h_rt", "")),
+                      max_mem_per_cpu_mb=res.mem_mb(conf.get("h_vmem", "")), partition=name)
+
+    def row_error_note(self, sub: "Submission", error_type: str) -> Optional[str]:
+        """h_vmem is a limit on each process's address space (``ulimit -v``): a row over it
+        raises MemoryError, and fails alone, rather than being killed."""
+        if error_type != "MemoryError":
+            return None
+        mem = sub.slurm_options.get("mem")
+        if isinstance(mem, str) and res.mem_mb(mem):
+            limit = (f"h_vmem={res.per_slot(mem, sub.cpus_per_task)} per slot (mem={mem} over "
+                     f"{sub.cpus_per_task} slot(s))")
+            more = res.mem_text(2 * (res.mem_mb(mem) or 0), like=mem)
+        else:
+            limit = "the queue's default h_vmem (`qconf -sq <queue>` shows it)"
+            more = "8G"
+        return (f"rows raised MemoryError: memory. Grid Engine enforces {limit} as a limit on each "
+                "process's virtual memory, so Python raises MemoryError instead of being killed; "
+                f"raise it with job.resubmit(failed=True, slurm_options={{'mem': '{more}'}}) "
+                "(mem is per task, divided among its slots)")
+
+    def check_usable(self, requested: str) -> None:
+        if not cmd.have_qsub():
+            raise InputError(f"backend={requested!r} needs Grid Engine, but qsub is not on PATH; set "
+                             "up Grid Engine in this shell (e.g. `module load sge`), or use "
+                             "backend='local' or 'auto'")
+        if not os.environ.get("SGE_ROOT"):
+            raise InputError(f"backend={requested!r} needs Grid Engine, but SGE_ROOT is not set; "
+                             "source $SGE_ROOT/$SGE_CELL/common/settings.sh (your site's path) first")
+
+    def max_array_size(self) -> Optional[int]:
+        """max_aj_tasks of the global configuration (0: no limit; Grid Engine's default 75000)."""
+        try:
+            value = cmd.qconf_show("-sconf").get("max_aj_tasks", "75000")
+        except SchedulerError:
+            return 75000
+        return int(value) or None if value.isdigit() else 75000
