@@ -21,6 +21,7 @@ from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
 from .. import states as st
 from ..base import Answer, Backend, Limits, Query, TaskRecord, Unknown
+from ..commands import CommandTimeout
 from . import commands as cmd
 from . import resources as res
 from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, parse_qacct,
@@ -47,7 +48,7 @@ def qsub(script: Path, *options: str) -> str:
     path = str(script)
     try:
         proc = cmd.run(["qsub", "-terse", *options, path], cmd.COMMAND_TIMEOUT_S)
-    except cmd.CommandTimeout as exc:
+    except CommandTimeout as exc:
         raise SubmissionError(f"{exc}. {_maybe_queued(path)}") from None
     except SchedulerError as exc:
         raise SubmissionError(str(exc)) from None

@@ -13,6 +13,7 @@ import subprocess
 from typing import Dict, List, Optional, Sequence
 
 from ..._errors import InputError, SchedulerError
+from ..commands import run as run_command
 from .parse import parse_conf
 
 # qsub, qdel, qconf: rare calls that act, so worth waiting for.
@@ -24,20 +25,8 @@ NOT_ON_PATH = ("{} is not on PATH; is Grid Engine set up in this shell (source "
                "$SGE_ROOT/$SGE_CELL/common/settings.sh, or `module load sge`)?")
 
 
-class CommandTimeout(SchedulerError):
-    """A command did not answer in time; it may still have done what it was asked."""
-
-
 def run(args: Sequence[str], timeout_s: float = QUERY_TIMEOUT_S) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(list(args), capture_output=True, text=True, errors="replace",
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise SchedulerError(NOT_ON_PATH.format(args[0])) from None
-    except subprocess.TimeoutExpired:
-        raise CommandTimeout(f"{args[0]} did not answer within {timeout_s:.0f} s") from None
-    except OSError as exc:
-        raise SchedulerError(f"{args[0]} could not be run: {exc}") from None
+    return run_command(args, timeout_s, NOT_ON_PATH)
 
 
 def said(proc: subprocess.CompletedProcess) -> str:

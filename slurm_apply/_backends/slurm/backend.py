@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tupl
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
 from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
+from ..commands import CommandTimeout, run as run_command
 from . import logs
 from . import resources as res
 from .parse import (
@@ -59,22 +60,10 @@ QUERY_TIMEOUT_S = 30
 NOT_ON_PATH = "{} is not on PATH; is Slurm loaded in this shell (module load slurm)?"
 
 
-class CommandTimeout(SchedulerError):
-    """A command did not answer in time; it may still have done what it was asked."""
-
-
 def _run(args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess:
     # Slurm prints time stamps as the user's SLURM_TIME_FORMAT says; ask for epoch seconds so
     # the parsers read one form whatever the shell has set.
-    env = dict(os.environ, SLURM_TIME_FORMAT="%s")
-    try:
-        return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout_s, env=env)
-    except FileNotFoundError:
-        raise SchedulerError(NOT_ON_PATH.format(args[0])) from None
-    except subprocess.TimeoutExpired:
-        raise CommandTimeout(f"{args[0]} did not answer within {timeout_s:.0f} s") from None
-    except OSError as exc:
-        raise SchedulerError(f"{args[0]} could not be run: {exc}") from None
+    return run_command(args, timeout_s, NOT_ON_PATH, env=dict(os.environ, SLURM_TIME_FORMAT="%s"))
 
 
 def _said(proc: subprocess.CompletedProcess) -> str:
