@@ -76,6 +76,10 @@ class Limits:
     max_mem_mb: Optional[float] = None  # per node
     max_mem_per_cpu_mb: Optional[float] = None
     partition: str = ""
+    # Where each limit comes from, in the scheduler's words ("" : the partition's MaxTime, ...).
+    max_time_from: str = ""
+    max_mem_from: str = ""
+    max_mem_per_cpu_from: str = ""
 
 
 def control_characters(value: str) -> List[str]:

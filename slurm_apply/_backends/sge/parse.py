@@ -27,7 +27,7 @@ Learnt on the private cell (Son of Grid Engine 8.1.9, tests/sgebed.py) beyond ..
   (``failed 100 : assumedly after job``, exit 137 ``(Killed)``), and Grid Engine keeps no record
   of who deleted a job (``reporting=false``). So the backend's ``cancel()`` will write a note in
   the job directory (its time and the job ids) *before* it runs ``qdel``; such a record of a task
-  that ended at or after the note's time is CANCELLED, and any other is FAILED "killed by SIGKILL"
+  that ended at or after the note's time is CANCELLED, and any other is KILLED "killed by SIGKILL"
   (:func:`outcome`, ``cancelled_at``). Deleted pending tasks leave no record at all: with no
   ``qstat`` line either, the note alone says they were cancelled.
 * Without an accounting file (no job has ended since the cell was made) ``qacct -j N`` prints
@@ -290,7 +290,9 @@ def outcome(record: AcctRecord, cancelled_at: Optional[float] = None) -> Tuple[s
             return st.CANCELLED, "deleted (qdel) by cancel()", f"0:{number}"
         killed = f"killed by {signal_name(number)}"
         if number == signal.SIGKILL:
-            killed += " (qdel by someone, the kernel's out-of-memory killer, or an administrator)"
+            # Grid Engine records these three alike; none is the rows' fault: KILLED is retried.
+            return (st.KILLED, killed + " (qdel by someone, the kernel's out-of-memory killer, or an "
+                    "administrator: Grid Engine records them alike)", f"0:{number}")
         return st.FAILED, killed, f"0:{number}"
     if failed == FAILED_RESCHEDULED:
         return st.REQUEUED, f"rescheduled (exit code {code}): it will run again", f"{code}:0"
