@@ -703,3 +703,15 @@ def test_live_outputs_of_real_jobs_parse_to_the_right_states(sge_cell: sgebed.Sg
     assert outcomes["segv"] == (st.FAILED, "killed by SIGSEGV", f"0:{int(signal.SIGSEGV)}")
     assert outcomes["qdel"] == (st.CANCELLED, "deleted (qdel) by cancel()", "0:9")
     assert {"tc", "terse", "N", "pe"} <= set(parse.parse_qsub_help(run("qsub", "-help").stdout))
+
+
+def test_memory_death_reads_the_last_run_of_a_task_log_only() -> None:
+    header = "slurm_apply: submission 0 task 0 on vm: 1 process(es), start {}\n"
+    numpy = "ImportError: libscipy_openblas64_.so: failed to map segment from shared object\n"
+    state, detail = parse.memory_death(header.format(1) + numpy)
+    assert state == st.OUT_OF_MEMORY and "h_vmem" in detail and "failed to map segment" in detail
+    assert parse.memory_death(header.format(1) + "MemoryError\n")[0] == st.OUT_OF_MEMORY
+    assert parse.memory_death(header.format(1) + "OpenBLAS error: Memory allocation still failed after 10 retries, giving up.\n")
+    # An earlier run's words do not speak for the last one; other errors are not memory.
+    assert parse.memory_death(header.format(1) + numpy + header.format(2) + "ValueError: x\n") is None
+    assert parse.memory_death("slurm_apply: row 3 raised MemoryError?\n") is None

@@ -152,3 +152,23 @@ def test_a_task_gone_from_qstat_before_qacct_records_it_is_completing_not_lost(c
     assert "LOST" not in states and states[-1] == "TIMEOUT", seen
     waiting = [r for s, r in seen if s == "COMPLETING"]
     assert waiting and "waiting for Grid Engine's accounting record" in waiting[0], seen
+
+
+def test_a_task_whose_own_processes_hit_h_vmem_is_retried_with_twice_the_memory(cell, job_parent):
+    """At 120M the task's own Python cannot even load numpy under h_vmem (an address-space
+    limit): OUT_OF_MEMORY, and the retry asks for h_vmem doubled. (A row over it raises
+    MemoryError itself and is a row error: tests/test_sge.py.)"""
+    job = start(job_parent, "sge_vmem", "", n=4, cpus_per_node=1, slurm_options={"mem": "120M"})
+    first_status = None
+    deadline = time.monotonic() + 60
+    while first_status is None and time.monotonic() < deadline:
+        st = job.get_job_status()
+        if st.task_details[0].state == "OUT_OF_MEMORY":
+            first_status = st
+        time.sleep(0.5)
+    assert first_status is not None and "h_vmem" in first_status.task_details[0].reason, str(st)
+    status = finished(job, 4, set(), timeout_s=120)
+    retry = job.manifest.latest
+    assert (retry.slurm_options["mem"], retry.raised) == ("240M", {"mem": ("120M", "240M")}), retry
+    assert "#$ -l h_vmem=240M" in (job.job_dir / "submit_s1.sh").read_text()
+    assert "OUT_OF_MEMORY at 120M, done at 240M" in str(status), str(status)

@@ -24,8 +24,8 @@ from ..base import Answer, Backend, Dialect, Limits, Query, TaskRecord, Unknown
 from ..commands import CommandTimeout
 from . import commands as cmd
 from . import resources as res
-from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, parse_qacct,
-                    parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
+from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, memory_death,
+                    parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -262,6 +262,11 @@ class SgeBackend(Backend):
         return Limits(max_time_s=res.time_s(conf.get("h_rt", "")),
                       max_mem_per_cpu_mb=res.mem_mb(conf.get("h_vmem", "")), partition=name,
                       max_time_from=f"queue {name}'s h_rt", max_mem_per_cpu_from=f"queue {name}'s h_vmem per slot")
+
+    def death_in_log(self, text: str) -> Optional[Tuple[str, str]]:
+        """A task's own processes that ran out of address space (h_vmem) outside its rows: its
+        retry asks for twice the memory."""
+        return memory_death(text)
 
     def row_error_note(self, sub: "Submission", error_type: str) -> Optional[str]:
         """h_vmem is a limit on each process's address space (``ulimit -v``): a row over it

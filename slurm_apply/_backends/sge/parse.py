@@ -329,6 +329,28 @@ def parse_qsub_help(text: str) -> Dict[str, str]:
     return out
 
 
+# What a process says when h_vmem (``ulimit -v``) refuses it memory outside a row: Python's
+# MemoryError, a shared library that cannot be mapped (an import), OpenBLAS's and C++'s words.
+_OUT_OF_ADDRESS_SPACE = re.compile(
+    r"^(?:MemoryError\b.*|.*failed to map segment from shared object.*|.*Memory allocation still "
+    r"failed.*|.*Cannot allocate memory.*|.*std::bad_alloc.*)$", re.M)
+_TASK_HEADER = re.compile(r"^slurm_apply: submission \d+ task \d+ ", re.M)
+
+
+def memory_death(log_text: str) -> Optional[Tuple[str, str]]:
+    """(OUT_OF_MEMORY, detail) when the last run told in a task's log (it appends a header per
+    start) ran out of address space outside its rows: the task's own processes hit h_vmem. A
+    row that does is a row error, recorded with its row, and its task ends well; this is only
+    read for a task that did not."""
+    starts = [m.start() for m in _TASK_HEADER.finditer(log_text)]
+    last = log_text[starts[-1]:] if starts else log_text
+    found = list(_OUT_OF_ADDRESS_SPACE.finditer(last))
+    if not found:
+        return None
+    return (st.OUT_OF_MEMORY, "the task's own processes ran out of memory under h_vmem (a limit on "
+            f"their address space): {found[-1].group(0).strip()[:200]}")
+
+
 def qsub_refusal(stdout: str, stderr: str) -> str:
     """qsub's own words for why it refused a job, on one line (without "Unable to run job:"
     and "Exiting.")."""
