@@ -251,6 +251,12 @@ class Backend(abc.ABC):
         caller asked for, e.g. "auto" or "slurm", for the message)."""
         return None  # usable by default
 
+    def check_resources(self, cpus_per_task: int, options: Mapping[str, object]) -> None:
+        """Raise InputError when tasks of ``cpus_per_task`` CPUs with these (checked) options
+        cannot be asked for here (e.g. no parallel environment to put them in): called before
+        anything is written."""
+        return None
+
     def max_array_size(self) -> Optional[int]:
         """The most tasks one array may have (None: no limit)."""
         return None

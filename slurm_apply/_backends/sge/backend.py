@@ -15,7 +15,7 @@ import getpass
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
@@ -23,6 +23,7 @@ from .. import states as st
 from ..base import Answer, Backend, Dialect, Limits, Query, TaskRecord, Unknown
 from ..commands import CommandTimeout
 from . import commands as cmd
+from . import options as opts
 from . import resources as res
 from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, memory_death,
                     parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
@@ -294,6 +295,12 @@ class SgeBackend(Backend):
         if not os.environ.get("SGE_ROOT"):
             raise InputError(f"backend={requested!r} needs Grid Engine, but SGE_ROOT is not set; "
                              "source $SGE_ROOT/$SGE_CELL/common/settings.sh (your site's path) first")
+
+    def check_resources(self, cpus_per_task: int, options: Mapping[str, object]) -> None:
+        """A task of several slots needs a parallel environment: the one the options name
+        (``pe``), else one the cell has (``qconf -spl``); none is an error before writing."""
+        if options.get(opts.PE) in (None, False, True):
+            cmd.pe_for(int(cpus_per_task))
 
     def max_array_size(self) -> Optional[int]:
         """max_aj_tasks of the global configuration (0: no limit; Grid Engine's default 75000)."""
