@@ -235,3 +235,19 @@ def test_no_parallel_environment_is_refused_before_anything_is_written(cell, job
         conf.write_text(smp)
         cell.run(["qconf", "-Ap", str(conf)])
         cell.run(["qconf", "-rattr", "queue", "pe_list", "smp", "all.q"])
+
+
+def test_a_job_written_with_submit_false_and_qsub_by_hand_is_found(cell, job_parent):
+    job = slurm_map(sleepy, [8, 8], nodes=2, cpus_per_node=1, jobname="sge_hand", job_dir=job_parent,
+                    backend="sge", submit=False)
+    assert job.get_job_status().state == "NOT_SUBMITTED"
+    # Held (-h): no task starts, so no start marker says the job's number.
+    out = subprocess.run(["qsub", "-terse", "-h", "submit.sh"], cwd=job.job_dir, capture_output=True, text=True,
+                         check=True)
+    number = out.stdout.strip().split(".")[0]
+    later = type(job)(job.job_dir)
+    status = later.get_job_status()
+    assert status.state == "PENDING" and later.manifest.latest.job_id == number, str(status)
+    subprocess.run(["qrls", number], check=True, capture_output=True)
+    st = later.wait(timeout_s=90, progress=False)
+    assert st.completed and later.get_output(outtype="raw") == [8, 8], str(st)

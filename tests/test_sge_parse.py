@@ -715,3 +715,31 @@ def test_memory_death_reads_the_last_run_of_a_task_log_only() -> None:
     # An earlier run's words do not speak for the last one; other errors are not memory.
     assert parse.memory_death(header.format(1) + numpy + header.format(2) + "ValueError: x\n") is None
     assert parse.memory_death("slurm_apply: row 3 raised MemoryError?\n") is None
+
+
+QSTAT_J_TWO = """\
+==============================================================
+job_number:                 10
+sge_o_workdir:              /tmp/x
+job_name:                   my.job
+script_file:                a.sh
+==============================================================
+job_number:                 11
+sge_o_workdir:              /tmp/x
+job_name:                   my.job
+script_file:                /tmp/other/a.sh
+==============================================================
+job_number:                 12
+sge_o_workdir:              /tmp
+job_name:                   my.job
+script_file:                x/a.sh
+"""
+
+
+def test_a_hand_submission_is_found_by_its_script_path() -> None:
+    assert parse.parse_job_name("#!/bin/bash\n#$ -N sge_hand\n#$ -t 1-3\n") == "sge_hand"
+    assert parse.parse_job_name("#!/bin/bash\n#SBATCH --job-name=x\n") is None
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/x/a.sh") == "12"  # the latest of 10 and 12
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/other/a.sh") == "11"
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/y/a.sh") is None
+    assert parse.find_by_script("", "/tmp/x/a.sh") is None

@@ -25,8 +25,8 @@ from ..commands import CommandTimeout
 from . import commands as cmd
 from . import options as opts
 from . import resources as res
-from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, memory_death,
-                    parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
+from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, find_by_script, last_runs,
+                    memory_death, parse_job_name, parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -263,6 +263,22 @@ class SgeBackend(Backend):
         return Limits(max_time_s=res.time_s(conf.get("h_rt", "")),
                       max_mem_per_cpu_mb=res.mem_mb(conf.get("h_vmem", "")), partition=name,
                       max_time_from=f"queue {name}'s h_rt", max_mem_per_cpu_from=f"queue {name}'s h_vmem per slot")
+
+    def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        """The number of this submission's script run by hand with qsub, found by its job name
+        (``qstat -j <name>``) and its script's path; None when the qmaster does not know it
+        (any more: a task that started says it in its start marker) or cannot be asked."""
+        script = jd.script_path(job_dir, sub.script)
+        try:
+            name = parse_job_name(script.read_text())
+            if not name:
+                return None
+            proc = cmd.run(["qstat", "-j", name])
+        except (OSError, SchedulerError):
+            return None
+        if proc.returncode != 0:
+            return None
+        return find_by_script(proc.stdout, str(script))
 
     def death_in_log(self, text: str) -> Optional[Tuple[str, str]]:
         """A task's own processes that ran out of address space (h_vmem) outside its rows: its

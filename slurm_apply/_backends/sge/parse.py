@@ -351,6 +351,36 @@ def memory_death(log_text: str) -> Optional[Tuple[str, str]]:
             f"their address space): {found[-1].group(0).strip()[:200]}")
 
 
+def parse_job_name(script_text: str) -> Optional[str]:
+    """The ``#$ -N`` value of a job script (one word: :func:`.script.directive_value`)."""
+    for line in script_text.splitlines():
+        if line.startswith("#$ -N "):
+            return line[len("#$ -N "):].strip() or None
+    return None
+
+
+def find_by_script(qstat_j: str, script: str) -> Optional[str]:
+    """The job number, of those ``qstat -j <name>`` describes, whose script is ``script`` (an
+    absolute path; qstat gives ``script_file`` as qsub was given it, relative to
+    ``sge_o_workdir``); the latest when several are; None when none is."""
+    import os.path
+
+    found: List[int] = []
+    for block in re.split(r"^={20,}\s*$", qstat_j, flags=re.M):
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        number, path = fields.get("job_number", ""), fields.get("script_file", "")
+        if not number.isdigit() or not path:
+            continue
+        where = os.path.normpath(os.path.join(fields.get("sge_o_workdir", ""), path))
+        if where == os.path.normpath(script):
+            found.append(int(number))
+    return str(max(found)) if found else None
+
+
 def qsub_refusal(stdout: str, stderr: str) -> str:
     """qsub's own words for why it refused a job, on one line (without "Unable to run job:"
     and "Exiting.")."""
