@@ -26,7 +26,8 @@ from . import commands as cmd
 from . import options as opts
 from . import resources as res
 from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, find_by_script, last_runs,
-                    memory_death, parse_job_name, parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
+                    memory_death, parse_job_name, parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem,
+                    qmaster_unreachable, qsub_refusal)
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
