@@ -4,6 +4,7 @@
     python bench/run.py --quick         # 1 repetition, fewer sizes (about 4 minutes)
     python bench/run.py --only W1,W3    # some workloads (W1 W2 W3 W4 WAIT DIAG)
     python bench/run.py --no-rslurm     # without the R side
+    python bench/run.py --scheduler sge --quick   # W1 and W2 on a private Grid Engine cell (bench/sge.py)
 
 It sets itself up: as root it installs Debian's Slurm packages (through tests/testbed.py) and R with
 rslurm (``apt-get install r-base-core r-cran-rslurm``) when missing, starts a private 3-node
@@ -701,7 +702,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--readme", action="store_true",
                     help="also put this run's tables in README.md's Performance section (between "
                          "<!-- perf --> and <!-- /perf -->, appended at the end the first time)")
+    ap.add_argument("--scheduler", choices=("slurm", "sge"), default="slurm",
+                    help="sge: W1 and W2 on a private Grid Engine cell instead (bench/sge.py; "
+                         "writes bench/results/sge_latest.json unless --out)")
     args = ap.parse_args(argv)
+    if args.scheduler == "sge":
+        import sge as sge_bench
+
+        out = Path(args.out if "--out" in (sys.argv if argv is None else argv)
+                   else HERE / "results" / "sge_latest.json").absolute()
+        root = Path(tempfile.mkdtemp(prefix="sab-sge-", dir="/tmp"))
+        os.chmod(root, 0o755)
+        os.chdir(root)  # as below: the tasks must import the snapshot, not the checkout
+        use_library_snapshot(root / "lib")
+        try:
+            return sge_bench.main(args.quick, args.reps, out)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     bad = [w for w in only if w not in ALL]
     if bad:

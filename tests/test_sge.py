@@ -201,3 +201,53 @@ def test_a_row_over_h_vmem_fails_alone_and_the_status_says_memory(cell, job_pare
     assert job.get_errors()[1][0] == "MemoryError"
     text = str(st)
     assert "memory" in text and "h_vmem=300M per slot" in text and "slurm_options={'mem': '600M'}" in text, text
+
+
+def test_no_parallel_environment_is_refused_before_anything_is_written(cell, job_parent, monkeypatch):
+    from slurm_apply._backends.sge import commands as sge_commands
+    from slurm_apply._errors import InputError
+
+    smp = cell.run(["qconf", "-sp", "smp"]).stdout
+    cell.run(["qconf", "-rattr", "queue", "pe_list", "NONE", "all.q"])
+    cell.run(["qconf", "-dp", "smp"])
+    monkeypatch.setattr(sge_commands, "_pe_cache", {})
+    try:
+        with pytest.raises(InputError, match="needs a parallel environment"):
+            slurm_map(square, range(4), nodes=1, cpus_per_node=2, jobname="sge_nope", job_dir=job_parent,
+                      backend="sge")
+        assert list(job_parent.iterdir()) == []
+        done = slurm_map(square, range(4), nodes=1, cpus_per_node=1, jobname="sge_pe_here", job_dir=job_parent,
+                         backend="local")
+        done.wait(timeout_s=60, progress=False)
+        with pytest.raises(InputError, match="needs a parallel environment"):
+            done.resubmit(rows=[0], cpus_per_node=2, backend="sge")
+        written = slurm_map(square, range(4), nodes=1, cpus_per_node=2, jobname="sge_pe_later",
+                            job_dir=job_parent, backend="local", submit=False)
+        script = (written.job_dir / "submit.sh").read_text()
+        with pytest.raises(InputError, match="needs a parallel environment"):
+            written.submit(backend="sge")
+        assert not (done.job_dir / "s1").exists() and not (done.job_dir / "submit_s1.sh").exists()
+        assert len(done.manifest.submissions) == 1
+        assert (written.job_dir / "submit.sh").read_text() == script
+        assert written.manifest.latest.backend == "local" and not written.manifest.latest.launched
+    finally:
+        conf = job_parent / "smp.pe"
+        conf.write_text(smp)
+        cell.run(["qconf", "-Ap", str(conf)])
+        cell.run(["qconf", "-rattr", "queue", "pe_list", "smp", "all.q"])
+
+
+def test_a_job_written_with_submit_false_and_qsub_by_hand_is_found(cell, job_parent):
+    job = slurm_map(sleepy, [8, 8], nodes=2, cpus_per_node=1, jobname="sge_hand", job_dir=job_parent,
+                    backend="sge", submit=False)
+    assert job.get_job_status().state == "NOT_SUBMITTED"
+    # Held (-h): no task starts, so no start marker says the job's number.
+    out = subprocess.run(["qsub", "-terse", "-h", "submit.sh"], cwd=job.job_dir, capture_output=True, text=True,
+                         check=True)
+    number = out.stdout.strip().split(".")[0]
+    later = type(job)(job.job_dir)
+    status = later.get_job_status()
+    assert status.state == "PENDING" and later.manifest.latest.job_id == number, str(status)
+    subprocess.run(["qrls", number], check=True, capture_output=True)
+    st = later.wait(timeout_s=90, progress=False)
+    assert st.completed and later.get_output(outtype="raw") == [8, 8], str(st)

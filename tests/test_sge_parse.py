@@ -571,11 +571,12 @@ def test_qacct_qdel_and_sigkill_look_alike_and_our_cancel_note_tells_them_apart(
     deleted = parse.parse_qacct(QACCT_QDEL)
     assert {(r.failed, r.exit_status) for r in deleted} == {(killed.failed, killed.exit_status)} == {(100, 137)}
     state, detail, code = parse.outcome(killed)
-    assert (state, code) == (st.FAILED, "0:9") and detail.startswith("killed by SIGKILL (qdel by someone")
+    # Not ours: KILLED (the kernel's out-of-memory killer looks the same), whose rows are retried.
+    assert (state, code) == (st.KILLED, "0:9") and detail.startswith("killed by SIGKILL (qdel by someone")
     noted = deleted[0].end_time - 5  # cancel() wrote its note 5 s before the task ended
     assert [parse.outcome(r, cancelled_at=noted)[0] for r in deleted] == [st.CANCELLED, st.CANCELLED]
     # A note written after the task had ended does not make its kill ours.
-    assert parse.outcome(deleted[0], cancelled_at=deleted[0].end_time + 60)[0] == st.FAILED
+    assert parse.outcome(deleted[0], cancelled_at=deleted[0].end_time + 60)[0] == st.KILLED
     # Only SIGKILL is qdel's: a segfault during a cancel stays a segfault.
     segv = _one(QACCT_SEGV_EXEC)
     assert parse.outcome(segv, cancelled_at=segv.end_time - 5)[0] == st.FAILED
@@ -702,3 +703,43 @@ def test_live_outputs_of_real_jobs_parse_to_the_right_states(sge_cell: sgebed.Sg
     assert outcomes["segv"] == (st.FAILED, "killed by SIGSEGV", f"0:{int(signal.SIGSEGV)}")
     assert outcomes["qdel"] == (st.CANCELLED, "deleted (qdel) by cancel()", "0:9")
     assert {"tc", "terse", "N", "pe"} <= set(parse.parse_qsub_help(run("qsub", "-help").stdout))
+
+
+def test_memory_death_reads_the_last_run_of_a_task_log_only() -> None:
+    header = "slurm_apply: submission 0 task 0 on vm: 1 process(es), start {}\n"
+    numpy = "ImportError: libscipy_openblas64_.so: failed to map segment from shared object\n"
+    state, detail = parse.memory_death(header.format(1) + numpy)
+    assert state == st.OUT_OF_MEMORY and "h_vmem" in detail and "failed to map segment" in detail
+    assert parse.memory_death(header.format(1) + "MemoryError\n")[0] == st.OUT_OF_MEMORY
+    assert parse.memory_death(header.format(1) + "OpenBLAS error: Memory allocation still failed after 10 retries, giving up.\n")
+    # An earlier run's words do not speak for the last one; other errors are not memory.
+    assert parse.memory_death(header.format(1) + numpy + header.format(2) + "ValueError: x\n") is None
+    assert parse.memory_death("slurm_apply: row 3 raised MemoryError?\n") is None
+
+
+QSTAT_J_TWO = """\
+==============================================================
+job_number:                 10
+sge_o_workdir:              /tmp/x
+job_name:                   my.job
+script_file:                a.sh
+==============================================================
+job_number:                 11
+sge_o_workdir:              /tmp/x
+job_name:                   my.job
+script_file:                /tmp/other/a.sh
+==============================================================
+job_number:                 12
+sge_o_workdir:              /tmp
+job_name:                   my.job
+script_file:                x/a.sh
+"""
+
+
+def test_a_hand_submission_is_found_by_its_script_path() -> None:
+    assert parse.parse_job_name("#!/bin/bash\n#$ -N sge_hand\n#$ -t 1-3\n") == "sge_hand"
+    assert parse.parse_job_name("#!/bin/bash\n#SBATCH --job-name=x\n") is None
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/x/a.sh") == "12"  # the latest of 10 and 12
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/other/a.sh") == "11"
+    assert parse.find_by_script(QSTAT_J_TWO, "/tmp/y/a.sh") is None
+    assert parse.find_by_script("", "/tmp/x/a.sh") is None

@@ -76,6 +76,10 @@ class Limits:
     max_mem_mb: Optional[float] = None  # per node
     max_mem_per_cpu_mb: Optional[float] = None
     partition: str = ""
+    # Where each limit comes from, in the scheduler's words ("" : the partition's MaxTime, ...).
+    max_time_from: str = ""
+    max_mem_from: str = ""
+    max_mem_per_cpu_from: str = ""
 
 
 def control_characters(value: str) -> List[str]:
@@ -246,6 +250,12 @@ class Backend(abc.ABC):
         """Raise InputError when this backend cannot run jobs here (``requested`` is what the
         caller asked for, e.g. "auto" or "slurm", for the message)."""
         return None  # usable by default
+
+    def check_resources(self, cpus_per_task: int, options: Mapping[str, object]) -> None:
+        """Raise InputError when tasks of ``cpus_per_task`` CPUs with these (checked) options
+        cannot be asked for here (e.g. no parallel environment to put them in): called before
+        anything is written."""
+        return None
 
     def max_array_size(self) -> Optional[int]:
         """The most tasks one array may have (None: no limit)."""

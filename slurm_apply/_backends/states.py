@@ -28,9 +28,18 @@ PREEMPTED = "PREEMPTED"  # made way for a job with a higher priority
 BOOT_FAIL = "BOOT_FAIL"  # its node could not be started
 DEADLINE = "DEADLINE"  # its deadline passed before it could end
 LOST = "LOST"  # gone, with nothing to say what became of it
+# Killed by a signal from outside, neither by cancel() nor at a limit of its own (a scheduler
+# that cannot tell an administrator's kill, someone's qdel and the kernel's out-of-memory
+# killer apart says so): another run may survive it, so its rows are retried.
+KILLED = "KILLED"
+
+# It has left the queue and the scheduler has not yet written the record of how it ended (Grid
+# Engine's accounting lags its queue): a task in it may still be answered for. The status shows
+# it as its own COMPLETING, with the backend's reason.
+COMPLETING = "COMPLETING"
 
 #: a task in one of these may still run rows
 ACTIVE = (PENDING, RUNNING, REQUEUED, SUSPENDED)
 #: a task in one of these has ended
 ENDED = (COMPLETED, FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, CANCELLED, PREEMPTED, BOOT_FAIL,
-         DEADLINE, LOST)
+         DEADLINE, LOST, KILLED)

@@ -181,7 +181,8 @@ def _summary(plan: Plan) -> str:
     """A retry in a few words: "1 row OUT_OF_MEMORY; mem 200M -> 400M"."""
     parts = [f"{len(rows)} row{'s' if len(rows) > 1 else ''} {'raised' if why == ERROR else why}"
              for why, rows in plan.retry.items()]
-    parts += [f"{key} {old} -> {new}" for key, (old, new) in plan.raised.items()]
+    parts += [f"{key} {old} -> {new}" + (f" (at most {plan.capped[key]})" if key in plan.capped else "")
+              for key, (old, new) in plan.raised.items()]
     parts += [f"{len(rows)} not retried: {why}" for why, rows in plan.given_up.items()]
     return "; ".join(parts)
 

@@ -64,6 +64,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
             slurm_options=merged,
             max_concurrent=max_concurrent if max_concurrent is not None else prev.max_concurrent,
             backend=backend or prev.backend, written_at=time.time())
+        backends.get(sub.backend).check_resources(sub.cpus_per_task, sub.slurm_options)
         sub = _submit.write_submission(job.job_dir, manifest, params, sub)
 
         def add(m: Manifest) -> None:
@@ -156,6 +157,7 @@ def submit(job: "SlurmJob", backend: Optional[str]) -> None:
                              f"latest, {sub.index}, is {sub.state}); resubmit() runs rows again")
         if backend and backend != sub.backend:
             backends.get(backend).check_usable(backend)
+            backends.get(backend).check_resources(sub.cpus_per_task, sub.slurm_options)
             moved = dataclasses.replace(sub, backend=backend)
             if backends.dialect(backend) is not backends.dialect(sub.backend):
                 # Written in another scheduler's forms: written again in this one's, if its

@@ -25,7 +25,7 @@ from .._backends.states import CANCELLED, COMPLETED, FAILED, LOST, NODE_FAIL, OU
 from .._store.markers import End
 from .._timing import MARKER_GRACE_S  # why 30 s: see _timing
 
-COMPLETING = "COMPLETING"
+COMPLETING = st.COMPLETING
 UNKNOWN = "UNKNOWN"
 NOT_SUBMITTED = "NOT_SUBMITTED"
 #: a task in one of these may still run rows (or, COMPLETING, still show its end marker)
@@ -69,6 +69,8 @@ def classify(*, started: bool, done: Optional[End], answer: Answer,
         return UNKNOWN, answer.why
     record = answer
     sched = record.state if record is not None else None
+    if sched == COMPLETING and record is not None:  # the backend waits for the scheduler's record
+        return COMPLETING, record.reason
     if sched in st.ACTIVE:
         if sched == PENDING and record is not None and record.reason and record.reason != "None":
             return PENDING, record.reason
@@ -105,7 +107,7 @@ def _ended(sched: str, record: TaskRecord, from_log: Optional[Tuple[str, str]],
     if sched == COMPLETED:
         # Exit 0 without our end marker: the script ended before the worker finished.
         return FAILED, _join("the task ended without finishing its rows", last_error_line(log_text))
-    if sched == LOST:
+    if sched in (LOST, st.KILLED):
         return sched, record.reason
     return sched, log_detail if log_state == sched else ""
 

@@ -231,6 +231,7 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
             "load it from a file.", stacklevel=3)
     c.backend = backend
     backends.get(c.backend).check_usable(requested)
+    backends.get(c.backend).check_resources(c.cpus_per_node, c.options)
     return c
 
 

@@ -15,17 +15,19 @@ import getpass
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
 from .. import states as st
-from ..base import Answer, Backend, Limits, Query, TaskRecord, Unknown
+from ..base import Answer, Backend, Dialect, Limits, Query, TaskRecord, Unknown
 from ..commands import CommandTimeout
 from . import commands as cmd
+from . import options as opts
 from . import resources as res
-from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, last_runs, parse_qacct,
-                    parse_qstat_xml, parse_qsub, qacct_problem, qmaster_unreachable, qsub_refusal)
+from .parse import (ACCT_NO_FILE, ACCT_NOT_FOUND, AcctRecord, acct_task_record, find_by_script, last_runs,
+                    memory_death, parse_job_name, parse_qacct, parse_qstat_xml, parse_qsub, qacct_problem,
+                    qmaster_unreachable, qsub_refusal)
 
 if TYPE_CHECKING:
     from ..._store.manifest import Submission
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
 # Records of a job number submitted this long before our qsub returned belong to an older job
 # of the same number (numbers wrap; a cell may be rebuilt).
 _OLDER_JOB_S = 60.0
+# qacct lags qstat: the qmaster writes a task's accounting record some seconds after the task
+# has left qstat (reporting_params flush_time, 15 s by default). A task in neither is given this
+# long, from when this process first saw it so, before it is answered as forgotten.
+ACCT_GRACE_S = 45.0
 NO_ACCOUNTING = ("Grid Engine has no accounting file here yet (`qacct` found none: no job has "
                  "ended since the cell was set up, or accounting is off), so tasks that left "
                  "qstat are read from their own markers only")
@@ -108,12 +114,47 @@ class SgeBackend(Backend):
 
     name = "sge"
 
+    def __init__(self, dialect: Optional[Dialect] = None) -> None:
+        super().__init__(dialect)
+        self._gone_since: Dict[Tuple[str, Optional[int]], float] = {}
+
+    def _not_recorded(self, job_id: str, task: Optional[int]) -> Optional[TaskRecord]:
+        """A task (a follow-up: ``task`` None) in neither qstat nor qacct: COMPLETING while
+        qacct may still be about to record it, then None (forgotten)."""
+        now = time.time()
+        first = self._gone_since.setdefault((job_id, task), now)
+        if now - first >= ACCT_GRACE_S:
+            return None
+        what = f"task {task + 1} of job {job_id}" if task is not None else f"job {job_id}"
+        return TaskRecord(job_id, task, st.COMPLETING, reason=(
+            f"left qstat; waiting for Grid Engine's accounting record of it (qacct -j {job_id}), which "
+            f"the qmaster writes a little after a task ends: {now - first:.0f} s of {ACCT_GRACE_S:.0f}"
+            f" ({what})"))
+
     def submit(self, job_dir: Path, sub: "Submission") -> str:
         return qsub(jd.script_path(job_dir, sub.script))
 
     def submit_followup(self, job_dir: Path, sub: "Submission") -> Optional[str]:
-        # -hold_jid: it starts once every task of the array has ended, whatever their states.
-        return qsub(jd.script_path(job_dir, sub.followup), "-hold_jid", str(sub.job_id))
+        """-hold_jid: it starts once every task of the array has ended, whatever their states.
+        Its script asks for 15 minutes and some memory; a queue that allows less would keep it
+        waiting forever, so it asks for the queue's h_rt and h_vmem instead (qsub's own options
+        override the script's)."""
+        script = jd.script_path(job_dir, sub.followup)
+        asked: Dict[str, Optional[str]] = {"h_rt": None, "h_vmem": None}
+        for line in script.read_text().splitlines():
+            for key in asked:
+                if line.startswith(f"#$ -l {key}="):
+                    asked[key] = line.split("=", 1)[1].strip()
+        queue = self.limits(sub.slurm_options)
+        fit = []
+        want_s = res.time_s(asked["h_rt"] or "")
+        if queue.max_time_s is not None and want_s is not None and queue.max_time_s < want_s:
+            fit.append(f"h_rt={res.time_text(queue.max_time_s)}")
+        want_mb = res.mem_mb(asked["h_vmem"] or "")
+        if queue.max_mem_per_cpu_mb is not None and want_mb is not None and queue.max_mem_per_cpu_mb < want_mb:
+            fit.append(f"h_vmem={res.mem_text(queue.max_mem_per_cpu_mb)}")
+        extra = ["-l", ",".join(fit)] if fit else []
+        return qsub(script, "-hold_jid", str(sub.job_id), *extra)
 
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
         """One qstat for every live task, then one qacct per array (and follow-up) with tasks
@@ -174,8 +215,8 @@ class SgeBackend(Backend):
             elif cancelled_at is not None:
                 # A task deleted before it started leaves no accounting record at all.
                 answer = TaskRecord(job_id, t, st.CANCELLED, reason="deleted (qdel) by cancel() before it started")
-            else:
-                answer = None  # the qmaster was asked and knows it no more
+            else:  # the qmaster was asked and knows it no more; qacct may not have it yet
+                answer = self._not_recorded(job_id, t)
             out.answers[(sub.index, t)] = answer
         return problem == ACCT_NO_FILE
 
@@ -192,7 +233,7 @@ class SgeBackend(Backend):
         elif problem not in (None, ACCT_NOT_FOUND, ACCT_NO_FILE):
             out.followups[sub.index] = Unknown(f"qacct -j {job_id} failed: {problem}")
         else:
-            out.followups[sub.index] = None
+            out.followups[sub.index] = self._not_recorded(job_id, None)
         return problem == ACCT_NO_FILE
 
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
@@ -221,7 +262,29 @@ class SgeBackend(Backend):
         except SchedulerError:
             return Limits(partition=name)
         return Limits(max_time_s=res.time_s(conf.get("h_rt", "")),
-                      max_mem_per_cpu_mb=res.mem_mb(conf.get("h_vmem", "")), partition=name)
+                      max_mem_per_cpu_mb=res.mem_mb(conf.get("h_vmem", "")), partition=name,
+                      max_time_from=f"queue {name}'s h_rt", max_mem_per_cpu_from=f"queue {name}'s h_vmem per slot")
+
+    def adopt(self, job_dir: Path, sub: "Submission") -> Optional[str]:
+        """The number of this submission's script run by hand with qsub, found by its job name
+        (``qstat -j <name>``) and its script's path; None when the qmaster does not know it
+        (any more: a task that started says it in its start marker) or cannot be asked."""
+        script = jd.script_path(job_dir, sub.script)
+        try:
+            name = parse_job_name(script.read_text())
+            if not name:
+                return None
+            proc = cmd.run(["qstat", "-j", name])
+        except (OSError, SchedulerError):
+            return None
+        if proc.returncode != 0:
+            return None
+        return find_by_script(proc.stdout, str(script))
+
+    def death_in_log(self, text: str) -> Optional[Tuple[str, str]]:
+        """A task's own processes that ran out of address space (h_vmem) outside its rows: its
+        retry asks for twice the memory."""
+        return memory_death(text)
 
     def row_error_note(self, sub: "Submission", error_type: str) -> Optional[str]:
         """h_vmem is a limit on each process's address space (``ulimit -v``): a row over it
@@ -249,6 +312,12 @@ class SgeBackend(Backend):
         if not os.environ.get("SGE_ROOT"):
             raise InputError(f"backend={requested!r} needs Grid Engine, but SGE_ROOT is not set; "
                              "source $SGE_ROOT/$SGE_CELL/common/settings.sh (your site's path) first")
+
+    def check_resources(self, cpus_per_task: int, options: Mapping[str, object]) -> None:
+        """A task of several slots needs a parallel environment: the one the options name
+        (``pe``), else one the cell has (``qconf -spl``); none is an error before writing."""
+        if options.get(opts.PE) in (None, False, True):
+            cmd.pe_for(int(cpus_per_task))
 
     def max_array_size(self) -> Optional[int]:
         """max_aj_tasks of the global configuration (0: no limit; Grid Engine's default 75000)."""

@@ -27,7 +27,7 @@ Learnt on the private cell (Son of Grid Engine 8.1.9, tests/sgebed.py) beyond ..
   (``failed 100 : assumedly after job``, exit 137 ``(Killed)``), and Grid Engine keeps no record
   of who deleted a job (``reporting=false``). So the backend's ``cancel()`` will write a note in
   the job directory (its time and the job ids) *before* it runs ``qdel``; such a record of a task
-  that ended at or after the note's time is CANCELLED, and any other is FAILED "killed by SIGKILL"
+  that ended at or after the note's time is CANCELLED, and any other is KILLED "killed by SIGKILL"
   (:func:`outcome`, ``cancelled_at``). Deleted pending tasks leave no record at all: with no
   ``qstat`` line either, the note alone says they were cancelled.
 * Without an accounting file (no job has ended since the cell was made) ``qacct -j N`` prints
@@ -290,7 +290,9 @@ def outcome(record: AcctRecord, cancelled_at: Optional[float] = None) -> Tuple[s
             return st.CANCELLED, "deleted (qdel) by cancel()", f"0:{number}"
         killed = f"killed by {signal_name(number)}"
         if number == signal.SIGKILL:
-            killed += " (qdel by someone, the kernel's out-of-memory killer, or an administrator)"
+            # Grid Engine records these three alike; none is the rows' fault: KILLED is retried.
+            return (st.KILLED, killed + " (qdel by someone, the kernel's out-of-memory killer, or an "
+                    "administrator: Grid Engine records them alike)", f"0:{number}")
         return st.FAILED, killed, f"0:{number}"
     if failed == FAILED_RESCHEDULED:
         return st.REQUEUED, f"rescheduled (exit code {code}): it will run again", f"{code}:0"
@@ -325,6 +327,58 @@ def parse_qsub_help(text: str) -> Dict[str, str]:
     for name, argument in _HELP_OMITS.items():
         out.setdefault(name, argument)
     return out
+
+
+# What a process says when h_vmem (``ulimit -v``) refuses it memory outside a row: Python's
+# MemoryError, a shared library that cannot be mapped (an import), OpenBLAS's and C++'s words.
+_OUT_OF_ADDRESS_SPACE = re.compile(
+    r"^(?:MemoryError\b.*|.*failed to map segment from shared object.*|.*Memory allocation still "
+    r"failed.*|.*Cannot allocate memory.*|.*std::bad_alloc.*)$", re.M)
+_TASK_HEADER = re.compile(r"^slurm_apply: submission \d+ task \d+ ", re.M)
+
+
+def memory_death(log_text: str) -> Optional[Tuple[str, str]]:
+    """(OUT_OF_MEMORY, detail) when the last run told in a task's log (it appends a header per
+    start) ran out of address space outside its rows: the task's own processes hit h_vmem. A
+    row that does is a row error, recorded with its row, and its task ends well; this is only
+    read for a task that did not."""
+    starts = [m.start() for m in _TASK_HEADER.finditer(log_text)]
+    last = log_text[starts[-1]:] if starts else log_text
+    found = list(_OUT_OF_ADDRESS_SPACE.finditer(last))
+    if not found:
+        return None
+    return (st.OUT_OF_MEMORY, "the task's own processes ran out of memory under h_vmem (a limit on "
+            f"their address space): {found[-1].group(0).strip()[:200]}")
+
+
+def parse_job_name(script_text: str) -> Optional[str]:
+    """The ``#$ -N`` value of a job script (one word: :func:`.script.directive_value`)."""
+    for line in script_text.splitlines():
+        if line.startswith("#$ -N "):
+            return line[len("#$ -N "):].strip() or None
+    return None
+
+
+def find_by_script(qstat_j: str, script: str) -> Optional[str]:
+    """The job number, of those ``qstat -j <name>`` describes, whose script is ``script`` (an
+    absolute path; qstat gives ``script_file`` as qsub was given it, relative to
+    ``sge_o_workdir``); the latest when several are; None when none is."""
+    import os.path
+
+    found: List[int] = []
+    for block in re.split(r"^={20,}\s*$", qstat_j, flags=re.M):
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        number, path = fields.get("job_number", ""), fields.get("script_file", "")
+        if not number.isdigit() or not path:
+            continue
+        where = os.path.normpath(os.path.join(fields.get("sge_o_workdir", ""), path))
+        if where == os.path.normpath(script):
+            found.append(int(number))
+    return str(max(found)) if found else None
 
 
 def qsub_refusal(stdout: str, stderr: str) -> str:
