@@ -70,6 +70,43 @@ def test_after_starts_the_rows_only_once_every_upstream_row_has_ended(tmp_path):
     assert up.get_job_status().completed
 
 
+def flaky_once(marks: Path) -> Callable[..., Dict[str, float]]:
+    """f(x): row 1 raises the first time it runs (an automatic retry with retry_errors runs it
+    again, later, as another submission); every run records when it ended."""
+    where = str(marks)
+
+    def f(x: int) -> Dict[str, float]:
+        import os
+        import time
+
+        time.sleep(1.0)
+        first = os.path.join(where, f"tried{x}")
+        if x == 1 and not os.path.exists(first):
+            open(first, "w").close()
+            raise RuntimeError("first try fails")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{end} {end}")
+        return {"end": end}
+
+    return f
+
+
+def test_after_waits_for_the_upstreams_automatic_retries(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(flaky_once(up_marks), pd.DataFrame({"x": range(3)}), jobname="flaky",
+                     job_dir=tmp_path, retries=1, retry_errors=True, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="after_flaky",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    assert down.wait(timeout_s=120, progress=False).completed
+    up_status = up.get_job_status()
+    assert up_status.completed and len(up.manifest.submissions) == 2  # the retry ran row 1
+    retried_end = float((up_marks / "1").read_text().split()[0])
+    assert min(start for start, _ in ran(down_marks).values()) >= retried_end
+    assert "ran after: job flaky" in str(down.get_job_status())
+    assert "waited for by: job after_flaky" in str(up_status)
+
+
 def test_after_a_list_of_jobs_and_slurm_map_and_a_directory(tmp_path):
     a_marks, b_marks, c_marks = dirs(tmp_path, "a", "b", "c")
     a = slurm_apply(stamped(a_marks, sleep_s=1.0), pd.DataFrame({"x": range(2)}), jobname="a",
@@ -165,3 +202,51 @@ def test_after_is_checked_before_anything_is_written(tmp_path):
         done.reduce(sum, after=done, backend="local")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not (done.job_dir / "dependents").exists()
+
+
+# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
+
+def _queued(job_ids) -> str:
+    import subprocess
+
+    ids = ",".join(j for j in job_ids if j)
+    proc = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T %r"], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "up_marks", "down_marks")
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(4)}), jobname="chain_up",
+                     job_dir=job_parent, nodes=2, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="chain_down",
+                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+    sub = down.manifest.submissions[0]
+    assert sub.gate_id and sub.job_id  # queued at once, with its gate
+    early = down.get_job_status()
+    assert early.state == "PENDING" and not list(down_marks.iterdir()), str(early)
+    assert "waits for: job chain_up" in str(early)
+
+    def total(out: pd.DataFrame) -> float:
+        return float(out["x"].sum())
+
+    reduced = down.reduce(total, jobname="chain_total")
+    assert down.wait(timeout_s=180, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    assert reduced.wait(timeout_s=180, progress=False).completed
+    assert reduced.get_output() == 3.0
+    assert "waited for by: job chain_total" in str(down.get_job_status())
+
+
+def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "bad_marks", "never_marks")
+    up = slurm_apply(stamped(up_marks, sleep_s=2.0, fail=1), pd.DataFrame({"x": range(3)}),
+                     jobname="chain_bad", job_dir=job_parent, nodes=1, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
+                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+    final = down.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
+    sub = down.manifest.submissions[0]
+    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""  # nothing left waiting
+    text = str(final)
+    assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
