@@ -15,8 +15,9 @@ from typing import Callable, Dict
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
-from slurm_apply import InputError, slurm_apply, slurm_call, slurm_map
+from slurm_apply import InputError, cli, slurm_apply, slurm_call, slurm_map
 
 LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
 
@@ -62,6 +63,9 @@ def test_after_starts_the_rows_only_once_every_upstream_row_has_ended(tmp_path):
     early = down.get_job_status()
     assert early.state == "PENDING" and not list(down_marks.iterdir())
     assert {t.reason for t in early.task_details} == {"Dependency"}
+    said = CliRunner().invoke(cli.main, ["status", str(down.job_dir)], prog_name="slurm-apply")
+    assert f"waits for: job up ({up.job_dir})" in said.output
+    assert "<b>waits for</b>: job up" in down._repr_html_()
     final = down.wait(timeout_s=120, progress=False)
     assert final.completed and final.rows_done == 3
     up_end = max(end for _, end in ran(up_marks).values())
@@ -105,6 +109,10 @@ def test_after_waits_for_the_upstreams_automatic_retries(tmp_path):
     assert min(start for start, _ in ran(down_marks).values()) >= retried_end
     assert "ran after: job flaky" in str(down.get_job_status())
     assert "waited for by: job after_flaky" in str(up_status)
+    # The command line and the notebook say it too.
+    said = CliRunner().invoke(cli.main, ["status", str(up.job_dir)], prog_name="slurm-apply")
+    assert said.exit_code == 0 and f"waited for by: job after_flaky ({down.job_dir})" in said.output
+    assert "<b>ran after</b>: job flaky" in down.get_job_status()._repr_html_()
 
 
 def test_after_a_list_of_jobs_and_slurm_map_and_a_directory(tmp_path):
@@ -250,3 +258,32 @@ def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(clust
     assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""  # nothing left waiting
     text = str(final)
     assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
+
+
+# -- on the private Grid Engine cell (marked sge by its fixture) ----------------------------------
+
+@pytest.fixture
+def cell(sge_cell, monkeypatch):
+    for key, value in sge_cell.env().items():
+        monkeypatch.setenv(key, value)
+    return sge_cell
+
+
+def test_after_on_grid_engine_holds_the_rows_and_a_failed_upstream_deletes_them(cell, job_parent):
+    up_marks, down_marks, bad_marks, never_marks = dirs(job_parent, "up", "down", "bad", "never")
+    sge = dict(backend="sge", nodes=2, cpus_per_node=1)
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(3)}), jobname="sge_up",
+                     job_dir=job_parent, **sge)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="sge_down",
+                       job_dir=job_parent, after=up, **sge)
+    bad = slurm_apply(stamped(bad_marks, fail=0), pd.DataFrame({"x": range(2)}), jobname="sge_bad",
+                      job_dir=job_parent, **sge)
+    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="sge_never",
+                        job_dir=job_parent, after=bad, **sge)
+    assert down.manifest.submissions[0].gate_id
+    assert down.wait(timeout_s=240, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    final = never.wait(timeout_s=240, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
+    assert "never runs: job sge_bad" in str(final) and "rows 0 raised" in str(final)
