@@ -177,7 +177,7 @@ def test_reduce_runs_fn_on_the_output_table_after_the_job(tmp_path):
     def total(out: pd.DataFrame) -> float:
         return float(out["x"].sum()) + float((out["end"] >= out["start"]).all())
 
-    reduced = job.reduce(total, jobname="total", backend="local")
+    reduced = job.reduce(total, jobname="total")  # on the job's backend
     assert reduced.job_dir.parent == job.job_dir.parent
     assert reduced.wait(timeout_s=120, progress=False).completed
     assert reduced.get_output() == 11.0  # 0+1+2+3+4, and every row had ended

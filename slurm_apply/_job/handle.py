@@ -594,7 +594,8 @@ class SlurmJob:
         from .reduce import Reduction, reduce_options
 
         self._check_exists()
-        opts = reduce_options(self.job_dir, options)
+        subs = self._manifest.submissions
+        opts = reduce_options(self.job_dir, subs[-1].backend if subs else "auto", options)
         return ReducedJob(slurm_call(Reduction(fn, self.job_dir), **opts).job_dir)
 
     def submit(self, backend: Optional[str] = None) -> "SlurmJob":

@@ -35,12 +35,13 @@ class Reduction:
         return getattr(self.fn, "__globals__", {})
 
 
-def reduce_options(job_dir: Path, options: Dict[str, Any]) -> Dict[str, Any]:
-    """The options of the reducing call: ``after`` the job, its directory beside the job's
-    (unless given), and slurm_call's own defaults for the rest."""
+def reduce_options(job_dir: Path, backend: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options of the reducing call: ``after`` the job, on its backend and with its
+    directory beside the job's (unless given), and slurm_call's own defaults for the rest."""
     if "after" in options:
         from .._errors import InputError
 
         raise InputError(f"reduce() runs after its own job: after={options['after']!r} cannot be "
                          "given to it; chain the other jobs with slurm_call(..., after=[...])")
-    return {"job_dir": os.fspath(Path(job_dir).parent), **options, "after": str(job_dir)}
+    return {"job_dir": os.fspath(Path(job_dir).parent), "backend": backend, **options,
+            "after": str(job_dir)}
