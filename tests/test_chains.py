@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from slurm_apply import InputError, cli, slurm_apply, slurm_call, slurm_map
+from slurm_apply import InputError, JobActiveError, cli, slurm_apply, slurm_call, slurm_map
 
 LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
 
@@ -161,6 +161,9 @@ def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
                      jobname="long", job_dir=tmp_path, **LOCAL)
     down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="waiting",
                        job_dir=tmp_path, after=up, **LOCAL)
+    # Rows added while it waits would run before the upstream is done: refused, saying why.
+    with pytest.raises(JobActiveError, match="waits for job long"):
+        down.extend(pd.DataFrame({"x": [5]}))
     down.cancel()
     final = down.wait(timeout_s=30, progress=False)
     assert final.ended and final.rows_done == 0
