@@ -249,6 +249,18 @@ def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces
     assert "waited for by: job chain_total" in str(down.get_job_status())
 
 
+def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "flaky_marks", "later_marks")
+    up = slurm_apply(flaky_once(up_marks), pd.DataFrame({"x": range(3)}), jobname="chain_flaky",
+                     job_dir=job_parent, retries=1, retry_errors=True, nodes=2, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_later",
+                       job_dir=job_parent, after=up, nodes=1, cpus_per_node=1)
+    assert down.wait(timeout_s=240, progress=False).completed
+    assert up.get_job_status().completed and len(up.manifest.submissions) == 2  # a retry ran row 1
+    retried_end = float((up_marks / "1").read_text().split()[0])
+    assert min(start for start, _ in ran(down_marks).values()) >= retried_end
+
+
 def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(cluster, job_parent):
     up_marks, down_marks = dirs(job_parent, "bad_marks", "never_marks")
     up = slurm_apply(stamped(up_marks, sleep_s=2.0, fail=1), pd.DataFrame({"x": range(3)}),
