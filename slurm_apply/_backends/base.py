@@ -15,6 +15,15 @@ An answer per task is one of:
 A submission may also have a follow-up (automatic retries, :mod:`slurm_apply._job.followup`): a small
 job that starts once every task of the submission has ended. A query answers for it in the same
 forms, in :attr:`Query.followups`.
+
+Chains (``slurm_apply(after=...)``): a submission may have to wait for jobs of the same backend
+(the upstream jobs). The one way a backend is told is :meth:`Backend.submit_gated`: besides the
+array it runs the submission's *gate* (its script ``sub.gate``, :mod:`slurm_apply._job.gate`), a
+small job that starts once the given upstream job ids have all ended however they ended, and
+decides: it exits 0 when every row of every upstream job is done (the array may start), and
+anything else when one never will be (the array must never run). The array waits for the gate's
+exit status (on Slurm ``afterok``). A gate that closes calls :meth:`Backend.gate_closed`, so the
+array leaves nothing in the queue on a scheduler that would keep it waiting.
 """
 
 from __future__ import annotations
@@ -114,6 +123,7 @@ class FollowupHeader:
     mem: str
     time: str
     options: Mapping[str, OptionValue]  # the array's options; the dialect keeps those it shares
+    kind: str = "retry"  # what it is, for its job name (``<jobname>.retry``; a chain's gate: "gate")
 
 
 class Dialect(Protocol):
@@ -241,6 +251,23 @@ class Backend(abc.ABC):
         from .._errors import SubmissionError
 
         raise SubmissionError(f"the {self.name} backend cannot run a follow-up")
+
+    def submit_gated(self, job_dir: Path, sub: "Submission",
+                     upstream: Sequence[str]) -> Tuple[str, Optional[str]]:
+        """Submit ``sub`` so that its array starts only once its gate (the script ``sub.gate``)
+        has ended with exit status 0; the gate itself starts once every job in ``upstream``
+        (job ids of this backend: arrays, follow-ups, gates) has ended, whatever their states
+        (none: at once). Return (the array's job id, the gate's job id or None when the backend
+        runs the gate itself). Raises SubmissionError as submit() does, leaving neither queued."""
+        from .._errors import SubmissionError
+
+        raise SubmissionError(f"the {self.name} backend cannot run a job after another (after=)")
+
+    def gate_closed(self, job_dir: Path, sub: "Submission") -> None:
+        """The gate of ``sub`` (running now) decided its array never runs: make sure the array
+        leaves nothing queued (cancel it, where the scheduler would keep it waiting). Called
+        from the gate's own job, so it must not cancel the gate."""
+        return None
 
     def limits(self, options: Dict[str, object]) -> Limits:
         """The limits of the partition these sbatch options submit to (none known here)."""

@@ -12,6 +12,7 @@ the job already had: adding rows costs what writing them costs.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, List
 
 from .._errors import InputError, JobActiveError, JobDirError, SubmissionError
@@ -42,7 +43,7 @@ def extend(job: "SlurmJob", new_rows: Any) -> Submission:
     new = table.conform(job.job_dir, new_rows)  # reads the table's meta, never its rows
     with jd.manifest_lock(job.job_dir):
         manifest = jd.load_manifest(job.job_dir)
-        _refuse_unsubmitted(manifest, job.jobname)
+        _refuse_unsubmitted(manifest, job.jobname, job.job_dir)
         n_old, n_new = manifest.n_rows, len(new)
         index = grown_index(jd.read_index(job.job_dir)[:n_old], new_rows.index, n_old)
         # The job's settings are the ones it was submitted with: the first submission's.
@@ -73,7 +74,18 @@ def extend(job: "SlurmJob", new_rows: Any) -> Submission:
                 "the cause is fixed, resubmit() runs them.", stderr=exc.stderr) from None
 
 
-def _refuse_unsubmitted(manifest: Manifest, jobname: str) -> None:
+def _refuse_unsubmitted(manifest: Manifest, jobname: str, job_dir: Path) -> None:
+    if manifest.after:
+        from .._store import chain
+
+        verdict = chain.read_verdict(job_dir)
+        if verdict is None or not verdict.open:
+            names = ", ".join(f"job {up.get('jobname', '?')}" for up in manifest.after)
+            said = "still waits for" if verdict is None else "never runs: its gate closed on"
+            raise JobActiveError(
+                f"job {jobname} {said} {names} (after=): rows added now would not wait for it. "
+                f"Add them once it runs (job.wait() on {names.split(', ')[0][4:]}), or as a job "
+                "of their own with the same after=")
     written = [s for s in manifest.submissions if s.state == WRITTEN and not s.launched]
     if written:
         raise JobActiveError(

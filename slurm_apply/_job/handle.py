@@ -46,6 +46,7 @@ class SlurmJob:
     task_logs()        the array tasks' logs (all, some, or those that went wrong)
     resubmit(...)      run again only the rows without a result
     extend(new_rows)   add rows to the job, run at once as a new submission
+    reduce(fn)         fn of the output table, run on the cluster once the job is done
     cancel()           cancel queued and running tasks
     cleanup_files()    delete the job directory once the results are saved
     """
@@ -158,7 +159,20 @@ class SlurmJob:
         was never asked about are UNKNOWN). A scheduler that cannot be asked makes its tasks
         UNKNOWN: never finished, never lost.
         """
-        return build(self._snapshot(ask_scheduler))
+        status = build(self._snapshot(ask_scheduler))
+        self._chain_facts(status)
+        return status
+
+    def _chain_facts(self, status: JobStatus) -> None:
+        """What the job waits for and what waits for it (chains; a few small files)."""
+        from .._store import chain
+
+        status.after = [f"job {up.get('jobname', '?')} ({up.get('job_dir', '?')})" for up in self._manifest.after]
+        if status.after:
+            verdict = chain.read_verdict(self.job_dir)
+            status.gate = "" if verdict is None else "open" if verdict.open else f"closed: {verdict.why}"
+        status.waited_by = [f"job {d.get('jobname', '?')} ({d['job_dir']})" for d in chain.dependents(self.job_dir)
+                            if Path(d["job_dir"]).is_dir()]
 
     def _snapshot(self, ask: bool, again: bool = True) -> Snapshot:
         self._reload()
@@ -566,6 +580,24 @@ class SlurmJob:
         self._reload()
         return self
 
+    def reduce(self, fn: Callable[[Any], Any], **options: Any) -> "SlurmJob":
+        """Run ``fn(output)`` once on the cluster after this job, where ``output`` is this job's
+        ``get_output()`` table; return the handle of that one-call job, whose
+        ``get_output()`` is fn's value. It is queued at once (``after=`` this
+        job): no waiting here. ``options`` are slurm_call's (``slurm_options``, ``jobname``,
+        ``add_objects``, ...); its directory goes beside this job's unless ``job_dir`` is given.
+        If rows of this job end failed or missing, fn never runs, and the reducing job's status
+        says which."""
+        # The public verb (what the command line uses too): a job handle makes a new job only
+        # through the package's front door.
+        from .. import slurm_call
+        from .reduce import Reduction, reduce_options
+
+        self._check_exists()
+        subs = self._manifest.submissions
+        opts = reduce_options(self.job_dir, subs[-1].backend if subs else "auto", options)
+        return ReducedJob(slurm_call(Reduction(fn, self.job_dir), **opts).job_dir)
+
     def submit(self, backend: Optional[str] = None) -> "SlurmJob":
         """Submit a job written with ``submit=False``: to the backend it was written for, or
         to ``backend`` ("local" runs its tasks on this machine). A job written for another
@@ -577,3 +609,13 @@ class SlurmJob:
         submit(self, backend)
         self._reload()
         return self
+
+
+class ReducedJob(SlurmJob):
+    """The handle ``reduce()`` returns: a one-call job whose output is the call's value."""
+
+    def get_output(self, outtype: str = "value", errors: str = "raise") -> Any:
+        """fn's value (``outtype="value"``); "table" and "raw" as for any job."""
+        if outtype != "value":
+            return super().get_output(outtype, errors)
+        return cast(List[Any], super().get_output("raw", errors))[0]

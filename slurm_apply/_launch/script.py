@@ -53,18 +53,18 @@ def render(*, dialect: Dialect, jobname: str, n_tasks: int, cpus_per_task: int, 
 
 def render_followup(*, dialect: Dialect, jobname: str, log: Path, options: Mapping[str, OptionValue],
                     python: str, job_dir: Path, sub: int, token: str, workdir: Path, pythonpath: Optional[str],
-                    setup: Sequence[str], mem: str, time: str) -> str:
+                    setup: Sequence[str], mem: str, time: str, module: str = "slurm_apply._job.followup",
+                    kind: str = "retry", what: str = "retries the rows whose task died") -> str:
     """The follow-up of submission ``sub``: a one-CPU job, started once the array has ended,
     that runs again the rows whose task died (``python -m slurm_apply._job.followup``). It goes where
     the array went (the dialect keeps the options that say where: partition, account, ...) and
     runs the same setup lines, so it finds the same Python."""
-    lines: List[str] = ["#!/bin/bash", f"# slurm_apply follow-up of submission {sub} of {jobname}: "
-                                        "retries the rows whose task died"]
+    lines: List[str] = ["#!/bin/bash", f"# slurm_apply {kind} of submission {sub} of {jobname}: {what}"]
     lines += dialect.followup_header(FollowupHeader(jobname=jobname, log=log, mem=mem, time=time,
-                                                    options=options))
+                                                    options=options, kind=kind))
     # The task lines too: a scheduler may need them whatever the job (e.g. to guard its exit).
     lines += _body(workdir=workdir, pythonpath=pythonpath, setup=setup,
                    task_environment=dialect.task_environment())
-    lines += dialect.run_lines(f"{shlex.quote(python)} -m slurm_apply._job.followup "
+    lines += dialect.run_lines(f"{shlex.quote(python)} -m {module} "
                                f"{shlex.quote(str(job_dir))} {int(sub)} {shlex.quote(token)}")
     return "\n".join(lines) + "\n"

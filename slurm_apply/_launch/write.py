@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 from .. import _backends as backends
 from .._store import layout as jd
@@ -31,6 +31,10 @@ MAX_CHUNKS = 10_000
 # again: a base for Python, pandas and the status, plus room for the table several times over.
 FOLLOWUP_BASE_MB = 512
 FOLLOWUP_TIME = "00:15:00"  # it waits up to 7 minutes for a scheduler that does not answer
+# A chain's gate starts once the upstream jobs it knew of have ended; it may then wait for an
+# automatic retry they launched meanwhile (_job/gate.py), so it may take long: a week, or the
+# partition's most.
+GATE_TIME_S = 7 * 86400.0
 
 
 def plan(n_rows: int, nodes: int, cpus: int, max_array_size: Optional[int],
@@ -143,8 +147,28 @@ def _write_followup(job_dir: Path, manifest: Manifest, sub: Submission) -> str:
     return name
 
 
+def write_gate(job_dir: Path, manifest: Manifest, sub: Submission) -> Submission:
+    """Write the gate of ``sub`` (chains: it decides, once the upstream jobs have ended, whether
+    ``sub`` may run; ``python -m slurm_apply._job.gate``); return ``sub`` naming it."""
+    from .._store import chain
+
+    dialect = backends.dialect(sub.backend)
+    most = backends.get(sub.backend).limits(sub.slurm_options).max_time_s
+    seconds = min(GATE_TIME_S, most) if most else GATE_TIME_S
+    script = _script.render_followup(
+        dialect=dialect, jobname=manifest.jobname, log=chain.gate_log_path(job_dir),
+        options=sub.slurm_options, python=manifest.python, job_dir=job_dir, sub=sub.index,
+        token=manifest.token, workdir=Path(manifest.workdir), pythonpath=manifest.pythonpath,
+        setup=sub.setup, mem=f"{FOLLOWUP_BASE_MB}M", time=dialect.time_text(seconds),
+        module="slurm_apply._job.gate", kind="gate",
+        what="lets it run once every row of the jobs it runs after is done")
+    jd.write_text(jd.script_path(job_dir, chain.GATE_SCRIPT), script, mode=0o700)
+    return dataclasses.replace(sub, gate=chain.GATE_SCRIPT)
+
+
 def launch(job_dir: Path, manifest: Manifest, index: int,
-           also: Optional[Callable[[Manifest], None]] = None) -> Submission:
+           also: Optional[Callable[[Manifest], None]] = None,
+           upstream: Sequence[str] = ()) -> Submission:
     """Hand a written submission to its backend and record the outcome in the manifest.
 
     ``manifest.submissions[index]`` is what to launch (it need not be saved yet); ``also``, if
@@ -155,7 +179,8 @@ def launch(job_dir: Path, manifest: Manifest, index: int,
     was saved.
 
     A refusal, or a scheduler that did not answer, is recorded as a failed submission before
-    SubmissionError goes up.
+    SubmissionError goes up. A submission with a gate (chains) is handed over with it:
+    ``upstream`` are the job ids the gate starts after.
     """
     sub = manifest.submissions[index]
     backend = backends.get(sub.backend)
@@ -164,11 +189,16 @@ def launch(job_dir: Path, manifest: Manifest, index: int,
         logger.info(notice)
     with jd.manifest_lock(job_dir):
         try:
-            job_id = backend.submit(job_dir, sub)
+            gate_id: Optional[str] = None
+            if sub.gate:
+                job_id, gate_id = backend.submit_gated(job_dir, sub, upstream)
+            else:
+                job_id = backend.submit(job_dir, sub)
         except SubmissionError as exc:
             _record(job_dir, manifest, dataclasses.replace(sub, state=FAILED, error=str(exc)), also)
             raise
-        sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, submitted_at=time.time())
+        sub = dataclasses.replace(sub, state=SUBMITTED, job_id=job_id, gate_id=gate_id,
+                                  submitted_at=time.time())
         if backend.tasks_outlive_caller:
             exit_notice.remember(job_dir, sub)  # to say at exit if its tasks still run
         _record(job_dir, manifest, sub, also)
@@ -178,7 +208,8 @@ def launch(job_dir: Path, manifest: Manifest, index: int,
 
 
 # What launching a submission decides of it; the rest of a saved submission is left as found.
-_LAUNCH_FIELDS = ("backend", "state", "error", "job_id", "submitted_at", "followup_id", "followup_error")
+_LAUNCH_FIELDS = ("backend", "state", "error", "job_id", "submitted_at", "followup_id", "followup_error",
+                  "gate", "gate_id")
 
 
 def _record(job_dir: Path, manifest: Manifest, sub: Submission,

@@ -120,6 +120,11 @@ class JobStatus:
     notes: List[str] = field(default_factory=list)
     elapsed_s: Optional[float] = None
     row_labels: Dict[int, Any] = field(default_factory=dict)  # params_df's labels of the rows named
+    # Chains: the jobs it runs after ("job a (/x/_rslurm_a)"), what its gate decided ("" while
+    # it has not: "open", or "closed: why"), and the jobs that run after it.
+    after: List[str] = field(default_factory=list)
+    gate: str = ""
+    waited_by: List[str] = field(default_factory=list)
 
     def row_name(self, position: int) -> str:
         """How a row is named to the user: params_df's index label (its position when the

@@ -52,7 +52,7 @@ def _facts(st: "JobStatus", *, cli: bool, verbose: bool = False) -> _Facts:
         ids=", ".join(st.job_ids) or "not submitted", handled=handled,
         pct=int(100 * handled / st.rows_total) if st.rows_total else 100, over=over,
         rows_line=_rows_line(st, over), task_head=head, task_rows=rows,
-        problems=_problems(st, over), retries=_retries(st), hints=_hints(st, cli))
+        problems=_problems(st, over), retries=_retries(st) + _chain(st), hints=_hints(st, cli))
 
 
 def status_text(st: "JobStatus", *, verbose: bool = False, cli: bool = False,
@@ -120,6 +120,22 @@ def _retries(st: "JobStatus") -> List[Tuple[str, str]]:
     if r.state in _RETRY_WORDS and (r.state != "used up" or r.lines):
         text = _RETRY_WORDS[r.state].format(one_line(r.detail)) if r.detail else r.state
         out.append(("automatic retries", text))
+    return out
+
+
+def _chain(st: "JobStatus") -> List[Tuple[str, str]]:
+    """What the job waits for (or waited for, and what that decided) and what waits for it."""
+    out: List[Tuple[str, str]] = []
+    if st.after:
+        upstream = ", ".join(st.after)
+        if st.gate.startswith("closed: "):
+            out.append(("never runs", st.gate[len("closed: "):]))
+        elif st.gate == "open":
+            out.append(("ran after", upstream))
+        else:
+            out.append(("waits for", f"{upstream} (every row done, retries included)"))
+    if st.waited_by:
+        out.append(("waited for by", ", ".join(st.waited_by)))
     return out
 
 

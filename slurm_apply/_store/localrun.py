@@ -93,6 +93,8 @@ class RunnerState:
     env: Dict[str, str] = field(default_factory=dict)  # what it sets for a task: name -> template
     followup: Optional[str] = None  # the follow-up's script, run once every task has ended
     followup_run: Optional[Run] = None
+    gate: Optional[str] = None  # the gate's script (chains), run before any task; exit 0 lets them run
+    gate_run: Optional[Run] = None
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -102,6 +104,10 @@ class RunnerState:
             "followup": self.followup}
         if self.followup_run is not None:
             out["followup_run"] = self.followup_run.to_json()
+        if self.gate:
+            out["gate"] = self.gate
+        if self.gate_run is not None:
+            out["gate_run"] = self.gate_run.to_json()
         return out
 
     @classmethod
@@ -114,12 +120,14 @@ class RunnerState:
         except ValueError as exc:
             raise ValueError(f"not a local runner state file ({exc})") from None
         env = data.get("env")
-        followup = data.get("followup")
+        followup, gate = data.get("followup"), data.get("gate")
         return cls(script=str(data.get("script", "")), cpus_per_task=int(data.get("cpus_per_task") or 1),
                    parallel=int(data.get("parallel") or 1), tasks=runs,
                    env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
                    followup=followup if isinstance(followup, str) and followup else None,
-                   followup_run=Run.from_json(data["followup_run"]) if data.get("followup_run") else None)
+                   followup_run=Run.from_json(data["followup_run"]) if data.get("followup_run") else None,
+                   gate=gate if isinstance(gate, str) and gate else None,
+                   gate_run=Run.from_json(data["gate_run"]) if data.get("gate_run") else None)
 
 
 @dataclass(frozen=True)

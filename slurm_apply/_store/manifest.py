@@ -110,6 +110,11 @@ class Submission:
     decision: Optional[Decision] = None
     # It runs rows extend() added to the job: its params.bin is where the table keeps them.
     added: bool = False
+    # Chains (slurm_apply(after=...)): the script of its gate, which decides once the upstream
+    # jobs have ended whether it may run (_job/gate.py), and the gate's job id where the backend
+    # gives one.
+    gate: str = ""
+    gate_id: Optional[str] = None
 
     @property
     def launched(self) -> bool:
@@ -132,7 +137,7 @@ class Submission:
         fresh: Dict[str, Any] = dict(
             state=WRITTEN, job_id=None, submitted_at=None, error="", submitted_by="", attempt=0,
             retry_of=None, retried_for={}, raised={}, followup="", followup_id=None,
-            followup_error="", decision=None, added=False)
+            followup_error="", decision=None, added=False, gate="", gate_id=None)
         fresh.update(changes)
         return dataclasses.replace(self, **fresh)
 
@@ -185,6 +190,8 @@ class Manifest:
     more_args: List[str] = field(default_factory=list)  # names of the constant arguments
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retries_stopped: str = ""  # why automatic retries were stopped (cancel()), "" while they go on
+    # The jobs it runs after (slurm_apply(after=...)): [{"job_dir": ..., "jobname": ..., "token": ...}]
+    after: List[Dict[str, str]] = field(default_factory=list)
     submissions: List[Submission] = field(default_factory=list)
     format: int = FORMAT_VERSION
 

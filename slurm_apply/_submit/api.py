@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import _backends as backends
+from . import chain as _chain
 from . import config as _config
 from .._store import layout as jd
 from .._launch import write as _submit
@@ -63,6 +64,7 @@ def slurm_apply(
     overwrite: bool = False,
     force: bool = False,
     preflight: bool = True,
+    after: Union[SlurmJob, str, "os.PathLike[str]", Sequence[Union[SlurmJob, str, "os.PathLike[str]"]], None] = None,
     _caller_globals: Optional[Mapping[str, Any]] = None,
 ) -> SlurmJob:
     """Run ``f`` once per row of ``params_df`` as one Slurm array job; return its handle.
@@ -145,6 +147,11 @@ def slurm_apply(
         that still run cannot write into the new job (the job's token no longer matches).
     preflight : bool, default True
         Before submitting, load the pickled function and objects in a fresh interpreter.
+    after : SlurmJob, job directory, or a list of them, optional
+        Queue this job at once, to start only once every row of these jobs (of the same
+        backend) is done, their automatic retries included. If one of them ends with rows
+        failed or missing, this job never runs: it ends with nothing queued, and its status
+        names that job and its rows.
 
     Returns
     -------
@@ -158,7 +165,7 @@ def slurm_apply(
                       max_concurrent=max_concurrent, seed=seed, seed_arg=seed_arg,
                       rows_per_chunk=rows_per_chunk, max_failures=max_failures,
                       retries=retries, retry_errors=retry_errors, max_mem=max_mem, max_time=max_time,
-                      overwrite=overwrite), caller)
+                      overwrite=overwrite, after=after, submit=submit), caller)
     if c.path.exists():  # overwrite=True: the old job must be over (or force)
         _replace_old_job(c.path, force)
     manifest = Manifest(
@@ -170,7 +177,7 @@ def slurm_apply(
         seed=None if c.seed is False else (c.seed if c.seed is not None else secrets.randbits(32)),
         seed_arg=seed_arg, rows_per_chunk=c.rows_per_chunk, payload_bytes=c.size.total,
         packages=dict(_package_versions(tuple(c.pkgs))), defaults=c.defaults,
-        more_args=sorted(c.more_args), retry=c.retry)
+        more_args=sorted(c.more_args), retry=c.retry, after=_chain.describe(c.after))
     first = Submission(index=0, script=jd.script_name(0), rows=((0, manifest.n_rows),),
                        n_rows=manifest.n_rows, n_tasks=0, cpus_per_task=c.cpus_per_node, n_chunks=0,
                        nodes=c.nodes, backend=c.backend, slurm_options=c.options,
@@ -179,8 +186,10 @@ def slurm_apply(
     _write_job(c.path, manifest, first, (c.f, c.objects), params_df, overwrite=overwrite,
                preflight=preflight, started=started)
     try:
+        if c.after:
+            _chain.gate_first(c.path, manifest, c.after)
         if submit:
-            _submit_first(c.path, manifest)
+            _submit_first(c.path, manifest, _chain.open_ids(c.after))
     finally:
         # The big buffers go to disk behind the call, once its small files have: on ext4 an
         # fsync of those would otherwise wait for the buffers' (the journal orders them).
@@ -230,6 +239,8 @@ def _checked(a: Dict[str, Any], caller: Mapping[str, Any]) -> SimpleNamespace:
             "are shared instead (memory-mapped on the nodes): pass big data as those, or have f "
             "load it from a file.", stacklevel=3)
     c.backend = backend
+    # It asks the scheduler of the jobs named (a status each); a job of another one is refused first.
+    c.after = _chain.check_after(a["after"], c.backend, c.path, a["submit"])
     backends.get(c.backend).check_usable(requested)
     backends.get(c.backend).check_resources(c.cpus_per_node, c.options)
     return c
@@ -298,9 +309,9 @@ def _write_job(path: Path, manifest: Manifest, first: Submission, payload: Tuple
     jd.update_manifest(path, lambda m: setattr(m, "prepare_s", prepare_s))
 
 
-def _submit_first(path: Path, manifest: Manifest) -> None:
+def _submit_first(path: Path, manifest: Manifest, upstream: Sequence[str] = ()) -> None:
     try:
-        _submit.launch(path, manifest, 0)
+        _submit.launch(path, manifest, 0, upstream=upstream)
     except SubmissionError as exc:
         # The directory stays (its manifest says the submission failed): say where it is.
         raise SubmissionError(

@@ -73,6 +73,16 @@ class LocalBackend(Backend):
     tasks_outlive_caller = True  # the runner is detached: its tasks go on after the caller ends
 
     def submit(self, job_dir: Path, sub: "Submission") -> str:
+        return self._start(job_dir, sub, gate=None)
+
+    def submit_gated(self, job_dir: Path, sub: "Submission",
+                     upstream: Sequence[str]) -> Tuple[str, Optional[str]]:
+        # The supervisor runs the gate before any task, at once: the gate itself waits for the
+        # upstream jobs (their status costs a file read here), and only its exit 0 lets the
+        # tasks start; otherwise they are recorded CANCELLED and nothing runs.
+        return self._start(job_dir, sub, gate=sub.gate), None
+
+    def _start(self, job_dir: Path, sub: "Submission", gate: Optional[str]) -> str:
         local_dir(job_dir).mkdir(mode=0o700, exist_ok=True)
         # The whole plan goes in the state file before the supervisor exists: it reads it there,
         # and from then on it is the file's only writer.
@@ -80,6 +90,7 @@ class LocalBackend(Backend):
             script=sub.script, cpus_per_task=sub.cpus_per_task, parallel=_width(sub),
             tasks={t: Run(PENDING) for t in range(sub.n_tasks)},
             followup=sub.followup,  # run by the supervisor once every task has ended
+            gate=gate,  # run by the supervisor before any task (chains)
             # What the script reads of its task, as the scheduler whose script it is would set it.
             env=dict(self.dialect.STAND_IN) if self.dialect else {}))
         try:
@@ -160,6 +171,8 @@ def _answers(job_dir: Path, sub: "Submission") -> Tuple[List[Answer], Optional[A
             out.append(Unknown(f"the local runner's states have no task {t}"))
             continue
         state, reason = rec.state, ""
+        if state == PENDING and plan.gate and (plan.gate_run is None or plan.gate_run.state in (PENDING, RUNNING)):
+            reason = "Dependency"  # its gate waits for the upstream jobs (Slurm's word)
         if state in (PENDING, RUNNING) and not alive:
             # The task's own process (pid and start time, as cancel checks) outlives its runner.
             if state == RUNNING and rec.proc is not None and _still_runs(rec.proc):
@@ -280,6 +293,15 @@ class _Supervisor:
         self.save()
 
     def run(self, stop_requested: List[int]) -> int:
+        if not local_followup.run_gate(self, stop_requested):
+            # The gate closed (an upstream job ended with rows not done), or a cancel came
+            # first: no task ever runs, and none is left waiting.
+            for rec in self.tasks.values():
+                if rec.state == PENDING:
+                    rec.state, rec.ended = CANCELLED, time.time()
+            self.save()
+            local_followup.run(self, stop_requested)  # as a scheduler would start it now
+            return 0
         pending = sorted(t for t, rec in self.tasks.items() if rec.state == PENDING)
         while (pending or self.running) and not stop_requested:
             while pending and len(self.running) < self.width and not stop_requested:

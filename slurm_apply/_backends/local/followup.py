@@ -17,6 +17,9 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, List, Optional
 
+from pathlib import Path
+
+from ..._store import chain
 from ..._store import layout as jd
 from ..._store.localrun import Run, RunnerState
 from ..base import Answer, TaskRecord
@@ -35,12 +38,32 @@ def run(sup: "_Supervisor", stop_requested: List[int]) -> None:
     script = sup.plan.followup
     if not script or stop_requested:
         return
-    with open(jd.followup_log_path(sup.job_dir, sup.k), "ab") as log:
+    rec = Run(PENDING)
+    sup.plan.followup_run = rec
+    run_script(sup, script, jd.followup_log_path(sup.job_dir, sup.k), rec, stop_requested)
+
+
+def run_gate(sup: "_Supervisor", stop_requested: List[int]) -> bool:
+    """Run the gate the plan names (chains: it waits for the upstream jobs and decides), to its
+    end; whether the tasks may run (no gate, or one that exited 0)."""
+    script = sup.plan.gate
+    if not script:
+        return True
+    if stop_requested:
+        return False
+    rec = Run(PENDING)
+    sup.plan.gate_run = rec
+    run_script(sup, script, chain.gate_log_path(sup.job_dir), rec, stop_requested)
+    return rec.state == COMPLETED
+
+
+def run_script(sup: "_Supervisor", script: str, log_path: Path, rec: Run, stop_requested: List[int]) -> None:
+    """Run one of the job's scripts to its end (stopped on a cancel), recording its state in ``rec``."""
+    with open(log_path, "ab") as log:
         # Its own process group, as a task's: a cancel stops it and whatever it started.
         proc = subprocess.Popen(["bash", str(jd.script_path(sup.job_dir, script))], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    rec = Run(RUNNING, started=time.time(), proc=identity(proc.pid))
-    sup.plan.followup_run = rec
+    rec.state, rec.started, rec.proc = RUNNING, time.time(), identity(proc.pid)
     sup.save()
     stopped = False
     while proc.poll() is None:

@@ -156,6 +156,28 @@ class SgeBackend(Backend):
         extra = ["-l", ",".join(fit)] if fit else []
         return qsub(script, "-hold_jid", str(sub.job_id), *extra)
 
+    def submit_gated(self, job_dir: Path, sub: "Submission",
+                     upstream: Sequence[str]) -> Tuple[str, Optional[str]]:
+        # -hold_jid waits for the listed jobs to end however they ended: the gate waits so for
+        # the upstream jobs, and the array for the gate; a gate that closes deletes the array
+        # (gate_closed), since Grid Engine would release it whatever the gate's exit status.
+        hold = ["-hold_jid", ",".join(upstream)] if upstream else []
+        gate_id = qsub(jd.script_path(job_dir, sub.gate), *hold)
+        try:
+            array_id = qsub(jd.script_path(job_dir, sub.script), "-hold_jid", gate_id)
+        except SubmissionError:
+            try:
+                qdel([gate_id])
+            except SchedulerError:
+                pass
+            raise
+        return array_id, gate_id
+
+    def gate_closed(self, job_dir: Path, sub: "Submission") -> None:
+        if sub.job_id:
+            jd.write_cancel_note(job_dir, sub.index, [sub.job_id], time.time())
+            qdel([sub.job_id])
+
     def query(self, job_dir: Path, subs: Sequence["Submission"]) -> Query:
         """One qstat for every live task, then one qacct per array (and follow-up) with tasks
         qstat did not list. Never raises for a command that could not answer."""
@@ -243,7 +265,7 @@ class SgeBackend(Backend):
             ids = [j for j in (sub.job_id, sub.followup_id) if j]
             if ids:
                 jd.write_cancel_note(job_dir, sub.index, ids, now)
-        qdel([j for s in subs for j in (s.job_id, s.followup_id) if j])
+        qdel([j for s in subs for j in (s.job_id, s.followup_id, s.gate_id) if j])
 
     def cancel_followups(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         qdel([s.followup_id for s in subs if s.followup_id])

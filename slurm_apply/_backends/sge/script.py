@@ -118,7 +118,7 @@ def followup_header(spec: FollowupHeader) -> List[str]:
     array went (its queue and project)."""
     mem_mb = resources.mem_mb(spec.mem)
     return [
-        f"#$ -N {directive_value(spec.jobname + '.retry')}",
+        f"#$ -N {directive_value(spec.jobname + '.' + spec.kind)}",
         f"#$ -l h_rt={directive_value(spec.time)}",
         f"#$ -l h_vmem={directive_value(resources.mem_text(mem_mb) if mem_mb else spec.mem)}",
         "#$ -S /bin/bash", "#$ -cwd", "#$ -V",

@@ -324,7 +324,31 @@ class SlurmBackend(Backend):
         return out
 
     def cancel(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
-        scancel([j for s in subs for j in (s.job_id, s.followup_id) if j])
+        scancel([j for s in subs for j in (s.job_id, s.followup_id, s.gate_id) if j])
+
+    def submit_gated(self, job_dir: Path, sub: "Submission",
+                     upstream: Sequence[str]) -> Tuple[str, Optional[str]]:
+        # The gate: afterany on every upstream job still known (arrays, follow-ups, their gates).
+        # The array: afterok on the gate, so only a gate that exits 0 lets it start; one that
+        # exits otherwise makes the dependency never satisfied, and --kill-on-invalid-dep=yes
+        # has Slurm cancel the array then (kill_invalid_depend is off by default, which would
+        # leave it PENDING "DependencyNeverSatisfied" for ever); gate_closed() cancels it too.
+        after = [f"--dependency=afterany:{':'.join(upstream)}"] if upstream else []
+        gate_id = sbatch(jd.script_path(job_dir, sub.gate), *after, "--kill-on-invalid-dep=yes")
+        try:
+            array_id = sbatch(jd.script_path(job_dir, sub.script), f"--dependency=afterok:{gate_id}",
+                              "--kill-on-invalid-dep=yes")
+        except SubmissionError:
+            try:
+                scancel([gate_id])
+            except SchedulerError:
+                pass
+            raise
+        return array_id, gate_id
+
+    def gate_closed(self, job_dir: Path, sub: "Submission") -> None:
+        if sub.job_id:
+            scancel([sub.job_id])
 
     def cancel_followups(self, job_dir: Path, subs: Sequence["Submission"]) -> None:
         scancel([s.followup_id for s in subs if s.followup_id])

@@ -114,7 +114,7 @@ def followup_header(spec: FollowupHeader) -> List[str]:
     """A one-CPU job named ``<jobname>.retry`` that goes where the array went (partition,
     account, qos, ...)."""
     return [
-        f"#SBATCH --job-name={directive_value(spec.jobname + '.retry')}",
+        f"#SBATCH --job-name={directive_value(spec.jobname + '.' + spec.kind)}",
         "#SBATCH --cpus-per-task=1",
         f"#SBATCH --mem={directive_value(spec.mem)}",
         f"#SBATCH --time={directive_value(spec.time)}",

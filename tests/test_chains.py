@@ -1,0 +1,304 @@
+"""Chains and reduce (issue 19, items 3-5): ``slurm_apply(g, df, after=job)``, ``job.reduce(fn)``,
+and what a status says of them; on the local backend, then on the private Slurm cluster and
+the Grid Engine cell (marked tests at the end).
+
+The functions the jobs run are made inside helpers: cloudpickle then stores them by value, so
+the node never imports this test module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from slurm_apply import InputError, JobActiveError, cli, slurm_apply, slurm_call, slurm_map
+
+LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
+
+
+def stamped(marks: Path, sleep_s: float = 0.0, fail: int = -1) -> Callable[..., Dict[str, float]]:
+    """f(x): sleeps, records when row x started and ended (files in ``marks``), raises on row ``fail``."""
+    where = str(marks)
+
+    def f(x: int) -> Dict[str, float]:
+        import time
+
+        start = time.time()
+        time.sleep(sleep_s)
+        if x == fail:
+            raise ValueError(f"row {x} fails on purpose")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{start} {end}")
+        return {"start": start, "end": end}
+
+    return f
+
+
+def ran(marks: Path) -> Dict[str, tuple]:
+    return {p.name: tuple(float(v) for v in p.read_text().split()) for p in marks.iterdir()}
+
+
+def dirs(tmp_path: Path, *names: str) -> list:
+    out = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        out.append(tmp_path / name)
+    return out
+
+
+def test_after_starts_the_rows_only_once_every_upstream_row_has_ended(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=2.0), pd.DataFrame({"x": range(4)}), jobname="up",
+                     job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="down",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    # Queued at once, and waiting: no row of it has run while the upstream runs.
+    early = down.get_job_status()
+    assert early.state == "PENDING" and not list(down_marks.iterdir())
+    assert {t.reason for t in early.task_details} == {"Dependency"}
+    said = CliRunner().invoke(cli.main, ["status", str(down.job_dir)], prog_name="slurm-apply")
+    assert f"waits for: job up ({up.job_dir})" in said.output
+    assert "<b>waits for</b>: job up" in down._repr_html_()
+    final = down.wait(timeout_s=120, progress=False)
+    assert final.completed and final.rows_done == 3
+    up_end = max(end for _, end in ran(up_marks).values())
+    down_start = min(start for start, _ in ran(down_marks).values())
+    assert len(ran(up_marks)) == 4 and down_start >= up_end
+    assert up.get_job_status().completed
+
+
+def flaky_once(marks: Path) -> Callable[..., Dict[str, float]]:
+    """f(x): row 1 raises the first time it runs (an automatic retry with retry_errors runs it
+    again, later, as another submission); every run records when it ended."""
+    where = str(marks)
+
+    def f(x: int) -> Dict[str, float]:
+        import os
+        import time
+
+        time.sleep(1.0)
+        first = os.path.join(where, f"tried{x}")
+        if x == 1 and not os.path.exists(first):
+            open(first, "w").close()
+            raise RuntimeError("first try fails")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{end} {end}")
+        return {"end": end}
+
+    return f
+
+
+def test_after_waits_for_the_upstreams_automatic_retries(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(flaky_once(up_marks), pd.DataFrame({"x": range(3)}), jobname="flaky",
+                     job_dir=tmp_path, retries=1, retry_errors=True, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="after_flaky",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    assert down.wait(timeout_s=120, progress=False).completed
+    up_status = up.get_job_status()
+    assert up_status.completed and len(up.manifest.submissions) == 2  # the retry ran row 1
+    retried_end = float((up_marks / "1").read_text().split()[0])
+    assert min(start for start, _ in ran(down_marks).values()) >= retried_end
+    assert "ran after: job flaky" in str(down.get_job_status())
+    assert "waited for by: job after_flaky" in str(up_status)
+    # The command line and the notebook say it too.
+    said = CliRunner().invoke(cli.main, ["status", str(up.job_dir)], prog_name="slurm-apply")
+    assert said.exit_code == 0 and f"waited for by: job after_flaky ({down.job_dir})" in said.output
+    assert "<b>ran after</b>: job flaky" in down.get_job_status()._repr_html_()
+
+
+def test_after_a_list_of_jobs_and_slurm_map_and_a_directory(tmp_path):
+    a_marks, b_marks, c_marks = dirs(tmp_path, "a", "b", "c")
+    a = slurm_apply(stamped(a_marks, sleep_s=1.0), pd.DataFrame({"x": range(2)}), jobname="a",
+                    job_dir=tmp_path, **LOCAL)
+    b = slurm_map(stamped(b_marks, sleep_s=2.0), range(2), jobname="b", job_dir=tmp_path, **LOCAL)
+    c = slurm_call(stamped(c_marks), x=7, jobname="c", job_dir=tmp_path, after=[a, str(b.job_dir)],
+                   backend="local")
+    assert c.wait(timeout_s=120, progress=False).completed
+    upstream_end = max(end for m in (a_marks, b_marks) for _, end in ran(m).values())
+    assert ran(c_marks)["7"][0] >= upstream_end
+
+
+def test_a_failed_upstream_row_means_the_dependent_never_runs_and_says_why(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=1.0, fail=2), pd.DataFrame({"x": range(4)}),
+                     jobname="bad", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="never",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    final = down.wait(timeout_s=120, progress=False)
+    assert final.ended and not final.completed and final.rows_done == 0
+    assert not list(down_marks.iterdir())  # no row of it ran
+    assert not [t for t in final.task_details if t.active]  # nothing left queued
+    text = str(final)
+    assert "job bad" in text and str(up.job_dir) in text and "rows 2 raised" in text
+    assert "ValueError: row 2 fails on purpose" in text
+
+
+def test_cancelling_the_upstream_ends_the_dependent_without_running_it(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=30.0), pd.DataFrame({"x": range(2)}),
+                     jobname="slow", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="after_slow",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    time.sleep(1.0)
+    up.cancel()
+    final = down.wait(timeout_s=60, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
+    assert "job slow" in str(final) and "CANCELLED" in str(final)
+
+
+def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(2)}),
+                     jobname="long", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="waiting",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    # Rows added while it waits would run before the upstream is done: refused, saying why.
+    with pytest.raises(JobActiveError, match="waits for job long"):
+        down.extend(pd.DataFrame({"x": [5]}))
+    down.cancel()
+    final = down.wait(timeout_s=30, progress=False)
+    assert final.ended and final.rows_done == 0
+    assert up.wait(timeout_s=60, progress=False).completed
+    time.sleep(0.5)
+    assert not list(down_marks.iterdir())
+
+
+def test_reduce_runs_fn_on_the_output_table_after_the_job(tmp_path):
+    (marks,) = dirs(tmp_path, "m")
+    job = slurm_apply(stamped(marks, sleep_s=1.0), pd.DataFrame({"x": range(5)}), jobname="parts",
+                      job_dir=tmp_path, **LOCAL)
+
+    def total(out: pd.DataFrame) -> float:
+        return float(out["x"].sum()) + float((out["end"] >= out["start"]).all())
+
+    reduced = job.reduce(total, jobname="total")  # on the job's backend
+    assert reduced.job_dir.parent == job.job_dir.parent
+    assert reduced.wait(timeout_s=120, progress=False).completed
+    assert reduced.get_output() == 11.0  # 0+1+2+3+4, and every row had ended
+
+
+def test_after_is_checked_before_anything_is_written(tmp_path):
+    (marks,) = dirs(tmp_path, "m")
+    f = stamped(marks)
+    df = pd.DataFrame({"x": range(2)})
+    done = slurm_apply(f, df, jobname="done", job_dir=tmp_path, **LOCAL)
+    done.wait(timeout_s=60, progress=False)
+    unsent = slurm_apply(f, df, jobname="unsent", job_dir=tmp_path, submit=False, **LOCAL)
+    failed = slurm_apply(stamped(marks, fail=1), df, jobname="failed", job_dir=tmp_path, **LOCAL)
+    failed.wait(timeout_s=60, progress=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    cases = [
+        (dict(after=str(tmp_path / "_rslurm_nope")), "not a job directory"),
+        (dict(after=42), "got int"),
+        (dict(after=unsent), "never submitted"),
+        (dict(after=failed), "rows 1 raised"),
+        (dict(after=done, submit=False), "needs submit=True"),
+        (dict(after=done, backend="slurm", nodes=1, cpus_per_node=1), "runs on the local backend"),
+    ]
+    for extra, words in cases:
+        kw = {**LOCAL, **extra}
+        with pytest.raises(InputError, match=words):
+            slurm_apply(f, df, jobname="chained", job_dir=tmp_path, **kw)
+    with pytest.raises(InputError, match="runs after its own job"):
+        done.reduce(sum, after=done, backend="local")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (done.job_dir / "dependents").exists()
+
+
+# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
+
+def _queued(job_ids) -> str:
+    import subprocess
+
+    ids = ",".join(j for j in job_ids if j)
+    proc = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T %r"], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "up_marks", "down_marks")
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(4)}), jobname="chain_up",
+                     job_dir=job_parent, nodes=2, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="chain_down",
+                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+    sub = down.manifest.submissions[0]
+    assert sub.gate_id and sub.job_id  # queued at once, with its gate
+    early = down.get_job_status()
+    assert early.state == "PENDING" and not list(down_marks.iterdir()), str(early)
+    assert "waits for: job chain_up" in str(early)
+
+    def total(out: pd.DataFrame) -> float:
+        return float(out["x"].sum())
+
+    reduced = down.reduce(total, jobname="chain_total")
+    assert down.wait(timeout_s=180, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    assert reduced.wait(timeout_s=180, progress=False).completed
+    assert reduced.get_output() == 3.0
+    assert "waited for by: job chain_total" in str(down.get_job_status())
+
+
+def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "flaky_marks", "later_marks")
+    up = slurm_apply(flaky_once(up_marks), pd.DataFrame({"x": range(3)}), jobname="chain_flaky",
+                     job_dir=job_parent, retries=1, retry_errors=True, nodes=2, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_later",
+                       job_dir=job_parent, after=up, nodes=1, cpus_per_node=1)
+    assert down.wait(timeout_s=240, progress=False).completed
+    assert up.get_job_status().completed and len(up.manifest.submissions) == 2  # a retry ran row 1
+    retried_end = float((up_marks / "1").read_text().split()[0])
+    assert min(start for start, _ in ran(down_marks).values()) >= retried_end
+
+
+def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(cluster, job_parent):
+    up_marks, down_marks = dirs(job_parent, "bad_marks", "never_marks")
+    up = slurm_apply(stamped(up_marks, sleep_s=2.0, fail=1), pd.DataFrame({"x": range(3)}),
+                     jobname="chain_bad", job_dir=job_parent, nodes=1, cpus_per_node=1)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
+                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+    final = down.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
+    sub = down.manifest.submissions[0]
+    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""  # nothing left waiting
+    text = str(final)
+    assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
+
+
+# -- on the private Grid Engine cell (marked sge by its fixture) ----------------------------------
+
+@pytest.fixture
+def cell(sge_cell, monkeypatch):
+    for key, value in sge_cell.env().items():
+        monkeypatch.setenv(key, value)
+    return sge_cell
+
+
+def test_after_on_grid_engine_holds_the_rows_and_a_failed_upstream_deletes_them(cell, job_parent):
+    up_marks, down_marks, bad_marks, never_marks = dirs(job_parent, "up", "down", "bad", "never")
+    sge = dict(backend="sge", nodes=2, cpus_per_node=1)
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(3)}), jobname="sge_up",
+                     job_dir=job_parent, **sge)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="sge_down",
+                       job_dir=job_parent, after=up, **sge)
+    bad = slurm_apply(stamped(bad_marks, fail=0), pd.DataFrame({"x": range(2)}), jobname="sge_bad",
+                      job_dir=job_parent, **sge)
+    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="sge_never",
+                        job_dir=job_parent, after=bad, **sge)
+    assert down.manifest.submissions[0].gate_id
+    assert down.wait(timeout_s=240, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    final = never.wait(timeout_s=240, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
+    assert "never runs: job sge_bad" in str(final) and "rows 0 raised" in str(final)
