@@ -172,6 +172,29 @@ def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
     assert not list(down_marks.iterdir())
 
 
+def test_a_gate_killed_before_it_decides_leaves_the_job_ended_and_says_so(tmp_path):
+    from slurm_apply._store import localrun
+
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=5.0), pd.DataFrame({"x": range(2)}),
+                     jobname="slowup", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="orphan",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    deadline = time.time() + 20
+    gate = None
+    while gate is None and time.time() < deadline:
+        run = localrun.read_state(down.job_dir, 0).gate_run
+        gate = run.proc if run is not None and run.proc is not None else None
+        time.sleep(0.1)
+    assert gate is not None
+    os.killpg(gate.pid, 9)
+    final = down.wait(timeout_s=30, progress=False)
+    assert final.ended and final.rows_done == 0
+    assert "never runs: its gate ended without deciding" in str(final)
+    assert up.wait(timeout_s=60, progress=False).completed
+    assert not list(down_marks.iterdir())
+
+
 def test_reduce_runs_fn_on_the_output_table_after_the_job(tmp_path):
     (marks,) = dirs(tmp_path, "m")
     job = slurm_apply(stamped(marks, sleep_s=1.0), pd.DataFrame({"x": range(5)}), jobname="parts",
@@ -270,7 +293,12 @@ def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(clust
     final = down.wait(timeout_s=180, progress=False)
     assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
     sub = down.manifest.submissions[0]
-    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""  # nothing left waiting
+    # Nothing stays queued: the gate and the follow-up (which decides that retries were stopped)
+    # end within seconds; no array task waits for ever on a dependency never satisfied.
+    deadline = time.time() + 30
+    while _queued([sub.job_id, sub.gate_id, sub.followup_id]) and time.time() < deadline:
+        time.sleep(1.0)
+    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""
     text = str(final)
     assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
 

@@ -171,6 +171,9 @@ class SlurmJob:
         if status.after:
             verdict = chain.read_verdict(self.job_dir)
             status.gate = "" if verdict is None else "open" if verdict.open else f"closed: {verdict.why}"
+            if verdict is None and status.ended:  # killed, out of time, or its node died
+                status.gate = (f"closed: its gate ended without deciding, so it never ran; the gate's "
+                               f"log is {chain.gate_log_path(self.job_dir)}")
         status.waited_by = [f"job {d.get('jobname', '?')} ({d['job_dir']})" for d in chain.dependents(self.job_dir)
                             if Path(d["job_dir"]).is_dir()]
 

@@ -8,6 +8,9 @@ The follow-up's state goes in the submission's state file, beside its tasks', un
     {"followup": {"state": "RUNNING", "started": 1700000000.1, "proc": {...}}}
 
 A cancel (SIGTERM to the supervisor) stops it as it stops a task.
+
+A chained submission's gate (``_job/gate.py``) is run the same way, but first: the supervisor
+starts no task unless it exits 0 (its state under ``"gate_run"``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from typing import TYPE_CHECKING, List, Optional
-
 from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional
 
 from ..._store import chain
 from ..._store import layout as jd
