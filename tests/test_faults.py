@@ -27,7 +27,7 @@ def work(x: int) -> dict:
     if mode == f"raise:{x % 5}":
         raise ValueError(f"row {x} was told to fail")
     if mode == "memory" and x == 7:
-        hog = b"x" * (400 << 20)  # touched pages: 400 MB of RSS against a 200M limit
+        hog = b"x" * (400 << 20)  # touched pages: 400 MB of RSS against a 300M limit
         time.sleep(8)
         del hog
     if mode == "sleep" and x == 7:
@@ -104,13 +104,14 @@ def test_rows_that_raise(any_cluster, job_parent):
 
 
 def test_task_over_its_memory(any_cluster, job_parent):
-    job = start(job_parent, "memory", "memory", n=20, nodes=2, slurm_options={"mem": "200M"},
+    # 300M: a task's own interpreters (pandas imported) use about 200M; seen above 200M once.
+    job = start(job_parent, "memory", "memory", n=20, nodes=2, slurm_options={"mem": "300M"},
                 rows_per_chunk=1)
     status = job.wait(timeout_s=120, progress=False)
     killed = [d for d in status.task_details if d.state != "COMPLETED"]
     assert len(killed) == 1, str(status)
     assert killed[0].state == "OUT_OF_MEMORY", str(status)
-    assert "of 200M" in killed[0].reason or "200M" in killed[0].reason, str(status)
+    assert "of 300M" in killed[0].reason or "300M" in killed[0].reason, str(status)
     assert status.rows_missing >= 1 and 7 in status.missing_rows
     assert all("OUT_OF_MEMORY" in status.missing_reasons[r] for r in status.missing_rows)
     assert status.rows_done == 20 - status.rows_missing  # every other row kept

@@ -43,8 +43,10 @@ def test_an_old_task_writes_nothing_into_the_job_that_replaced_its_directory(tmp
     old = slurm_apply(_slow, df, backend="local", submit=False, job_dir=tmp_path, jobname="re",
                       nodes=1, cpus_per_node=1)
     proc = _start_task_by_hand(old)
-    deadline = time.monotonic() + 30
-    while not jd.task_marker(old.job_dir, 0, 0, "start").exists():
+    deadline = time.monotonic() + 60
+    # A claim is made by a worker, after the task has set its SIGTERM handler (the start marker
+    # comes before it: a SIGTERM then would end the task by default, without a word).
+    while not any(jd.claims_dir(old.job_dir, 0).iterdir()):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGSTOP)  # frozen: it cannot notice that its directory goes
