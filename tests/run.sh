@@ -100,7 +100,10 @@ echo "tests/run.sh: checking the layers (lint-imports), ruff and mypy" >&2
 "$PY" -m ruff check slurm_apply tests bench examples
 "$PY" -m mypy
 
-"$PY" -m pytest "$@"
+# Two workers (pytest-xdist): each starts its own private clusters and Grid Engine cell, and most
+# of a cluster test's time is waiting on a scheduler, so two overlap well on two cores.
+# Arguments given to this script come after, so "-n 0" runs the tests one at a time.
+"$PY" -m pytest -n 2 "$@"
 
 if [ -x .venvs/oldest/bin/python ]; then
     echo "tests/run.sh: the local-backend tests on Python 3.9 with the oldest releases" >&2
