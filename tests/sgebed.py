@@ -45,6 +45,7 @@ from testbed import (
     _signal,
     _tail,
     _wait_gone,
+    start_retrying,
 )
 
 __all__ = [
@@ -214,20 +215,7 @@ class SgeCell:
         missing = sge_packages_missing()
         if missing:
             raise TestbedError(f"Grid Engine is not installed (missing: {', '.join(missing)}); {INSTALL_HINT}")
-        deadline = time.monotonic() + timeout_s
-        # A port picked free can be taken by someone else before the qmaster binds it: retry once.
-        for attempt in (1, 2):
-            self._started = True
-            try:
-                self._start_all(deadline)
-                return
-            except TestbedError as error:
-                self.stop()
-                if attempt == 2 or "listening on port" not in str(error):
-                    raise
-            except BaseException:
-                self.stop()
-                raise
+        start_retrying(self, time.monotonic() + timeout_s, "listening on port")
 
     def stop(self) -> None:
         """Stop the cell: kill its jobs' processes, stop the execd, kill the qmaster.

@@ -330,3 +330,25 @@ def test_after_on_grid_engine_holds_the_rows_and_a_failed_upstream_deletes_them(
     final = never.wait(timeout_s=240, progress=False)
     assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
     assert "never runs: job sge_bad" in str(final) and "rows 0 raised" in str(final)
+
+
+def test_a_refused_array_takes_its_gate_back():
+    """submit_after, which both schedulers' submit_gated use: the gate is taken back when the
+    array is refused, and the refusal is what the caller sees."""
+    from slurm_apply._backends.base import submit_after
+    from slurm_apply._errors import SchedulerError, SubmissionError
+
+    undone = []
+
+    def refused(gate):
+        raise SubmissionError(f"array after {gate} refused")
+
+    def undo(gate):
+        undone.append(gate)
+        raise SchedulerError("the cancel failed too")  # best effort: the refusal still comes
+
+    assert submit_after(lambda: "7", lambda gate: f"8 after {gate}", undone.append) == ("7", "8 after 7")
+    assert undone == []
+    with pytest.raises(SubmissionError, match="array after 7 refused"):
+        submit_after(lambda: "7", refused, undo)
+    assert undone == ["7"]

@@ -260,6 +260,24 @@ def _logged_fatal(log: Path, offset: int) -> bool:
     return b"fatal:" in text
 
 
+def start_retrying(bed, deadline: float, port_taken: str) -> None:
+    """``bed._start_all(deadline)``, stopping what it started on any error; once more when the
+    error says a port was taken (``port_taken``): a port picked free can be taken by someone
+    else before the daemon binds it."""
+    for attempt in (1, 2):
+        bed._started = True
+        try:
+            bed._start_all(deadline)
+            return
+        except TestbedError as error:
+            bed.stop()
+            if attempt == 2 or port_taken not in str(error):
+                raise
+        except BaseException:
+            bed.stop()
+            raise
+
+
 class SlurmCluster:
     """A private Slurm cluster whose files all live under one directory.
 
@@ -405,20 +423,7 @@ class SlurmCluster:
                 f"missing executables: {', '.join(missing)}; install Debian's packages "
                 f"({' '.join(DEBIAN_PACKAGES)}), e.g. with testbed.install_slurm_packages()"
             )
-        deadline = time.monotonic() + timeout_s
-        # A picked port can be taken by someone else before the daemon binds it: retry once.
-        for attempt in (1, 2):
-            self._started = True
-            try:
-                self._start_all(deadline)
-                return
-            except TestbedError as error:
-                self.stop()
-                if attempt == 2 or "Address already in use" not in str(error):
-                    raise
-            except BaseException:
-                self.stop()
-                raise
+        start_retrying(self, time.monotonic() + timeout_s, "Address already in use")
 
     def stop(self) -> None:
         """Stop this cluster's daemons through their pid files and wait until they have exited.

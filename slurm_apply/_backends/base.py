@@ -205,6 +205,24 @@ class Dialect(Protocol):
         """Whether a memory size the scheduler reported (``TaskRecord.req_mem``) is per CPU."""
 
 
+def submit_after(first: Callable[[], str], then: Callable[[str], str],
+                 undo: Callable[[str], None]) -> Tuple[str, str]:
+    """Submit ``first``, then ``then(first's id)`` (a job that waits for the first); when the
+    second is refused, take the first back (``undo``, best effort) so neither stays queued, and
+    raise. Returns (first's id, second's id)."""
+    from .._errors import SchedulerError, SubmissionError
+
+    first_id = first()
+    try:
+        return first_id, then(first_id)
+    except SubmissionError:
+        try:
+            undo(first_id)
+        except SchedulerError:
+            pass
+        raise
+
+
 class Backend(abc.ABC):
     """Submits array scripts and answers for their tasks; ``dialect`` is the form of the job
     scripts it runs (given by the registry: ``_backends.get``)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
 from .. import states as st
-from ..base import Answer, Backend, Dialect, Limits, Query, TaskRecord, Unknown
+from ..base import Answer, Backend, Dialect, Limits, Query, TaskRecord, Unknown, submit_after
 from ..commands import CommandTimeout
 from . import commands as cmd
 from . import options as opts
@@ -162,15 +162,10 @@ class SgeBackend(Backend):
         # the upstream jobs, and the array for the gate; a gate that closes deletes the array
         # (gate_closed), since Grid Engine would release it whatever the gate's exit status.
         hold = ["-hold_jid", ",".join(upstream)] if upstream else []
-        gate_id = qsub(jd.script_path(job_dir, sub.gate), *hold)
-        try:
-            array_id = qsub(jd.script_path(job_dir, sub.script), "-hold_jid", gate_id)
-        except SubmissionError:
-            try:
-                qdel([gate_id])
-            except SchedulerError:
-                pass
-            raise
+        gate_id, array_id = submit_after(
+            lambda: qsub(jd.script_path(job_dir, sub.gate), *hold),
+            lambda gate: qsub(jd.script_path(job_dir, sub.script), "-hold_jid", gate),
+            lambda gate: qdel([gate]))
         return array_id, gate_id
 
     def gate_closed(self, job_dir: Path, sub: "Submission") -> None:

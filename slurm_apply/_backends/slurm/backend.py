@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..._errors import InputError, SchedulerError, SubmissionError
 from ..._store import layout as jd
-from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown
+from ..base import Answer, Backend, Limits, Query, TaskKey, TaskRecord, Unknown, submit_after
 from ..commands import CommandTimeout, run as run_command
 from . import logs
 from . import resources as res
@@ -334,16 +334,11 @@ class SlurmBackend(Backend):
         # has Slurm cancel the array then (kill_invalid_depend is off by default, which would
         # leave it PENDING "DependencyNeverSatisfied" for ever); gate_closed() cancels it too.
         after = [f"--dependency=afterany:{':'.join(upstream)}"] if upstream else []
-        gate_id = sbatch(jd.script_path(job_dir, sub.gate), *after, "--kill-on-invalid-dep=yes")
-        try:
-            array_id = sbatch(jd.script_path(job_dir, sub.script), f"--dependency=afterok:{gate_id}",
-                              "--kill-on-invalid-dep=yes")
-        except SubmissionError:
-            try:
-                scancel([gate_id])
-            except SchedulerError:
-                pass
-            raise
+        gate_id, array_id = submit_after(
+            lambda: sbatch(jd.script_path(job_dir, sub.gate), *after, "--kill-on-invalid-dep=yes"),
+            lambda gate: sbatch(jd.script_path(job_dir, sub.script), f"--dependency=afterok:{gate}",
+                                "--kill-on-invalid-dep=yes"),
+            lambda gate: scancel([gate]))
         return array_id, gate_id
 
     def gate_closed(self, job_dir: Path, sub: "Submission") -> None:
