@@ -129,7 +129,10 @@ def test_qstat_xml_lists_running_tasks_one_by_one_and_pending_ones_as_a_range(
 @pytest.mark.sge
 def test_a_cell_of_its_own_survives_a_qmaster_restart_and_stops_clean(tmp_path: Path) -> None:
     if sgebed.sge_packages_missing() or os.geteuid() != 0:
-        pytest.skip("covered by the fixture's own report: Grid Engine is not installed or this is not root")
+        why = "Grid Engine is not installed or this is not root (bash tests/run.sh, as root, installs it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(why)  # in CI every test runs: it may not skip where the fixture fails
+        pytest.skip(why)
     os.chmod(tmp_path, 0o755)
     started = time.monotonic()
     cell = sgebed.SgeCell(tmp_path / "cell", slots=2)
