@@ -233,7 +233,7 @@ def test_cancel_of_a_running_job_saves_its_rows(tmp_path):
 def test_without_proc_ps_tells_who_a_process_is(monkeypatch, tmp_path, sleeper):
     monkeypatch.setattr(procs, "PROC", tmp_path / "no-proc")
     state, start = procs._proc_stat(sleeper.pid)
-    assert state == "S" and start
+    assert state in ("R", "S") and start  # R: a loaded machine may not have put `sleep` to sleep yet
     assert procs.is_alive(procs.identity(sleeper.pid))
     sleeper.kill()
     sleeper.wait()

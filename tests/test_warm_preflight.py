@@ -228,6 +228,19 @@ def test_another_directory_or_environment_gets_its_own_interpreter(
     assert preflight.warm_pid() not in (None, second) and _reaped(second)  # type: ignore[arg-type]
 
 
+def test_a_variable_that_only_names_the_running_test_keeps_the_interpreter(
+        work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest sets PYTEST_CURRENT_TEST anew for every test: a user's own test suite that calls
+    slurm_apply (and ours) would otherwise start a new interpreter, imports and all, per test."""
+    mod = _module(work, "sa_warm_volatile", PANDAS_MODULE)
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_a.py::one (call)")
+    _call(mod.f, "one")
+    first = preflight.warm_pid()
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/test_a.py::two (call)")
+    _call(mod.f, "two")
+    assert first is not None and preflight.warm_pid() == first
+
+
 def test_calls_from_several_threads_at_once_each_get_their_own_answer(work: Path) -> None:
     ok = _module(work, "sa_warm_threads", PANDAS_MODULE)
     _call(ok.f, "warmup")

@@ -10,8 +10,8 @@ keeps it: it imports the packages and the user's modules once, then waits; each 
 process that loads that call's payload and reports, so no load ever happens in a process that
 has seen another payload, and a call no longer waits for the imports. It is replaced when a
 module file it imported changed (mtime or size) or a new file would shadow a module it was asked
-for, when the interpreter, directory, environment (PYTHONPATH included) or ``pkgs`` differ, or
-when it died. It ends with this process (its stdin closes), runs in a session of its own (a
+for, when the interpreter, directory, environment (PYTHONPATH included; variables that only name
+the moment, such as pytest's ``PYTEST_CURRENT_TEST``, aside) or ``pkgs`` differ, or when it died. It ends with this process (its stdin closes), runs in a session of its own (a
 Ctrl-C at the terminal is this process's, not its), serves one call at a time (a call made while
 another thread's is under way uses a cold one), and any trouble with it makes the call fall back
 to a cold pre-flight.
@@ -80,6 +80,12 @@ def _environment() -> Dict[str, str]:
     if pp:
         env["PYTHONPATH"] = pp + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+#: Variables that change while a process runs without changing what an import does: pytest names
+#: the running test in one, so a test suite that calls slurm_apply would otherwise get a new
+#: interpreter, imports and all, for every test.
+VOLATILE = frozenset({"PYTEST_CURRENT_TEST"})
 
 
 def _failed(python: str, returncode: int, stderr: str) -> PreflightError:
@@ -225,7 +231,8 @@ class WarmPreflight:
         self.done = False
         self.cold: Optional[Preflight] = None  # the fallback, once there was trouble
         env = _environment()
-        key = (self.python, os.getcwd(), tuple(sorted(env.items())), tuple(self.pkgs))
+        key = (self.python, os.getcwd(), tuple(sorted(kv for kv in env.items() if kv[0] not in VOLATILE)),
+               tuple(self.pkgs))
         self.fresh_pending = False
         srv = _SERVER
         if srv.proc is not None and (srv.key != key or srv.proc.poll() is not None):
