@@ -308,6 +308,27 @@ def test_rows_that_raised_are_not_retried_by_default_and_retries_0_writes_no_fol
     assert job.manifest.latest.followup == "" and not (job.job_dir / "retry_s0.sh").exists()
 
 
+def test_the_follow_up_names_a_failed_row_without_importing_pandas(tmp_path):
+    """The follow-up is a small job of its own: with params_df's default index, naming the first
+    failed row needs no pandas (its import was most of a follow-up's CPU); labels still need it."""
+    import subprocess
+    import sys
+
+    job, calls = local_job(tmp_path, "light", retries=0)
+    job.wait(timeout_s=60, progress=False)
+    code = ("import sys; from slurm_apply import SlurmJob\n"
+            f"s = SlurmJob.from_dir({str(job.job_dir)!r}).get_job_status()\n"
+            "print(repr(s.first_error[:6]), 'pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "'row 1:' False", out
+    named = slurm_apply(lambda x: 1 / x, pd.DataFrame({"x": [1, 0]}, index=["a", "b"]), backend="local",
+                        job_dir=tmp_path, jobname="named", retries=0, nodes=1, cpus_per_node=1)
+    named.wait(timeout_s=60, progress=False)
+    out = subprocess.run([sys.executable, "-c", code.replace(str(job.job_dir), str(named.job_dir))],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "\"row 'b\" True", out
+
+
 def test_cancel_during_a_retry_stops_further_retries_locally(tmp_path):
     job, calls = local_job(tmp_path, "stop", retry_errors=True, sleep=60)
     deadline = time.monotonic() + 30

@@ -37,6 +37,8 @@ class RowNames:
 
     def index(self) -> Any:
         """params_df's index, or None for the default 0..n-1 (where labels are positions)."""
+        if self._whole is None and self.n_rows <= jd.index_default_rows(self.job_dir):
+            return None  # known without pandas
         self.whole()
         return self._index
 

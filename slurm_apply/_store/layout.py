@@ -58,6 +58,9 @@ PAYLOAD = "payload.pkl"
 PARAMS_META = "params_meta.pkl"
 PARAMS = "params.pkl"  # format 2 kept the whole table here too (still read)
 INDEX = "index.pkl"  # params_df's index alone: rows are named by it without loading the table
+# How many of its first labels are the positions 0, 1, 2, ...: up to there, rows are named without
+# pandas (a follow-up or a status in a small process). Missing (older directories): 0.
+INDEX_DEFAULT = "index_default.txt"
 LOGS = "logs"
 LOCAL = "local"
 
@@ -475,8 +478,24 @@ def manifest_lock(job_dir: Path) -> Iterator[None]:
 
 
 def write_index(job_dir: Path, index: Any) -> None:
+    """Write params_df's index, and how long its default prefix is (see INDEX_DEFAULT). A job only
+    grows, and keeps the labels it has: a reader that sees either file before or after a growth
+    reads true facts about the rows it knows."""
+    default = (type(index).__name__ == "RangeIndex" and getattr(index, "start", None) == 0
+               and getattr(index, "step", None) == 1)
     with atomic_open(job_dir / INDEX) as fh:
         pickle.dump(index, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    with atomic_open(job_dir / INDEX_DEFAULT) as fh:
+        fh.write(b"%d\n" % (len(index) if default else 0))
+
+
+def index_default_rows(job_dir: Path) -> int:
+    """How many of params_df's first labels are known to be the positions 0, 1, 2, ... (0 when
+    not known)."""
+    try:
+        return int((job_dir / INDEX_DEFAULT).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def read_index(job_dir: Path) -> Any:

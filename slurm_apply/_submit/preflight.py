@@ -11,9 +11,10 @@ process that loads that call's payload and reports, so no load ever happens in a
 has seen another payload, and a call no longer waits for the imports. It is replaced when a
 module file it imported changed (mtime or size) or a new file would shadow a module it was asked
 for, when the interpreter, directory, environment (PYTHONPATH included; variables that only name
-the moment, such as pytest's ``PYTEST_CURRENT_TEST``, aside) or ``pkgs`` differ, or when it died. It ends with this process (its stdin closes), runs in a session of its own (a
-Ctrl-C at the terminal is this process's, not its), serves one call at a time (a call made while
-another thread's is under way uses a cold one), and any trouble with it makes the call fall back
+the moment, such as pytest's ``PYTEST_CURRENT_TEST``, aside) or ``pkgs`` differ, or when it
+died. It ends with this process (its stdin closes), runs in a session of its own (a Ctrl-C at
+the terminal is this process's, not its), serves one call at a time (a call made while another
+thread's is under way uses a cold one), and any trouble with it makes the call fall back
 to a cold pre-flight.
 """
 
