@@ -14,6 +14,7 @@ Layout (``s<k>`` is submission k: the first run is s0, each resubmission adds on
                                  (format and code: _store/payload.py)
         params_meta.pkl          the rest of the caller's table: labels, dtypes (_store/table.py)
         index.pkl                the table's index, to name rows without reading the table
+        index_default.txt        how long its default prefix (0, 1, 2, ...) is: named without pandas
         submit.sh, submit_s1.sh  one sbatch array script per submission
         retry_s0.sh              its follow-up, when rows are retried automatically
         s0/params.bin            that submission's rows, in chunks a worker can seek to (s0's:
