@@ -172,6 +172,94 @@ def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
     assert not list(down_marks.iterdir())
 
 
+def fails_while(marks: Path, flag: Path, sleep_s: float = 0.0) -> Callable[..., Dict[str, float]]:
+    """stamped(), but row 1 raises while the file ``flag`` exists (remove it to mend the job)."""
+    where, bad = str(marks), str(flag)
+
+    def f(x: int) -> Dict[str, float]:
+        import time
+
+        start = time.time()
+        time.sleep(sleep_s)
+        if x == 1 and os.path.exists(bad):
+            raise ValueError("row 1 fails while the flag is there")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{start} {end}")
+        return {"start": start, "end": end}
+
+    return f
+
+
+def test_resubmitting_a_dependent_refuses_a_failed_upstream_and_waits_for_a_running_one(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    flag = tmp_path / "flag"
+    flag.touch()
+    up = slurm_apply(fails_while(up_marks, flag, sleep_s=1.0), pd.DataFrame({"x": range(3)}),
+                     jobname="mend", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="after_mend",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    assert down.wait(timeout_s=60, progress=False).rows_done == 0
+    # The upstream ended with a row failed: running the dependent's rows now would break after=.
+    subs = len(down.manifest.submissions)
+    with pytest.raises(InputError, match=r"runs after job mend .*rows 1 raised.*"
+                                         r"resubmit it with failed=True.*then resubmit this one"):
+        down.resubmit()
+    assert len(down.manifest.submissions) == subs and not list(down_marks.iterdir())
+    # Mended and run again: the dependent's resubmission waits for it, behind a new gate.
+    flag.unlink()
+    up.resubmit(failed=True)
+    down.resubmit()
+    assert "waits for: job mend" in str(down.get_job_status())
+    final = down.wait(timeout_s=60, progress=False)
+    assert final.completed, str(final)
+    assert min(s for s, _ in ran(down_marks).values()) >= float((up_marks / "1").read_text().split()[1])
+    assert "ran after: job mend" in str(final)
+
+
+def test_resubmitting_a_dependent_cancelled_while_it_waited_still_waits(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(2)}),
+                     jobname="still", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="again",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    down.cancel()
+    down.wait(timeout_s=30, progress=False)
+    down.resubmit()
+    assert down.wait(timeout_s=60, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    # Once the upstream is done, a resubmission needs no gate, and its status says it ran after.
+    down.resubmit(rows=[0])
+    final = down.wait(timeout_s=60, progress=False)
+    assert final.completed and "ran after: job still" in str(final) and not down.manifest.latest.gate
+
+
+def test_cleanup_of_an_upstream_a_dependent_still_needs_is_refused(tmp_path):
+    a_marks, b_marks, c_marks = dirs(tmp_path, "a", "b", "c")
+    a = slurm_apply(stamped(a_marks), pd.DataFrame({"x": range(2)}), jobname="first",
+                    job_dir=tmp_path, **LOCAL)
+    a.wait(timeout_s=60, progress=False)
+    b = slurm_apply(stamped(b_marks, sleep_s=4.0), pd.DataFrame({"x": range(2)}), jobname="second",
+                    job_dir=tmp_path, **LOCAL)
+    c = slurm_apply(stamped(c_marks), pd.DataFrame({"x": range(2)}), jobname="third",
+                    job_dir=tmp_path, after=[a, b], **LOCAL)
+    with pytest.raises(JobActiveError, match=r"refusing to delete .*_rslurm_first: job third \(.*"
+                                             r"_rslurm_third, PENDING\) runs after it.*cancel\(\) it first"
+                                             r".*force=True"):
+        a.cleanup_files()
+    assert a.job_dir.is_dir()
+    assert c.wait(timeout_s=60, progress=False).completed  # it read the job it runs after
+    a.cleanup_files()  # nothing waits for it any more
+    assert not a.job_dir.exists()
+    # force=True deletes it all the same; the dependent's gate then finds it gone, and says so.
+    d = slurm_apply(stamped(c_marks), pd.DataFrame({"x": range(2)}), jobname="fourth",
+                    job_dir=tmp_path, after=b, **LOCAL)
+    b.cleanup_files(force=True)
+    final = d.wait(timeout_s=60, progress=False)
+    assert final.ended and final.rows_done == 0 and "deleted" in str(final), str(final)
+
+
 def test_a_gate_killed_before_it_decides_leaves_the_job_ended_and_says_so(tmp_path):
     from slurm_apply._store import localrun
 
