@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from queued import queued
+
 from slurm_apply import InputError, JobActiveError, cli, slurm_apply, slurm_call, slurm_map
 
 LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
@@ -326,22 +328,27 @@ def test_after_is_checked_before_anything_is_written(tmp_path):
     assert not (done.job_dir / "dependents").exists()
 
 
-# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
+# -- on the real schedulers: the private Slurm cluster and the Grid Engine cell --------------------
+# (the fixture ``scheduler`` runs each test on both, marked slurm and sge)
 
-def _queued(job_ids) -> str:
-    import subprocess
+def nothing_queued(backend: str, sub, within_s: float = 30.0) -> bool:
+    """The array, the gate and the follow-up of ``sub`` leave the queue within ``within_s``: no
+    task waits for ever on a dependency never satisfied."""
+    ids = [sub.job_id, sub.gate_id, sub.followup_id]
+    deadline = time.time() + within_s
+    while queued(backend, ids) and time.time() < deadline:
+        time.sleep(1.0)
+    return queued(backend, ids) == []
 
-    ids = ",".join(j for j in job_ids if j)
-    proc = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T %r"], capture_output=True, text=True)
-    return proc.stdout.strip()
 
-
-def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces(cluster, job_parent):
-    up_marks, down_marks = dirs(job_parent, "up_marks", "down_marks")
+def test_after_on_a_scheduler_starts_the_rows_after_the_upstreams_last_row_and_reduces(scheduler):
+    backend, parent = scheduler
+    on = dict(backend=backend, nodes=2, cpus_per_node=1)
+    up_marks, down_marks = dirs(parent, "up_marks", "down_marks")
     up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(4)}), jobname="chain_up",
-                     job_dir=job_parent, nodes=2, cpus_per_node=1)
+                     job_dir=parent, **on)
     down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="chain_down",
-                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+                       job_dir=parent, after=up, **on)
     sub = down.manifest.submissions[0]
     assert sub.gate_id and sub.job_id  # queued at once, with its gate
     early = down.get_job_status()
@@ -354,11 +361,52 @@ def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces
     reduced = down.reduce(total, jobname="chain_total")
     assert down.wait(timeout_s=180, progress=False).completed
     up_end = max(end for _, end in ran(up_marks).values())
-    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    assert len(ran(up_marks)) == 4 and min(start for start, _ in ran(down_marks).values()) >= up_end
     assert reduced.wait(timeout_s=180, progress=False).completed
     assert reduced.get_output() == 3.0
     assert "waited for by: job chain_total" in str(down.get_job_status())
 
+
+def test_a_failed_or_cancelled_upstream_on_a_scheduler_ends_the_dependent_with_nothing_queued(scheduler):
+    backend, parent = scheduler
+    on = dict(backend=backend, nodes=2, cpus_per_node=1)
+    bad_marks, never_marks, slow_marks, cut_marks = dirs(parent, "bad", "never", "slow", "cut")
+    flag = parent / "flag"
+    flag.touch()
+    bad = slurm_apply(fails_while(bad_marks, flag, sleep_s=1.0), pd.DataFrame({"x": range(3)}),
+                      jobname="chain_bad", job_dir=parent, **on)
+    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
+                        job_dir=parent, after=bad, **on)
+    slow = slurm_apply(stamped(slow_marks, sleep_s=120.0), pd.DataFrame({"x": range(2)}),
+                       jobname="chain_slow", job_dir=parent, **on)
+    cut = slurm_apply(stamped(cut_marks), pd.DataFrame({"x": range(2)}), jobname="chain_cut",
+                      job_dir=parent, after=slow, **on)
+    assert queued(backend, [never.manifest.submissions[0].job_id])  # waits in the queue, for now
+    # A row of the upstream failed: the dependent never runs, leaves nothing queued, says why.
+    final = never.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
+    assert "never runs: job chain_bad" in str(final) and "rows 1 raised" in str(final), str(final)
+    assert nothing_queued(backend, never.manifest.submissions[0])
+    # The upstream cancelled while it runs: the same.
+    slow.cancel()
+    final = cut.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(cut_marks.iterdir())
+    assert "never runs: job chain_slow" in str(final) and "CANCELLED" in str(final), str(final)
+    assert nothing_queued(backend, cut.manifest.submissions[0])
+    # Resubmitted, the dependent still runs only after its upstream: refused while that has a
+    # row failed; once it runs again, queued behind a new gate that waits for it.
+    with pytest.raises(InputError, match="runs after job chain_bad"):
+        never.resubmit()
+    flag.unlink()
+    bad.resubmit(failed=True)
+    never.resubmit()
+    assert never.manifest.latest.gate_id
+    assert never.wait(timeout_s=180, progress=False).completed
+    mended_end = float((bad_marks / "1").read_text().split()[1])
+    assert min(start for start, _ in ran(never_marks).values()) >= mended_end
+
+
+# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
 
 def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster, job_parent):
     up_marks, down_marks = dirs(job_parent, "flaky_marks", "later_marks")
@@ -370,54 +418,6 @@ def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster,
     assert up.get_job_status().completed and len(up.manifest.submissions) == 2  # a retry ran row 1
     retried_end = float((up_marks / "1").read_text().split()[0])
     assert min(start for start, _ in ran(down_marks).values()) >= retried_end
-
-
-def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(cluster, job_parent):
-    up_marks, down_marks = dirs(job_parent, "bad_marks", "never_marks")
-    up = slurm_apply(stamped(up_marks, sleep_s=2.0, fail=1), pd.DataFrame({"x": range(3)}),
-                     jobname="chain_bad", job_dir=job_parent, nodes=1, cpus_per_node=1)
-    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
-                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
-    final = down.wait(timeout_s=180, progress=False)
-    assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
-    sub = down.manifest.submissions[0]
-    # Nothing stays queued: the gate and the follow-up (which decides that retries were stopped)
-    # end within seconds; no array task waits for ever on a dependency never satisfied.
-    deadline = time.time() + 30
-    while _queued([sub.job_id, sub.gate_id, sub.followup_id]) and time.time() < deadline:
-        time.sleep(1.0)
-    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""
-    text = str(final)
-    assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
-
-
-# -- on the private Grid Engine cell (marked sge by its fixture) ----------------------------------
-
-@pytest.fixture
-def cell(sge_cell, monkeypatch):
-    for key, value in sge_cell.env().items():
-        monkeypatch.setenv(key, value)
-    return sge_cell
-
-
-def test_after_on_grid_engine_holds_the_rows_and_a_failed_upstream_deletes_them(cell, job_parent):
-    up_marks, down_marks, bad_marks, never_marks = dirs(job_parent, "up", "down", "bad", "never")
-    sge = dict(backend="sge", nodes=2, cpus_per_node=1)
-    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(3)}), jobname="sge_up",
-                     job_dir=job_parent, **sge)
-    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="sge_down",
-                       job_dir=job_parent, after=up, **sge)
-    bad = slurm_apply(stamped(bad_marks, fail=0), pd.DataFrame({"x": range(2)}), jobname="sge_bad",
-                      job_dir=job_parent, **sge)
-    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="sge_never",
-                        job_dir=job_parent, after=bad, **sge)
-    assert down.manifest.submissions[0].gate_id
-    assert down.wait(timeout_s=240, progress=False).completed
-    up_end = max(end for _, end in ran(up_marks).values())
-    assert min(start for start, _ in ran(down_marks).values()) >= up_end
-    final = never.wait(timeout_s=240, progress=False)
-    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
-    assert "never runs: job sge_bad" in str(final) and "rows 0 raised" in str(final)
 
 
 def test_a_refused_array_takes_its_gate_back():
