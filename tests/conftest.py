@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 import pytest
 
@@ -203,6 +203,20 @@ def sge_cell(_sge_box: _CellBox) -> sgebed.SgeCell:
     """The session's private Grid Engine cell (4 slots, parallel environment ``smp``); pass
     ``env={**os.environ, **sge_cell.env()}`` to the commands that should reach it."""
     return _sge_box.get()
+
+
+@pytest.fixture(params=[pytest.param("slurm", marks=pytest.mark.slurm),
+                        pytest.param("sge", marks=pytest.mark.sge)])
+def scheduler(request: pytest.FixtureRequest, job_parent: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Tuple[str, Path]:
+    """(backend name, job_parent): each test using it runs on the private Slurm cluster (with
+    accounting) and on the Grid Engine cell, each reached as ``cluster`` and ``sge_cell`` are."""
+    if request.param == "slurm":
+        request.getfixturevalue("cluster")
+    else:
+        for key, value in request.getfixturevalue("sge_cell").env().items():
+            monkeypatch.setenv(key, value)
+    return request.param, job_parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from queued import queued
+
 from slurm_apply import InputError, JobActiveError, cli, slurm_apply, slurm_call, slurm_map
 
 LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
@@ -172,6 +174,94 @@ def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
     assert not list(down_marks.iterdir())
 
 
+def fails_while(marks: Path, flag: Path, sleep_s: float = 0.0) -> Callable[..., Dict[str, float]]:
+    """stamped(), but row 1 raises while the file ``flag`` exists (remove it to mend the job)."""
+    where, bad = str(marks), str(flag)
+
+    def f(x: int) -> Dict[str, float]:
+        import time
+
+        start = time.time()
+        time.sleep(sleep_s)
+        if x == 1 and os.path.exists(bad):
+            raise ValueError("row 1 fails while the flag is there")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{start} {end}")
+        return {"start": start, "end": end}
+
+    return f
+
+
+def test_resubmitting_a_dependent_refuses_a_failed_upstream_and_waits_for_a_running_one(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    flag = tmp_path / "flag"
+    flag.touch()
+    up = slurm_apply(fails_while(up_marks, flag, sleep_s=1.0), pd.DataFrame({"x": range(3)}),
+                     jobname="mend", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="after_mend",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    assert down.wait(timeout_s=60, progress=False).rows_done == 0
+    # The upstream ended with a row failed: running the dependent's rows now would break after=.
+    subs = len(down.manifest.submissions)
+    with pytest.raises(InputError, match=r"runs after job mend .*rows 1 raised.*"
+                                         r"resubmit it with failed=True.*then resubmit this one"):
+        down.resubmit()
+    assert len(down.manifest.submissions) == subs and not list(down_marks.iterdir())
+    # Mended and run again: the dependent's resubmission waits for it, behind a new gate.
+    flag.unlink()
+    up.resubmit(failed=True)
+    down.resubmit()
+    assert "waits for: job mend" in str(down.get_job_status())
+    final = down.wait(timeout_s=60, progress=False)
+    assert final.completed, str(final)
+    assert min(s for s, _ in ran(down_marks).values()) >= float((up_marks / "1").read_text().split()[1])
+    assert "ran after: job mend" in str(final)
+
+
+def test_resubmitting_a_dependent_cancelled_while_it_waited_still_waits(tmp_path):
+    up_marks, down_marks = dirs(tmp_path, "up", "down")
+    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(2)}),
+                     jobname="still", job_dir=tmp_path, **LOCAL)
+    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="again",
+                       job_dir=tmp_path, after=up, **LOCAL)
+    down.cancel()
+    down.wait(timeout_s=30, progress=False)
+    down.resubmit()
+    assert down.wait(timeout_s=60, progress=False).completed
+    up_end = max(end for _, end in ran(up_marks).values())
+    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    # Once the upstream is done, a resubmission needs no gate, and its status says it ran after.
+    down.resubmit(rows=[0])
+    final = down.wait(timeout_s=60, progress=False)
+    assert final.completed and "ran after: job still" in str(final) and not down.manifest.latest.gate
+
+
+def test_cleanup_of_an_upstream_a_dependent_still_needs_is_refused(tmp_path):
+    a_marks, b_marks, c_marks = dirs(tmp_path, "a", "b", "c")
+    a = slurm_apply(stamped(a_marks), pd.DataFrame({"x": range(2)}), jobname="first",
+                    job_dir=tmp_path, **LOCAL)
+    a.wait(timeout_s=60, progress=False)
+    b = slurm_apply(stamped(b_marks, sleep_s=4.0), pd.DataFrame({"x": range(2)}), jobname="second",
+                    job_dir=tmp_path, **LOCAL)
+    c = slurm_apply(stamped(c_marks), pd.DataFrame({"x": range(2)}), jobname="third",
+                    job_dir=tmp_path, after=[a, b], **LOCAL)
+    with pytest.raises(JobActiveError, match=r"refusing to delete .*_rslurm_first: job third \(.*"
+                                             r"_rslurm_third, PENDING\) runs after it.*cancel\(\) it first"
+                                             r".*force=True"):
+        a.cleanup_files()
+    assert a.job_dir.is_dir()
+    assert c.wait(timeout_s=60, progress=False).completed  # it read the job it runs after
+    a.cleanup_files()  # nothing waits for it any more
+    assert not a.job_dir.exists()
+    # force=True deletes it all the same; the dependent's gate then finds it gone, and says so.
+    d = slurm_apply(stamped(c_marks), pd.DataFrame({"x": range(2)}), jobname="fourth",
+                    job_dir=tmp_path, after=b, **LOCAL)
+    b.cleanup_files(force=True)
+    final = d.wait(timeout_s=60, progress=False)
+    assert final.ended and final.rows_done == 0 and "deleted" in str(final), str(final)
+
+
 def test_a_gate_killed_before_it_decides_leaves_the_job_ended_and_says_so(tmp_path):
     from slurm_apply._store import localrun
 
@@ -238,22 +328,27 @@ def test_after_is_checked_before_anything_is_written(tmp_path):
     assert not (done.job_dir / "dependents").exists()
 
 
-# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
+# -- on the real schedulers: the private Slurm cluster and the Grid Engine cell --------------------
+# (the fixture ``scheduler`` runs each test on both, marked slurm and sge)
 
-def _queued(job_ids) -> str:
-    import subprocess
+def nothing_queued(backend: str, sub, within_s: float = 30.0) -> bool:
+    """The array, the gate and the follow-up of ``sub`` leave the queue within ``within_s``: no
+    task waits for ever on a dependency never satisfied."""
+    ids = [sub.job_id, sub.gate_id, sub.followup_id]
+    deadline = time.time() + within_s
+    while queued(backend, ids) and time.time() < deadline:
+        time.sleep(1.0)
+    return queued(backend, ids) == []
 
-    ids = ",".join(j for j in job_ids if j)
-    proc = subprocess.run(["squeue", "-h", "-j", ids, "-o", "%i %T %r"], capture_output=True, text=True)
-    return proc.stdout.strip()
 
-
-def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces(cluster, job_parent):
-    up_marks, down_marks = dirs(job_parent, "up_marks", "down_marks")
+def test_after_on_a_scheduler_starts_the_rows_after_the_upstreams_last_row_and_reduces(scheduler):
+    backend, parent = scheduler
+    on = dict(backend=backend, nodes=2, cpus_per_node=1)
+    up_marks, down_marks = dirs(parent, "up_marks", "down_marks")
     up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(4)}), jobname="chain_up",
-                     job_dir=job_parent, nodes=2, cpus_per_node=1)
+                     job_dir=parent, **on)
     down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(3)}), jobname="chain_down",
-                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
+                       job_dir=parent, after=up, **on)
     sub = down.manifest.submissions[0]
     assert sub.gate_id and sub.job_id  # queued at once, with its gate
     early = down.get_job_status()
@@ -266,11 +361,52 @@ def test_after_on_slurm_starts_the_rows_after_the_upstreams_last_row_and_reduces
     reduced = down.reduce(total, jobname="chain_total")
     assert down.wait(timeout_s=180, progress=False).completed
     up_end = max(end for _, end in ran(up_marks).values())
-    assert min(start for start, _ in ran(down_marks).values()) >= up_end
+    assert len(ran(up_marks)) == 4 and min(start for start, _ in ran(down_marks).values()) >= up_end
     assert reduced.wait(timeout_s=180, progress=False).completed
     assert reduced.get_output() == 3.0
     assert "waited for by: job chain_total" in str(down.get_job_status())
 
+
+def test_a_failed_or_cancelled_upstream_on_a_scheduler_ends_the_dependent_with_nothing_queued(scheduler):
+    backend, parent = scheduler
+    on = dict(backend=backend, nodes=2, cpus_per_node=1)
+    bad_marks, never_marks, slow_marks, cut_marks = dirs(parent, "bad", "never", "slow", "cut")
+    flag = parent / "flag"
+    flag.touch()
+    bad = slurm_apply(fails_while(bad_marks, flag, sleep_s=1.0), pd.DataFrame({"x": range(3)}),
+                      jobname="chain_bad", job_dir=parent, **on)
+    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
+                        job_dir=parent, after=bad, **on)
+    slow = slurm_apply(stamped(slow_marks, sleep_s=120.0), pd.DataFrame({"x": range(2)}),
+                       jobname="chain_slow", job_dir=parent, **on)
+    cut = slurm_apply(stamped(cut_marks), pd.DataFrame({"x": range(2)}), jobname="chain_cut",
+                      job_dir=parent, after=slow, **on)
+    assert queued(backend, [never.manifest.submissions[0].job_id])  # waits in the queue, for now
+    # A row of the upstream failed: the dependent never runs, leaves nothing queued, says why.
+    final = never.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
+    assert "never runs: job chain_bad" in str(final) and "rows 1 raised" in str(final), str(final)
+    assert nothing_queued(backend, never.manifest.submissions[0])
+    # The upstream cancelled while it runs: the same.
+    slow.cancel()
+    final = cut.wait(timeout_s=180, progress=False)
+    assert final.ended and final.rows_done == 0 and not list(cut_marks.iterdir())
+    assert "never runs: job chain_slow" in str(final) and "CANCELLED" in str(final), str(final)
+    assert nothing_queued(backend, cut.manifest.submissions[0])
+    # Resubmitted, the dependent still runs only after its upstream: refused while that has a
+    # row failed; once it runs again, queued behind a new gate that waits for it.
+    with pytest.raises(InputError, match="runs after job chain_bad"):
+        never.resubmit()
+    flag.unlink()
+    bad.resubmit(failed=True)
+    never.resubmit()
+    assert never.manifest.latest.gate_id
+    assert never.wait(timeout_s=180, progress=False).completed
+    mended_end = float((bad_marks / "1").read_text().split()[1])
+    assert min(start for start, _ in ran(never_marks).values()) >= mended_end
+
+
+# -- on the private Slurm cluster (marked slurm by its fixture) -----------------------------------
 
 def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster, job_parent):
     up_marks, down_marks = dirs(job_parent, "flaky_marks", "later_marks")
@@ -282,54 +418,6 @@ def test_after_on_slurm_waits_for_a_retry_submitted_after_it_was_queued(cluster,
     assert up.get_job_status().completed and len(up.manifest.submissions) == 2  # a retry ran row 1
     retried_end = float((up_marks / "1").read_text().split()[0])
     assert min(start for start, _ in ran(down_marks).values()) >= retried_end
-
-
-def test_a_failed_upstream_row_on_slurm_leaves_nothing_queued_and_says_why(cluster, job_parent):
-    up_marks, down_marks = dirs(job_parent, "bad_marks", "never_marks")
-    up = slurm_apply(stamped(up_marks, sleep_s=2.0, fail=1), pd.DataFrame({"x": range(3)}),
-                     jobname="chain_bad", job_dir=job_parent, nodes=1, cpus_per_node=1)
-    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="chain_never",
-                       job_dir=job_parent, after=up, nodes=2, cpus_per_node=1)
-    final = down.wait(timeout_s=180, progress=False)
-    assert final.ended and final.rows_done == 0 and not list(down_marks.iterdir())
-    sub = down.manifest.submissions[0]
-    # Nothing stays queued: the gate and the follow-up (which decides that retries were stopped)
-    # end within seconds; no array task waits for ever on a dependency never satisfied.
-    deadline = time.time() + 30
-    while _queued([sub.job_id, sub.gate_id, sub.followup_id]) and time.time() < deadline:
-        time.sleep(1.0)
-    assert _queued([sub.job_id, sub.gate_id, sub.followup_id]) == ""
-    text = str(final)
-    assert "never runs: job chain_bad" in text and "rows 1 raised" in text, text
-
-
-# -- on the private Grid Engine cell (marked sge by its fixture) ----------------------------------
-
-@pytest.fixture
-def cell(sge_cell, monkeypatch):
-    for key, value in sge_cell.env().items():
-        monkeypatch.setenv(key, value)
-    return sge_cell
-
-
-def test_after_on_grid_engine_holds_the_rows_and_a_failed_upstream_deletes_them(cell, job_parent):
-    up_marks, down_marks, bad_marks, never_marks = dirs(job_parent, "up", "down", "bad", "never")
-    sge = dict(backend="sge", nodes=2, cpus_per_node=1)
-    up = slurm_apply(stamped(up_marks, sleep_s=3.0), pd.DataFrame({"x": range(3)}), jobname="sge_up",
-                     job_dir=job_parent, **sge)
-    down = slurm_apply(stamped(down_marks), pd.DataFrame({"x": range(2)}), jobname="sge_down",
-                       job_dir=job_parent, after=up, **sge)
-    bad = slurm_apply(stamped(bad_marks, fail=0), pd.DataFrame({"x": range(2)}), jobname="sge_bad",
-                      job_dir=job_parent, **sge)
-    never = slurm_apply(stamped(never_marks), pd.DataFrame({"x": range(2)}), jobname="sge_never",
-                        job_dir=job_parent, after=bad, **sge)
-    assert down.manifest.submissions[0].gate_id
-    assert down.wait(timeout_s=240, progress=False).completed
-    up_end = max(end for _, end in ran(up_marks).values())
-    assert min(start for start, _ in ran(down_marks).values()) >= up_end
-    final = never.wait(timeout_s=240, progress=False)
-    assert final.ended and final.rows_done == 0 and not list(never_marks.iterdir())
-    assert "never runs: job sge_bad" in str(final) and "rows 0 raised" in str(final)
 
 
 def test_a_refused_array_takes_its_gate_back():

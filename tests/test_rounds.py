@@ -331,26 +331,49 @@ def test_as_completed_of_an_ended_job_goes_on_for_rows_added_in_its_loop(tmp_pat
     assert labels == [0, 1, 2]
 
 
-# --- the private Slurm cluster -----------------------------------------------------------------
+# --- on the real schedulers: the private Slurm cluster and the Grid Engine cell ----------------
+# (the fixture ``scheduler`` runs each test on both, marked slurm and sge)
 
 
-def test_extending_a_running_job_on_slurm_runs_each_row_once_in_order(cluster, job_parent):
-    marks = job_parent / "marks"
+def test_a_finished_job_grown_on_a_scheduler_draws_what_one_call_draws(scheduler):
+    backend, parent = scheduler
+    on = dict(backend=backend, nodes=2, cpus_per_node=1)
+    df = grid(0, 6)
+    whole = slurm_apply(draws(), df, seed=23, jobname="whole", job_dir=parent, **on)
+    rounds = slurm_apply(draws(), df.iloc[:3], seed=23, jobname="rounds", job_dir=parent, **on)
+    assert rounds.wait(timeout_s=180, progress=False).completed
+    rounds.extend(df.iloc[3:].reset_index(drop=True))  # the job had ended: it grows all the same
+    status = rounds.wait(timeout_s=180, progress=False)
+    assert status.completed and status.rows_done == 6, str(status)
+    assert whole.wait(timeout_s=180, progress=False).completed
+    grown = rounds.get_output()
+    pd.testing.assert_frame_equal(grown, whole.get_output(), check_exact=True)
+    assert grown.r.nunique() == 6 and list(grown.x) == list(range(6))
+    first, added = rounds.manifest.submissions
+    assert added.added and added.rows == ((3, 6),) and added.job_id != first.job_id
+
+
+def test_rows_added_in_an_as_completed_loop_on_a_scheduler_run_once_and_are_yielded(scheduler):
+    """Adaptive rounds: each round added from the results so far, the first while rows still run."""
+    backend, parent = scheduler
+    marks = parent / "marks"
     marks.mkdir()
     os.chmod(marks, 0o777)
-    job = slurm_apply(once(marks, sleep_first=3.0), pd.DataFrame({"x": range(6)}), jobname="grow",
-                      job_dir=job_parent, nodes=2, cpus_per_node=1)
-    deadline = time.monotonic() + 60
-    while not (marks / "0").exists():
-        assert time.monotonic() < deadline, str(job.get_job_status())
-        time.sleep(0.2)
-    job.extend(pd.DataFrame({"x": range(6, 12)}))
-    assert not job.get_job_status().ended
-    status = job.wait(timeout_s=180, progress=False)
-    assert status.completed and status.rows_done == 12, str(status)
-    assert sorted(int(p.name) for p in marks.iterdir()) == list(range(12))
+    job = slurm_apply(once(marks, sleep_first=5.0), pd.DataFrame({"x": range(4)}), jobname="adapt",
+                      job_dir=parent, backend=backend, nodes=2, cpus_per_node=1)
+    seen: List[Any] = []
+    ran_when_grown = []
+    for label, value in job.as_completed(timeout_s=240):
+        seen.append((label, value))
+        if len(seen) in (1, 5):  # two more rounds, each from what came back
+            ran_when_grown.append(job.get_job_status().ended)
+            top = max(v for _, v in seen)
+            job.extend(pd.DataFrame({"x": range(top + 100, top + 100 + (3 if len(seen) == 1 else 1))}))
+    assert ran_when_grown[0] is False  # the first round was added while rows 0 and 1 still ran
+    assert sorted(lab for lab, _ in seen) == list(range(8)), seen  # each row once, added ones too
+    status = job.get_job_status()
+    assert status.completed and status.rows_failed == 0, str(status)  # a second run would raise
     out = job.get_output()
-    assert list(out.index) == list(range(12)) and out.result.tolist() == [x * 10 for x in range(12)]
-    first, added = job.manifest.submissions[:2]
-    assert added.added and added.rows == ((6, 12),) and added.job_id != first.job_id
-    assert {d.submission for d in status.task_details} >= {0, 1}
+    assert len(list(marks.iterdir())) == 8 and list(out.index) == list(range(8))
+    assert out.result.tolist() == [x * 10 for x in out.x] and dict(seen) == out.result.to_dict()
+    assert [s.added for s in job.manifest.submissions] == [False, True, True]

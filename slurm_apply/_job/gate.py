@@ -26,17 +26,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .. import _backends as backends
 from .._store import chain
 from .._store import layout as jd
 from .._timing import WAIT_MAX_SCHEDULER_S, WAIT_SCHEDULER_S
 from .stopping import stop_retries
+from .upstreams import ended_badly
 from .wait import Pace, statuses
-
-if TYPE_CHECKING:
-    from .._status.model import JobStatus
 
 CLOSED = 1  # the gate's exit status when the dependent never runs
 
@@ -75,6 +73,9 @@ def upstream_problem(after: List[Dict[str, str]], poll_s: float = 1.0) -> Option
 
     for up in after:
         path = Path(up["job_dir"])
+        if not path.exists():
+            return (f"job {up.get('jobname', '?')} ({path}), which it runs after, was deleted "
+                    "(cleanup_files) before this job's gate could read it")
         if jd.job_replaced(path, up.get("token", "")):
             return (f"job {up.get('jobname', '?')} ({path}), which it runs after, was replaced by "
                     "another job in its directory")
@@ -84,17 +85,6 @@ def upstream_problem(after: List[Dict[str, str]], poll_s: float = 1.0) -> Option
         if status.rows_done < status.rows_total:
             return ended_badly(status, path)
     return None
-
-
-def ended_badly(status: "JobStatus", path: Path) -> str:
-    """'job a (/x/_rslurm_a) ended FAILED: rows 3, 7 raised (ValueError: ...); rows 9 missing (CANCELLED)'."""
-    parts = []
-    if status.rows_failed:
-        first = f" ({status.first_error})" if status.first_error else ""
-        parts.append(f"rows {status.rows_text(status.failed_rows)} raised{first}")
-    for reason, rows in status.missing_by_reason().items():
-        parts.append(f"rows {status.rows_text(rows)} missing ({reason})")
-    return f"job {status.jobname} ({path}) ended {status.state}: " + "; ".join(parts)
 
 
 if __name__ == "__main__":

@@ -493,12 +493,40 @@ class SlurmJob:
                 f"unknown ({listed}{more}); {why}wait for them, cancel() them, or pass force=True.")
         return status
 
+    def _refuse_if_needed(self, doing: str) -> None:
+        """Raise JobActiveError if a job chained after this one has not ended: its gate reads this
+        job's status, and its rows (a reduce()) may read this job's results."""
+        from .._store import chain
+
+        waiting = []
+        for dep in chain.dependents(self.job_dir):
+            if jd.job_replaced(Path(dep["job_dir"]), dep.get("token", "")):
+                continue  # deleted or replaced: nothing there reads this job any more
+            try:
+                state = SlurmJob(dep["job_dir"]).get_job_status()
+            except JobDirError:
+                continue
+            if not state.ended and state.state != "NOT_SUBMITTED":
+                waiting.append({**dep, "state": state.state})
+        if waiting:
+            first = waiting[0]
+            listed = ", ".join(f"job {d.get('jobname', '?')} ({d['job_dir']}, {d['state']})" for d in waiting)
+            raise JobActiveError(
+                f"refusing to {doing} {self.job_dir}: {listed} runs after it (after=) and has not "
+                "ended: its gate reads this job's status, and its rows may read this job's results. "
+                f"Wait for it, cancel() it first (SlurmJob.from_dir({first['job_dir']!r}).cancel(), or "
+                f"`slurm-apply cancel {first['job_dir']}`), or pass force=True (then its gate finds "
+                "this job deleted, and it never runs).")
+
     def cleanup_files(self, force: bool = False) -> None:
-        """Delete the job directory. Refuses while tasks are queued, running or unknown, unless
-        ``force`` (which cancels them first)."""
+        """Delete the job directory. Refuses while tasks are queued, running or unknown, or while
+        a job chained after it (``after=``) has not ended, unless ``force`` (which cancels this
+        job's tasks first; a dependent's gate then finds it deleted and never runs it)."""
         status = self.get_job_status()
         if status.state != "NOT_SUBMITTED" and not force:
             self._refuse_if_active("delete", status)
+        if not force:
+            self._refuse_if_needed("delete")
         if not status.ended and status.state != "NOT_SUBMITTED":
             self._stop("delete")
         else:

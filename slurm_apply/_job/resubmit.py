@@ -14,6 +14,8 @@ from .. import _backends as backends
 from .._launch import write as _submit
 from .._launch import validate as v
 from .._errors import InputError, JobActiveError
+from . import upstreams
+from .._store import chain
 from .._store import layout as jd
 from .._store.manifest import WRITTEN, Manifest, merge_options, ranges
 
@@ -52,6 +54,13 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
         _refuse_unsubmitted(job)
         chosen = _rows_to_run(job, status, params, rows, failed)
         manifest = jd.load_manifest(job.job_dir)
+        # A chained job's rows run again behind its upstream jobs, as they first did.
+        pending = upstreams.pending_for_resubmit(job, manifest) if manifest.after else []
+        if pending and not submit:
+            raise InputError(f"job {job.jobname} runs after job(s) still running "
+                             f"({', '.join(u.jobname for u, _ in pending)}): resubmit(submit=False) "
+                             "would leave a script that does not wait for them. Resubmit with "
+                             "submit=True, or once they have ended.")
         manifest.retries_stopped = ""  # a resubmission by hand is retried as the first run was
         prev = manifest.latest
         merged = merge_options(prev.slurm_options, options)
@@ -66,6 +75,13 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
             backend=backend or prev.backend, written_at=time.time())
         backends.get(sub.backend).check_resources(sub.cpus_per_task, sub.slurm_options)
         sub = _submit.write_submission(job.job_dir, manifest, params, sub)
+        if pending:
+            sub = _submit.write_gate(job.job_dir, manifest, sub)
+            manifest.put_submission(sub)  # what launch() hands over: the array with its gate
+            chain.clear_verdict(job.job_dir)  # the new gate decides anew
+        elif manifest.after:
+            chain.write_verdict(job.job_dir, chain.Verdict(
+                True, "every row of the jobs it runs after was done when it was resubmitted", time.time()))
 
         def add(m: Manifest) -> None:
             m.retries_stopped = ""
@@ -73,7 +89,7 @@ def resubmit(job: "SlurmJob", *, failed: bool, rows: Any, nodes: Optional[int],
 
         jd.update_manifest(job.job_dir, add)
         if submit:
-            _submit.launch(job.job_dir, manifest, sub.index)
+            _submit.launch(job.job_dir, manifest, sub.index, upstream=upstreams.open_ids(pending))
 
 
 def _refuse_unsubmitted(job: "SlurmJob") -> None:

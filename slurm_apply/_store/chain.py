@@ -1,8 +1,9 @@
 """Chains of jobs (``slurm_apply(after=...)``): the records a dependent job and its upstream
 jobs keep of each other.
 
-* in the dependent job's directory, ``gate.json``: what its gate decided, written once by the
-  gate (``_job/gate.py``)::
+* in the dependent job's directory, ``gate.json``: what its gate decided, written by the gate
+  (``_job/gate.py``); a resubmission clears it for its new gate, or records it open when the
+  upstream jobs were all done then (``_job/resubmit.py``)::
 
     {"open": false, "at": 1700000000.0,
      "why": "job a (/x/_rslurm_a) ended INCOMPLETE: rows 3, 7 failed"}
@@ -47,6 +48,11 @@ def verdict_path(job_dir: Path) -> Path:
 
 def write_verdict(job_dir: Path, verdict: Verdict) -> None:
     jd.write_json(verdict_path(job_dir), {"open": verdict.open, "why": verdict.why, "at": verdict.at})
+
+
+def clear_verdict(job_dir: Path) -> None:
+    """Forget what a gate decided: a resubmission behind a new gate is decided anew."""
+    verdict_path(job_dir).unlink(missing_ok=True)
 
 
 def read_verdict(job_dir: Path) -> Optional[Verdict]:

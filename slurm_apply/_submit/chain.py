@@ -7,20 +7,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from .._errors import InputError, JobDirError
-from .._job.gate import ended_badly
 from .._job.handle import SlurmJob
+from .._job.upstreams import Upstream, ended_badly, open_ids  # noqa: F401  (api.py asks for open_ids here)
 from .._launch.write import write_gate
 from .._store import chain
 from .._store import layout as jd
 
 if TYPE_CHECKING:
-    from .._status.model import JobStatus
     from .._store.manifest import Manifest
-
-Upstream = Tuple[SlurmJob, "JobStatus"]
 
 
 def check_after(after: Any, backend: str, path: Path, submit: bool) -> List[Upstream]:
@@ -79,20 +76,6 @@ def describe(ups: List[Upstream]) -> List[Dict[str, str]]:
     """The upstream jobs as the dependent's manifest records them."""
     return [{"job_dir": str(job.job_dir), "jobname": job.jobname, "token": job.manifest.token}
             for job, _ in ups]
-
-
-def open_ids(ups: List[Upstream]) -> List[str]:
-    """The scheduler's ids of what the upstream jobs may still run: the arrays with a task queued
-    or running, and the follow-ups that have not decided (they may launch retries)."""
-    ids: List[str] = []
-    for job, status in ups:
-        active = {t.submission for t in status.task_details if t.active}
-        for s in job.manifest.launched():
-            if s.index in active and s.job_id:
-                ids.append(s.job_id)
-            if s.followup_id and s.decision is None:
-                ids.append(s.followup_id)
-    return list(dict.fromkeys(ids))
 
 
 def gate_first(path: Path, manifest: "Manifest", ups: List[Upstream]) -> None:
