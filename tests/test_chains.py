@@ -247,9 +247,17 @@ def test_cleanup_of_an_upstream_a_dependent_still_needs_is_refused(tmp_path):
     c = slurm_apply(stamped(c_marks), pd.DataFrame({"x": range(2)}), jobname="third",
                     job_dir=tmp_path, after=[a, b], **LOCAL)
     with pytest.raises(JobActiveError, match=r"refusing to delete .*_rslurm_first: job third \(.*"
-                                             r"_rslurm_third, PENDING\) runs after it.*cancel\(\) it first"
+                                             r"_rslurm_third, PENDING\) runs after it.*cancel it first"
                                              r".*force=True"):
         a.cleanup_files()
+    from click.testing import CliRunner
+
+    from slurm_apply.cli import main as cli
+
+    said = CliRunner().invoke(cli, ["cleanup", str(a.job_dir)], prog_name="slurm-apply", catch_exceptions=False)
+    assert said.exit_code == 1 and "pass --force (then" in said.output, said.output
+    assert "force=True" not in said.output, said.output
+    assert f"`slurm-apply cancel {c.job_dir}`" in said.output
     assert a.job_dir.is_dir()
     assert c.wait(timeout_s=60, progress=False).completed  # it read the job it runs after
     a.cleanup_files()  # nothing waits for it any more

@@ -514,8 +514,8 @@ class SlurmJob:
             raise JobActiveError(
                 f"refusing to {doing} {self.job_dir}: {listed} runs after it (after=) and has not "
                 "ended: its gate reads this job's status, and its rows may read this job's results. "
-                f"Wait for it, cancel() it first (SlurmJob.from_dir({first['job_dir']!r}).cancel(), or "
-                f"`slurm-apply cancel {first['job_dir']}`), or pass force=True (then its gate finds "
+                f"Wait for it, cancel it first (SlurmJob.from_dir({first['job_dir']!r}).cancel() in Python, "
+                f"`slurm-apply cancel {first['job_dir']}` in a shell), or pass force=True (then its gate finds "
                 "this job deleted, and it never runs).")
 
     def cleanup_files(self, force: bool = False) -> None:

@@ -42,6 +42,7 @@ _CLI_WORDS = (
      "wait for them (`slurm-apply status {dir} --watch`), cancel them (`slurm-apply cancel {dir}`), "
      "or pass --force"),
     ("pass failed=True", "pass --failed"),
+    ("pass force=True", "pass --force"),
     ("job.submit() (or `slurm-apply submit DIR`)", "`slurm-apply submit {dir}`"),
     ("See the traceback above;", "See the traceback above (`slurm-apply logs {dir} --failed` shows the "
                                  "task logs);"),
