@@ -8,8 +8,9 @@ backend (the array script Slurm would run, on this machine), once per variant, i
 
 - ``unseeded``: ``seed=False``;
 - ``seeded``: the default (every row seeded from the job's seed and its index);
-- ``seeded, numpy loaded``: the default, with ``pkgs=["numpy"]``, as when f's module imports
-  NumPy (or pandas): NumPy's global generator is then seeded every row too.
+- ``seeded, numpy.random loaded``: the default, with ``pkgs=["numpy.random"]``, as when f's
+  module imports pandas (or NumPy 1.x): NumPy's global generator is then seeded every row too.
+  (``import numpy`` alone does not load numpy.random on NumPy 2.)
 
 Figures, from the task's end marker (the task's own clocks): the row loop's µs per row
 (``loop_s / rows``), the ratio to ``unseeded``, and the time from the task's start to its first row.
@@ -19,7 +20,10 @@ best of 5), the public ones and the C-level ones underneath them.
 Each figure is the best (the lowest) of the repetitions: the machine this was written on is
 shared, and the best run is the one least slowed by other work. The medians are printed too.
 
-The library is whatever ``import slurm_apply`` finds (set PYTHONPATH to compare two checkouts).
+The library is whatever ``import slurm_apply`` finds (set PYTHONPATH to compare two checkouts),
+in the tasks too, provided the working directory holds no ``slurm_apply``: a task runs
+``python -m slurm_apply._node`` in the caller's working directory, which comes first on its path.
+So, to compare: ``cd /tmp && PYTHONPATH=/path/to/checkout python /path/to/bench/seeding.py``.
 The machine's load matters: run it on a quiet machine, or read the figures as ratios.
 """
 
@@ -38,7 +42,7 @@ from typing import Any, Dict, List
 VARIANTS = {
     "unseeded": {"seed": False},
     "seeded": {},
-    "seeded, numpy loaded": {"pkgs": ["numpy"]},
+    "seeded, numpy.random loaded": {"pkgs": ["numpy.random"]},
 }
 
 
@@ -83,9 +87,21 @@ def floors(number: int = 100_000) -> Dict[str, float]:
 
     env["row_seed"] = rows.row_seed
     stmts["row_seed(seed, row)"] = "row_seed(12345, 678)"
-    return {label: 1e6 * min(timeit.repeat(stmt, timer=time.process_time, globals=env,
-                                                 number=number, repeat=5)) / number
-            for label, stmt in stmts.items()}
+    try:
+        from slurm_apply._node.seeding import row_seeds
+    except ImportError:  # before issue 17's change
+        pass
+    else:
+        env.update(row_seeds=row_seeds, chunk=list(range(1000)))
+        stmts["row_seeds(seed, rows) / 1000 (a chunk of 1000 rows)"] = "row_seeds(12345, chunk)"
+    out = {label: 1e6 * min(timeit.repeat(stmt, timer=time.process_time, globals=env,
+                                          number=number, repeat=5)) / number
+           for label, stmt in stmts.items() if not stmt.startswith("row_seeds")}
+    for label, stmt in stmts.items():
+        if stmt.startswith("row_seeds"):
+            out[label] = 1e6 * min(timeit.repeat(stmt, timer=time.process_time, globals=env,
+                                                 number=number // 1000, repeat=5)) / number
+    return out
 
 
 def main(argv: List[str]) -> int:
