@@ -146,6 +146,36 @@ def test_seed_false_rows_are_not_seeded_even_when_they_load_numpy(tmp_path):
         assert not {row[col] for row in a} & {row[col] for row in seeded}
 
 
+def test_numpy_loaded_by_an_import_hook_ahead_of_ours_is_said_and_seeded_from_the_next_row(tmp_path):
+    """Another import hook, put first on sys.meta_path during a row, loads numpy.random without
+    ours: that row's NumPy draws are not seeded (nothing can be done about them) and the task's
+    log says so; the next rows are seeded."""
+    from slurm_apply._store import layout as jd
+
+    def ahead(x):
+        import importlib.machinery
+        import sys
+
+        class Ahead:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy.random":
+                    return importlib.machinery.PathFinder.find_spec(name, path)
+                return None
+
+        if "numpy.random" not in sys.modules:
+            sys.meta_path.insert(0, Ahead())
+        import numpy
+
+        return float(numpy.random.rand())
+
+    out = run_rows(ahead, tmp_path, "ahead")
+    want = [row[3] for row in expected_draws(SEED)]
+    assert out[0] != want[0] and out[1:] == want[1:]
+    job_dir = next(tmp_path.glob("*ahead*"))
+    log = jd.log_path(job_dir, 0, 0).read_text()
+    assert "numpy.random was loaded in the row before row 1 of this process by an import hook" in log
+
+
 def test_row_seeds_of_a_chunk_are_row_seed_of_each_row():
     rows_cases = [[], [0], list(range(7)), list(range(8)), list(range(1000, 1300)),
                   [5, 3, 900, 2**40, 7], list(range(2**63 - 20, 2**63 - 1))]
