@@ -43,10 +43,14 @@ def expected_draws(seed: int, n: int = N_ROWS):
 
 
 def run_rows(f, tmp_path, name, **kw):
-    """All rows in one process, in chunks of 3: the gauss caches a row leaves meet the next row."""
+    """All rows in one process, in chunks of 3 (unless told otherwise): the gauss caches a row
+    leaves meet the next row."""
     kw.setdefault("seed", SEED)
+    kw.setdefault("nodes", 1)
+    kw.setdefault("cpus_per_node", 1)
+    kw.setdefault("rows_per_chunk", 3)
     job = slurm_apply(f, pd.DataFrame({"x": range(N_ROWS)}), backend="local", job_dir=tmp_path,
-                      jobname=name, nodes=1, cpus_per_node=1, rows_per_chunk=3, **kw)
+                      jobname=name, **kw)
     status = job.wait(timeout_s=120, progress=False)
     assert status.completed, job.get_errors()
     return job.get_output(outtype="raw")
@@ -69,7 +73,9 @@ def test_rows_draw_what_the_public_seeding_calls_give_numpy_loaded_before_the_ro
     assert [tuple(row[1:]) for row in out] == expected_draws(SEED)
 
 
-def test_rows_draw_the_same_when_f_imports_numpy_inside_its_body(tmp_path):
+@pytest.mark.parametrize("layout", [{}, {"nodes": 2, "cpus_per_node": 2, "rows_per_chunk": 2}],
+                         ids=["one process", "two tasks of two processes"])
+def test_rows_draw_the_same_when_f_imports_numpy_inside_its_body(tmp_path, layout):
     def imports_in_body(x):
         import random
         import sys
@@ -81,9 +87,13 @@ def test_rows_draw_the_same_when_f_imports_numpy_inside_its_body(tmp_path):
                 float(numpy.random.rand()), float(numpy.random.normal()),
                 int(numpy.random.mtrand._rand.randint(0, 2**31 - 1)))
 
-    out = run_rows(imports_in_body, tmp_path, "inbody")
-    # The first row loaded NumPy itself (the task did not, for seeding), the later ones found it.
-    assert [row[0] for row in out] == [False] + [True] * (N_ROWS - 1)
+    out = run_rows(imports_in_body, tmp_path, "inbody", **layout)
+    # The first row of each process loaded NumPy itself (the task did not, for seeding), the
+    # later ones found it.
+    if not layout:
+        assert [row[0] for row in out] == [False] + [True] * (N_ROWS - 1)
+    else:
+        assert 1 <= [row[0] for row in out].count(False) <= 4
     assert [tuple(row[1:]) for row in out] == expected_draws(SEED)
 
 
