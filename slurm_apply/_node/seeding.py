@@ -58,6 +58,8 @@ def row_seeds(job_seed: int, rows: Sequence[int]) -> List[int]:
         return [row_seed(job_seed, r) for r in rows]
     lanes = array("Q", bytes(16 * n))
     lanes[0::2] = array("Q", [r + 1 for r in rows])
+    if sys.byteorder == "big":  # arrays hold native words; the big integer is read little-endian
+        lanes.byteswap()
     z = int.from_bytes(lanes.tobytes(), "little")
     mask = int.from_bytes((b"\xff" * 8 + bytes(8)) * n, "little")
     js = int.from_bytes(((job_seed & _MASK64).to_bytes(8, "little") + bytes(8)) * n, "little")
@@ -65,7 +67,10 @@ def row_seeds(job_seed: int, rows: Sequence[int]) -> List[int]:
     z = (((z ^ (z >> 30)) & mask) * _MIX1) & mask
     z = (((z ^ (z >> 27)) & mask) * _MIX2) & mask
     z ^= z >> 31
-    return array("I", z.to_bytes(16 * n, "little"))[0::4].tolist()
+    words = array("I", z.to_bytes(16 * n, "little"))
+    if sys.byteorder == "big":
+        words.byteswap()
+    return words[0::4].tolist()
 
 
 class _Scratch:
