@@ -66,8 +66,9 @@ def _objects_lent(namespace: Dict[str, Any], objects: Dict[str, Any]) -> Iterato
 @contextlib.contextmanager
 def _generators_kept(seeded: bool) -> Iterator[None]:
     """The caller's ``random`` and NumPy global generators as they were before the call, whoever
-    drew from or reseeded them during it. NumPy is imported when rows are seeded, as a task
-    does (``_node.rows.load_payload``), so its generator is seeded even if f imports it late."""
+    drew from or reseeded them during it. NumPy is imported first when rows are seeded, so its
+    generator is seeded even if f imports it late: a task gives the same draws without importing
+    it (it seeds numpy.random when a row loads it, ``_node/seeding.py``)."""
     np: Any = sys.modules.get("numpy")
     if np is None and seeded:
         try:

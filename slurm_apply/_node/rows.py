@@ -1,6 +1,7 @@
 """The row loop of one process of an array task: claim chunks, run rows, append records.
 
-Imports only what the node needs (no pandas, no NumPy unless rows are seeded).
+Imports only what the node needs (no pandas, no NumPy: seeded rows seed NumPy only once something
+else has loaded it, see ``seeding.py``).
 
 A process takes chunks by claiming them (``_store/claims.py``): first the chunks it is told to
 resume (a predecessor's, or one taken over from a dead task), then the chunks dealt to it
@@ -14,6 +15,7 @@ the parent (CHUNK, ROW, POS below): one store into a memoryview per row, no syst
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -30,6 +32,8 @@ from .._store.manifest import Manifest
 from .._store.markers import ProcStats
 from .._store.taskfiles import TaskFiles
 from .budget import Budget
+from . import seeding
+from .seeding import row_seed  # noqa: F401 (the seed of a row, named here for its callers)
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
 # end of every chunk and at least every WRITE_INTERVAL_S inside one, so a SIGKILL loses at most
@@ -48,27 +52,13 @@ SLOT_WIDTH = 3
 NO_ROW = -1
 
 
-def row_seed(job_seed: int, row: int) -> int:
-    """The seed of a row: splitmix64 of (job seed, row index), cut to 32 bits.
-
-    It depends only on the job's seed and the row's index, never on how rows are split into tasks.
-    """
-    z = (job_seed + (row + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & 0xFFFFFFFF
-
-
 def load_payload(job_dir: Path, manifest: Manifest) -> Callable[..., Any]:
-    f = load(jd.payload_path(job_dir), manifest.pkgs)
     if manifest.seed is not None:
-        # Rows are seeded: NumPy's global generator too, from the first row on, even when f
-        # imports NumPy only inside its body. (With seed=False a task never loads NumPy itself.)
-        try:
-            import numpy  # noqa: F401
-        except ImportError:
-            pass
-    return f
+        # Rows are seeded: the hook that seeds NumPy's global generator when numpy.random is
+        # loaded during a row goes in before anything of the user's is imported. NumPy itself is
+        # not imported for it (see seeding.py).
+        seeding.seeder()
+    return load(jd.payload_path(job_dir), manifest.pkgs)
 
 
 def load(payload: Path, pkgs: Sequence[str]) -> Callable[..., Any]:
@@ -288,31 +278,41 @@ class _Loop:
                   cols: List[Sequence[Any]], skip: Any, seed: Optional[int],
                   seed_arg: Optional[str], interval: float) -> bool:
         """Run these rows; True if the job was stopped early meanwhile (the rest not run)."""
-        import random
-
         f, at, slot_row = self.ctx.f, self.at, ROW
         assert f is not None
-        np_random = None
+        seeds: Any = itertools.repeat(None)
         if seed is not None:
-            np_mod = sys.modules.get("numpy")
-            np_random = np_mod.random.seed if np_mod is not None else None
+            seeds = seeding.row_seeds(seed, rows)
+            seeder = seeding.seeder()
+            py_seed, py_inst = seeding.python_seeding()
+            np_seed = seeding.numpy_seeding()
+            np_loaded = sys.modules.get
         n_rows = n_err = 0
         stopped = False
         monotonic, perf = time.monotonic, time.perf_counter
         t0 = perf()
         w_rows, w_values, w_errors = writer.rows, writer.values, writer.errors
         flush_at = writer.last + interval
-        # The hot loop: a few hundred nanoseconds of our own per row (without seeding).
-        for row, vals in zip(rows, zip(*cols)):
+        # The hot loop: a few hundred nanoseconds of our own per row, and the seeding's.
+        for row, s, vals in zip(rows, seeds, zip(*cols)):
             if skip and row in skip:
                 continue
             at[slot_row] = row  # what the parent blames if this process dies now
             kwargs = dict(zip(names, vals))
-            if seed is not None:
-                s = row_seed(seed, row)
-                random.seed(s)
-                if np_random is not None:
-                    np_random(s)
+            if s is not None:
+                # What random.seed(s) and numpy.random.seed(s) do (seeding.py), cheaper.
+                seeder.current = s
+                py_seed(py_inst, s)
+                py_inst.gauss_next = None
+                if np_seed is None and np_loaded("numpy.random") is not None:
+                    seeder.unhooked(row)  # loaded by an earlier row, but not through the hook
+                    np_seed = seeding.numpy_seeding()
+                if np_seed is not None:
+                    try:
+                        np_seed(s)
+                    except TypeError:  # f switched the global generator's bit generator
+                        np_seed = seeding.numpy_seeding()
+                        np_seed(s)  # type: ignore[misc]
                 if seed_arg is not None:
                     kwargs[seed_arg] = s
             try:
