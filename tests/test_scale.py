@@ -180,7 +180,9 @@ def test_a_systematic_bug_logs_the_first_errors_then_a_count_and_stores_little(t
     assert sum("stops printing row errors after 10" in line for line in lines) == 2
     assert f"finished {n} row(s), {n} raised" in log
     records_bytes = sum(p.stat().st_size for p in (job.job_dir / "s0" / "results").iterdir())
-    assert records_bytes < 40 * n, records_bytes
+    # A whole traceback per row would be ~600 bytes; here each frame (written every 20 ms) holds its
+    # first traceback whole and refers to it after: about 38 bytes a row idle, 40 seen under load.
+    assert records_bytes < 50 * n, records_bytes
     errors = job.get_errors()
     assert len(errors) == n and errors[1234] == _error_info(1234)[:2] + (errors[1234][2],)
     assert errors[1234][2].endswith("ValueError: bad row 1234\n")
