@@ -804,7 +804,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--scheduler", choices=("slurm", "sge"), default="slurm",
                     help="sge: W1 and W2 on a private Grid Engine cell instead (bench/sge.py; "
                          "writes bench/results/sge_latest.json unless --out)")
+    ap.add_argument("--tables", metavar="JSON",
+                    help="print the tables (and targets) of an earlier run's JSON again, with this "
+                         "script's tables; with --readme also put them in README.md; runs nothing")
     args = ap.parse_args(argv)
+    if args.tables:
+        res = json.loads(Path(args.tables).read_text())
+        res["targets"] = targets(res)
+        res["markdown"] = tables(res, res["targets"])
+        print(f"{_versions_line(res['meta'])}\n\n{res['markdown']}")
+        if args.readme:
+            write_readme(res, REPO / "README.md")
+        return 0
     if args.scheduler == "sge":
         import sge as sge_bench
 
@@ -926,6 +937,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"the checkout's slurm_apply changed during the run ({library['commit']} -> {_git_commit()}); "
                 "this run measured the copy taken at its start")
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str) + "\n")  # the figures, whatever follows
     res["f_call_us"] = f_call_us()
     loop = _get(res, "diagnostics", "worker_loop") or {}
     off = res["meta"].get("seeding_off")
