@@ -986,7 +986,7 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
         "Every benchmark, these and the big jobs' S1-S4 below, runs with one command, one part "
         "after another (about 30 minutes): `python bench/all.py --readme`.\n\n"
         f"Run of {meta['started']} on slurm_apply {lib.get('commit', '?')}, {meta['repetitions']} "
-        "repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated. End-to-end is "
+        f"repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated.{_load_note(meta)} End-to-end is "
         "from the call, with the table in memory, to the result table in memory. What each figure "
         "means and how it is measured: [bench/README.md](bench/README.md).\n\n"
         f"{res['markdown']}\n{PERF_END}\n")
@@ -997,6 +997,16 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     readme.write_text(text)
+
+
+def _load_note(meta: Dict[str, Any]) -> str:
+    start, end = meta.get("load_average_start"), meta.get("load_average_end")
+    if not start or not end:
+        return ""
+    cores = (meta.get("machine") or {}).get("cores")
+    return (f" The machine was shared with other work: load average {start[0]:.1f} at the start and "
+            f"{end[0]:.1f} at the end on {cores} cores, {meta.get('other_slurmctld_at_start', 0)} other "
+            "private clusters running at the start; ratios within the run are the figures to compare.")
 
 
 def _versions_line(meta: Dict[str, Any]) -> str:
