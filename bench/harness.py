@@ -323,7 +323,7 @@ def run_peer(ctx: Context, tag: str, peer: str, workload: str, n_rows: int, *, n
             proc = subprocess.run(
                 [str(peers.venv_python()), str(HERE / "peers.py"), peer, workload, str(n_rows), str(nodes),
                  str(cpus_per_node), jobname, str(parent / "peer")],
-                cwd=parent, env=env, capture_output=True, text=True, timeout=900)
+                cwd=parent, env=env, capture_output=True, text=True, timeout=300)
             wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"{peer} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -233,7 +233,13 @@ class Workload:
                     # random for every contender alike, rather than tied to the previous run.
                     time.sleep(PHASE_RNG.uniform(0.0, 1.0))
                 t = time.perf_counter()
-                res = fn()
+                try:
+                    res = fn()
+                except Exception as exc:  # one contender's fault must not lose the others' figures
+                    self.runs.setdefault(key, []).append({"error": f"{type(exc).__name__}: {exc}"[-3000:]})
+                    log(f"{self.name} rep {rep + 1}/{reps} {key} FAILED: {str(exc)[-1500:]}")
+                    probes.wait_idle()
+                    continue
                 if "end_to_end_s" in res and "queue_s" in res:
                     res["beyond_queue_s"] = res["end_to_end_s"] - res["queue_s"]
                 self.runs.setdefault(key, []).append(res)
