@@ -138,8 +138,9 @@ def _dask(f: Callable[..., Any], df: Any, slots: int, jobname: str, folder: Path
     t0 = time.perf_counter()
     # Workers listen on the loopback: the cluster's nodes are this machine.
     # 450 MB was too little: a worker holding W1's 500,000-row chunk and its results was killed
-    # by Slurm (and dask-jobqueue does not replace a worker whose job died).
-    cluster = SLURMCluster(cores=1, processes=1, memory="1500MB", walltime="01:00:00", job_name=jobname,
+    # by Slurm (and dask-jobqueue does not replace a worker whose job died). dask-jobqueue rounds
+    # up to whole GB for --mem: 1500MB asked for 2G, and two of those do not fit a 4000 MB node.
+    cluster = SLURMCluster(cores=1, processes=1, memory="1GB", walltime="01:00:00", job_name=jobname,
                            interface="lo", python=sys.executable, log_directory=str(folder),
                            scheduler_options={"dashboard_address": None})
     client = Client(cluster)
