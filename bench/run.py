@@ -1,7 +1,7 @@
 """slurm_apply's benchmark suite, side by side with rslurm, submitit and dask-jobqueue, on a
 private Slurm cluster.
 
-    python bench/run.py                 # everything, 3-5 repetitions (about 14 minutes)
+    python bench/run.py                 # everything, 3-5 repetitions (about 35 minutes)
     python bench/run.py --quick         # 1 repetition, fewer sizes (about 4 minutes)
     python bench/run.py --only W1,W3    # some workloads (W1 W2 W3 W4 WAIT DIAG)
     python bench/run.py --no-rslurm     # without the R side
@@ -994,7 +994,7 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
         "worker (dask-jobqueue, its start-up counted) per chunk, `f(**row)` over each chunk "
         "(bench/peers.py). `--no-rslurm` and `--no-python-peers` leave them out.\n\n"
         "Every benchmark, these and the big jobs' S1-S4 below, runs with one command, one part "
-        "after another (about 30 minutes): `python bench/all.py --readme`.\n\n"
+        "after another (about 50 minutes): `python bench/all.py --readme`.\n\n"
         f"Run of {meta['started']} on slurm_apply {lib.get('commit', '?')}, {meta['repetitions']} "
         f"repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated.{_load_note(meta)} End-to-end is "
         "from the call, with the table in memory, to the result table in memory. What each figure "
