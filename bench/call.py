@@ -17,7 +17,9 @@ job directory, removed after the call, outside the timing. Figures:
 - ``import pandas`` alone in a fresh interpreter (``python -X importtime`` is not used: it is
   timed from a subprocess, start-up included, minus a bare interpreter's start-up), so that the
   first call can be read against "the import time of the user's modules + 0.15 s";
-- the same session with ``preflight=False``: the floor, what the rest of the call costs.
+- the same session with ``preflight=False``: the floor, what the rest of the call costs;
+- where each call's time goes, step by step (the first call's, and the later calls' medians), as
+  ``bench/run.py`` times W1's calls (``harness.CallBreakdown``).
 
 The library is whatever ``import slurm_apply`` finds (set PYTHONPATH to compare two checkouts).
 Results are printed and written to bench/results/call-<time>.json.
@@ -53,25 +55,35 @@ from slurm_apply import slurm_apply
 import callmod
 
 rows, calls, preflight = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "on"
+sys.path.append(sys.argv[4])  # bench/, for the call's steps (harness.CallBreakdown)
+import harness
+
 df = pd.DataFrame({"a": range(rows), "b": range(rows)})
-times = []
+times, steps = [], []
 for i in range(calls):
+    parts = harness.CallBreakdown()
     t0 = time.perf_counter()
-    job = slurm_apply(callmod.f, df, backend="local", submit=False, jobname=f"call{i}",
-                      preflight=preflight)
+    with parts:
+        job = slurm_apply(callmod.f, df, backend="local", submit=False, jobname=f"call{i}",
+                          preflight=preflight)
     times.append(time.perf_counter() - t0)
+    steps.append(parts.figures(times[-1]))
     shutil.rmtree(job.job_dir)
-print(json.dumps(times))
+print(json.dumps({"times": times, "steps": steps}))
 '''
 
 
-def _session(work: Path, rows: int, calls: int, preflight: bool) -> list:
+def _session(work: Path, rows: int, calls: int, preflight: bool) -> dict:
     proc = subprocess.run([sys.executable, str(work / "session.py"), str(rows), str(calls),
-                           "on" if preflight else "off"], cwd=work, capture_output=True, text=True,
-                          timeout=600)
+                           "on" if preflight else "off", str(HERE)], cwd=work, capture_output=True,
+                          text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"a session failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _step_medians(calls: list) -> dict:
+    return {key: statistics.median(c[key] for c in calls) for key in calls[0]}
 
 
 def _startup(code: str, reps: int) -> float:
@@ -96,12 +108,16 @@ def main() -> int:
         (work / "callmod.py").write_text(MODULE)
         (work / "session.py").write_text(SESSION)
         first, later, floor = [], [], []
+        first_steps, later_steps = [], []
         for _ in range(args.sessions):
-            times = _session(work, args.rows, args.calls + 1, True)
+            on = _session(work, args.rows, args.calls + 1, True)
+            times = on["times"]
             first.append(times[0])
             later.append(statistics.median(times[1:]))
+            first_steps.append(on["steps"][0])
+            later_steps.append(_step_medians(on["steps"][1:]))
             off = _session(work, args.rows, args.calls + 1, False)
-            floor.append(statistics.median(off[1:]))
+            floor.append(statistics.median(off["times"][1:]))
     bare = _startup("pass", args.sessions)
     pandas = _startup("import pandas", args.sessions) - bare
     out = {
@@ -114,6 +130,8 @@ def main() -> int:
         "later_call_s": statistics.median(later),
         "preflight_off_s": statistics.median(floor),
         "import_pandas_s": pandas,
+        "first_call_steps_s": _step_medians(first_steps),
+        "later_call_steps_s": _step_medians(later_steps),
         "raw": {"first": first, "later": later, "preflight_off": floor},
     }
     print(textwrap.dedent(f"""\
@@ -121,6 +139,11 @@ def main() -> int:
         first call of a session          {out['first_call_s']:.3f} s   (import pandas alone: {pandas:.3f} s)
         later calls                      {out['later_call_s']:.3f} s
         preflight=False (the floor)      {out['preflight_off_s']:.3f} s"""))
+    import harness
+
+    print("\nwhere the call's time goes (s; submit=False, so no sbatch)      first call   later calls")
+    for key, label in harness.CALL_FIGURES:
+        print(f"  {label:<62} {out['first_call_steps_s'][key]:.4f}       {out['later_call_steps_s'][key]:.4f}")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     path = results / time.strftime("call-%Y%m%dT%H%M%S.json")

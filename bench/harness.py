@@ -1,4 +1,5 @@
-"""One measurement of each contender: slurm_apply, rslurm, a bare array job, a process pool.
+"""One measurement of each contender: slurm_apply, rslurm, the Python peers (submitit and
+dask-jobqueue, bench/peers.py), a bare array job, a process pool.
 
 Each ``run_*`` function does one timed run from a table already in memory to the results in memory,
 cleans up after itself, and returns a dict of figures (seconds unless the key says otherwise).
@@ -8,6 +9,7 @@ cleans up after itself, and returns a dict of figures (seconds unless the key sa
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import secrets
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+import peers
 import probes
 
 HERE = Path(__file__).resolve().parent
@@ -83,13 +86,99 @@ def _rss_figures(monitor: probes.RssMonitor) -> Dict[str, Any]:
 
 # -- slurm_apply ---------------------------------------------------------------------------------
 
+# The steps of one slurm_apply() call, as named in slurm_apply/_submit/api.py: (where the name is
+# looked up, the name, the figure it adds to). Nested steps count in the outermost one.
+CALL_STEPS = (
+    ("api", "_checked", "call_validate_s"),
+    ("jd", "create", "call_directory_s"),
+    ("jd", "write_token", "call_directory_s"),
+    ("api", "start_preflight", "call_preflight_start_s"),
+    ("api", "write_payload", "call_payload_s"),
+    ("api", "write_table", "call_table_s"),
+    ("launch", "write_submission", "call_chunks_script_s"),
+    ("jd", "create_manifest", "call_manifest_s"),
+    ("jd", "update_manifest", "call_manifest_s"),
+    ("api", "_submit_first", "call_sbatch_s"),
+    ("api", "sync_buffers_later", "call_sync_later_s"),
+)
+CALL_FIGURES = (
+    ("call_validate_s", "validation (arguments, pickling f, the scheduler's options)"),
+    ("call_directory_s", "job directory created"),
+    ("call_preflight_start_s", "pre-flight started (or the warm one reached)"),
+    ("call_payload_s", "payload written"),
+    ("call_table_s", "table written"),
+    ("call_chunks_script_s", "chunks and job script written"),
+    ("call_manifest_s", "manifest written"),
+    ("call_preflight_wait_s", "waiting for the pre-flight's verdict (the payload loaded)"),
+    ("call_sbatch_s", "sbatch (submission and its record)"),
+    ("call_sync_later_s", "buffers' fsync handed to the background"),
+    ("call_rest_s", "the rest (manifest object, versions, the handle)"),
+)
+
+
+class CallBreakdown:
+    """Where one slurm_apply() call's time goes: the library's steps wrapped with timers while
+    the call runs (the wrappers cost microseconds), the pre-flight's wait through its handle's
+    result(). ``figures(total)`` gives seconds per step and the rest."""
+
+    def __init__(self) -> None:
+        self.times: Dict[str, float] = {}
+        self._depth = 0
+        self._undo: list = []
+
+    def _timed(self, fn: Callable[..., Any], key: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - t
+                self._depth -= 1
+        return wrapper
+
+    def __enter__(self) -> "CallBreakdown":
+        from slurm_apply._launch import write as launch
+        from slurm_apply._store import layout as jd
+        from slurm_apply._submit import api
+
+        where = {"api": api, "jd": jd, "launch": launch}
+        for mod, name, key in CALL_STEPS:
+            obj = where[mod]
+            original = getattr(obj, name)
+            if name == "start_preflight":
+                original = self._with_timed_result(original)
+            self._undo.append((obj, name, getattr(obj, name)))
+            setattr(obj, name, self._timed(original, key))
+        return self
+
+    def _with_timed_result(self, start: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            check = start(*args, **kwargs)
+            check.result = self._timed(check.result, "call_preflight_wait_s")
+            return check
+        return wrapped
+
+    def __exit__(self, *exc: Any) -> None:
+        for obj, name, original in reversed(self._undo):
+            setattr(obj, name, original)
+
+    def figures(self, total: float) -> Dict[str, float]:
+        out = {key: self.times.get(key, 0.0) for key, _ in CALL_FIGURES if key != "call_rest_s"}
+        out["call_rest_s"] = total - sum(out.values())
+        return out
+
+
 
 def run_slurm_apply(ctx: Context, tag: str, f: Callable[..., Any], df: Any, *, nodes: int,
                     cpus_per_node: int, errors: str = "raise", rss: bool = False,
                     acct: bool = False, check: Optional[Callable[[Any], Dict[str, Any]]] = None,
-                    options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    options: Optional[Dict[str, Any]] = None, breakdown: bool = False) -> Dict[str, Any]:
     """slurm_apply(...) -> wait() -> get_output(): submit, end-to-end and collect times; each
-    task's own timings from its done marker and its launch from slurmd's log; memory if ``rss``.
+    task's own timings from its done marker and its launch from slurmd's log; memory if ``rss``;
+    the call's own steps if ``breakdown`` (CallBreakdown).
     ``options`` are more keyword arguments of slurm_apply (e.g. ``seed=False``)."""
     from slurm_apply import slurm_apply
 
@@ -99,10 +188,12 @@ def run_slurm_apply(ctx: Context, tag: str, f: Callable[..., Any], df: Any, *, n
         with contextlib.ExitStack() as stack:
             monitor = stack.enter_context(probes.RssMonitor(jobname)) if rss else None
             cmds = stack.enter_context(probes.SlurmCommandLog())
+            steps = CallBreakdown() if breakdown else None
             w0 = time.time()
             t0 = time.perf_counter()
-            job = slurm_apply(f, df, nodes=nodes, cpus_per_node=cpus_per_node, job_dir=parent,
-                              jobname=jobname, **(options or {}))
+            with steps or contextlib.nullcontext():
+                job = slurm_apply(f, df, nodes=nodes, cpus_per_node=cpus_per_node, job_dir=parent,
+                                  jobname=jobname, **(options or {}))
             t1 = time.perf_counter()
             job.wait(progress=False)
             t2 = time.perf_counter()
@@ -115,6 +206,7 @@ def run_slurm_apply(ctx: Context, tag: str, f: Callable[..., Any], df: Any, *, n
             "slurm_commands": [name for _, name in cmds.calls],
             "job_id": job.job_ids[0], "n_tasks": sub.n_tasks, "n_chunks": sub.n_chunks,
             "rows_out": len(out),
+            **(steps.figures(t1 - t0) if steps is not None else {}),
         }
         if check is not None:
             res.update(check(out))
@@ -210,6 +302,41 @@ def _number(text: str) -> Any:
         except ValueError:
             pass
     return {"TRUE": True, "FALSE": False}.get(text, text)
+
+
+# -- the Python peers ----------------------------------------------------------------------------
+
+
+def run_peer(ctx: Context, tag: str, peer: str, workload: str, n_rows: int, *, nodes: int, cpus_per_node: int,
+             rss: bool = False, acct: bool = False) -> Dict[str, Any]:
+    """One measurement of a Python peer (bench/peers.py) in the peers' own venv, with the
+    cluster's environment (SLURM_CONF, PATH), as sbatch gets it. A submitit run is one array job:
+    its launches, Slurm's queue wait and (``acct``) granted CPUs come from the daemons' logs as for
+    the others; dask's workers are separate jobs that outlive the rows, so it has none of those."""
+    parent = ctx.scratch(tag)
+    jobname = _name(tag)
+    env = {**os.environ, "PYTHONPATH": str(HERE)}  # `workloads` for the peers and their tasks
+    try:
+        with contextlib.ExitStack() as stack:
+            monitor = stack.enter_context(probes.RssMonitor(jobname)) if rss else None
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [str(peers.venv_python()), str(HERE / "peers.py"), peer, workload, str(n_rows), str(nodes),
+                 str(cpus_per_node), jobname, str(parent / "peer")],
+                cwd=parent, env=env, capture_output=True, text=True, timeout=300)
+            wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{peer} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        res: Dict[str, Any] = {"process_wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        if monitor is not None:
+            res.update(_rss_figures(monitor))
+        probes.wait_idle()
+        if "job_id" in res:
+            res.update(_scheduler_figures(ctx, res["job_id"], acct=acct, rss_steps=rss))
+        return res
+    finally:
+        subprocess.run(["scancel", f"--name={jobname}"], capture_output=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 # -- floors --------------------------------------------------------------------------------------

@@ -1,19 +1,25 @@
-"""slurm_apply's benchmark suite, side by side with rslurm, on a private Slurm cluster.
+"""slurm_apply's benchmark suite, side by side with rslurm, submitit and dask-jobqueue, on a
+private Slurm cluster.
 
-    python bench/run.py                 # everything, 3-5 repetitions (about 14 minutes)
+    python bench/run.py                 # everything, 3-5 repetitions (about 35 minutes)
     python bench/run.py --quick         # 1 repetition, fewer sizes (about 4 minutes)
     python bench/run.py --only W1,W3    # some workloads (W1 W2 W3 W4 WAIT DIAG)
     python bench/run.py --no-rslurm     # without the R side
+    python bench/run.py --no-python-peers   # without submitit and dask-jobqueue
     python bench/run.py --scheduler sge --quick   # W1 and W2 on a private Grid Engine cell (bench/sge.py)
 
 It sets itself up: as root it installs Debian's Slurm packages (through tests/testbed.py) and R with
-rslurm (``apt-get install r-base-core r-cran-rslurm``) when missing, starts a private 3-node
+rslurm (``apt-get install r-base-core r-cran-rslurm``) when missing, pip-installs the Python peers
+at the versions pinned in bench/peers.py into a venv of their own (.venvs/bench in the checkout;
+never into the interpreter that runs this), starts a private 3-node
 cluster with accounting (tests/testbed.py), runs every workload, stops the cluster, prints the
 tables and the targets with PASS/FAIL, and writes bench/results/latest.json (every run's raw
 figures, the methods, the diagnostics) and bench/results/latest.md (the tables).
 
 Workloads (each timed from the call, with the table already in memory, to the result table in
-memory; the median of the repetitions, contenders interleaved within each repetition):
+memory; the median of the repetitions, contenders interleaved within each repetition). The
+Python peers (W1, W2, W3) get the same rows chunked by hand into nodes x cpus_per_node contiguous
+chunks, one 1-CPU array task (submitit) or worker (dask-jobqueue) per chunk; see bench/peers.py.
   W1  f(a, b) = a + b over 1e3..1e6 rows, nodes=2, cpus_per_node=1
   W2  64 rows, rows 0-3 sleep 3 s, the rest 0.05 s, nodes=2, cpus_per_node=2
   W3  1,000,000 rows x 10 numeric columns, nodes=4, cpus_per_node=1
@@ -38,7 +44,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -47,6 +53,7 @@ REPO = HERE.parent
 sys.path.insert(1, str(REPO / "tests"))
 
 import harness  # noqa: E402
+import peers  # noqa: E402
 import probes  # noqa: E402
 import testbed  # noqa: E402
 import workloads  # noqa: E402
@@ -55,14 +62,19 @@ ALL = ("W1", "W2", "W3", "W4", "WAIT", "DIAG")
 R_PACKAGES = ("r-base-core", "r-cran-rslurm")
 SA, SA0, RP, RU, BARE, POOL = ("slurm_apply", "slurm_apply_unseeded", "rslurm_poll", "rslurm_user",
                                 "bare_array", "pool")
+SUB, SUBP, DASK = "submitit", "submitit_poll", "dask"
 COLUMNS = {
     SA: "slurm_apply",
     SA0: "slurm_apply, rows not seeded",
     RP: "rslurm (polls its files)",
     RU: "rslurm (get_slurm_out wait=TRUE)",
+    SUB: "submitit chunked by hand (job.result())",
+    SUBP: "submitit chunked by hand (polls done())",
+    DASK: "dask-jobqueue batched",
     BARE: "bare array (floor)",
     POOL: "Pool (floor)",
 }
+PEER_KEYS = (RP, RU, SUB, SUBP, DASK)  # what slurm_apply is compared with (the floors are not peers)
 
 
 MAIN_PID = os.getpid()
@@ -221,7 +233,13 @@ class Workload:
                     # random for every contender alike, rather than tied to the previous run.
                     time.sleep(PHASE_RNG.uniform(0.0, 1.0))
                 t = time.perf_counter()
-                res = fn()
+                try:
+                    res = fn()
+                except Exception as exc:  # one contender's fault must not lose the others' figures
+                    self.runs.setdefault(key, []).append({"error": f"{type(exc).__name__}: {exc}"[-3000:]})
+                    log(f"{self.name} rep {rep + 1}/{reps} {key} FAILED: {str(exc)[-1500:]}")
+                    probes.wait_idle()
+                    continue
                 if "end_to_end_s" in res and "queue_s" in res:
                     res["beyond_queue_s"] = res["end_to_end_s"] - res["queue_s"]
                 self.runs.setdefault(key, []).append(res)
@@ -238,8 +256,17 @@ class Workload:
 # -- the workloads -------------------------------------------------------------------------------
 
 
+def python_peers(ctx: harness.Context, tag: str, workload: str, n: int, nodes: int, cpus: int,
+                 **kw: Any) -> Dict[str, Callable[[], Dict[str, Any]]]:
+    """submitit (both ways of waiting) and dask-jobqueue over the same rows, chunked by hand."""
+    suffix = {SUB: "i", SUBP: "p", DASK: "d"}
+    return {key: (lambda key=key: harness.run_peer(ctx, tag + suffix[key], key, workload, n, nodes=nodes,
+                                                   cpus_per_node=cpus, **kw))
+            for key in suffix}
+
+
 def w1(ctx: harness.Context, sizes: List[int], reps: int, rslurm: bool,
-       unseeded: Optional[Dict[str, Any]], quick: bool) -> Dict[str, Any]:
+       unseeded: Optional[Dict[str, Any]], quick: bool, py_peers: bool = False) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for n in sizes:
         # Small tables are quick and their figures are dominated by scheduler jitter: more runs.
@@ -251,15 +278,18 @@ def w1(ctx: harness.Context, sizes: List[int], reps: int, rslurm: bool,
 
         wl = Workload(f"W1 n={n:g}", {"rows": n, "nodes": 2, "cpus_per_node": 1})
         contenders: Dict[str, Callable[[], Dict[str, Any]]] = {
-            SA: lambda: harness.run_slurm_apply(ctx, "w1", workloads.add, df, nodes=2, cpus_per_node=1, check=check)}
+            SA: lambda: harness.run_slurm_apply(ctx, "w1", workloads.add, df, nodes=2, cpus_per_node=1, check=check,
+                                                breakdown=True)}
         if unseeded is not None:
             contenders[SA0] = lambda: harness.run_slurm_apply(ctx, "w1s", workloads.add, df, nodes=2, cpus_per_node=1,
-                                                              check=check, options=unseeded)
+                                                              check=check, options=unseeded, breakdown=True)
         if rslurm:
             contenders[RP] = lambda: harness.run_rslurm(ctx, "w1r", "tiny", n, nodes=2, cpus_per_node=1, mode="poll")
             if not (quick and n >= 1_000_000):  # 45 s of rslurm's waiting: not in a quick run
                 contenders[RU] = lambda: harness.run_rslurm(ctx, "w1u", "tiny", n, nodes=2, cpus_per_node=1,
                                                             mode="user")
+        if py_peers:
+            contenders.update(python_peers(ctx, "w1", "tiny", n, 2, 1))
         contenders[BARE] = lambda: harness.run_bare_array(ctx, "w1b", 2, 1)
         contenders[POOL] = lambda: harness.run_pool(workloads.add, df, 2)
         wl.run(n_reps, contenders)
@@ -267,7 +297,7 @@ def w1(ctx: harness.Context, sizes: List[int], reps: int, rslurm: bool,
     return out
 
 
-def w2(ctx: harness.Context, reps: int, rslurm: bool) -> Dict[str, Any]:
+def w2(ctx: harness.Context, reps: int, rslurm: bool, py_peers: bool = False) -> Dict[str, Any]:
     df = workloads.skewed_table()
     work = workloads.skew_work_s()
     longest = workloads.SKEW_LONG_S
@@ -296,6 +326,10 @@ def w2(ctx: harness.Context, reps: int, rslurm: bool) -> Dict[str, Any]:
         contenders[RU] = lambda: with_ideal(harness.run_rslurm(ctx, "w2u", "skewed", len(df), nodes=2,
                                                                cpus_per_node=2, mode="user", acct=True),
                                             "makespan_sched_s")
+    if py_peers:
+        # Contiguous chunks, as a user chunks by hand: the four long rows land in one chunk.
+        for key, run in python_peers(ctx, "w2", "skewed", len(df), 2, 2, acct=True).items():
+            contenders[key] = (lambda run=run: with_ideal(run(), "makespan_sched_s")) if key != DASK else run
     contenders[BARE] = lambda: harness.run_bare_array(ctx, "w2b", 2, 2)
     contenders[POOL] = lambda: harness.run_pool_makespan(workloads.skewed, df, 4)
     wl.run(reps, contenders)
@@ -303,7 +337,7 @@ def w2(ctx: harness.Context, reps: int, rslurm: bool) -> Dict[str, Any]:
 
 
 def w3(ctx: harness.Context, n: int, reps: int, rslurm: bool,
-       unseeded: Optional[Dict[str, Any]], quick: bool) -> Dict[str, Any]:
+       unseeded: Optional[Dict[str, Any]], quick: bool, py_peers: bool = False) -> Dict[str, Any]:
     df = workloads.wide_table(n)
 
     def check(table: Any) -> Dict[str, Any]:
@@ -325,6 +359,8 @@ def w3(ctx: harness.Context, n: int, reps: int, rslurm: bool,
         if not quick:  # about 55 s, most of it rslurm's waiting
             contenders[RU] = lambda: harness.run_rslurm(ctx, "w3u", "wide", n, nodes=4, cpus_per_node=1,
                                                         mode="user", rss=True)
+    if py_peers:
+        contenders.update(python_peers(ctx, "w3", "wide", n, 4, 1, rss=True))
     contenders[BARE] = lambda: harness.run_bare_array(ctx, "w3b", 4, 1)
     contenders[POOL] = lambda: harness.run_pool(workloads.wide, df, 4)
     wl.run(reps, contenders)
@@ -575,6 +611,28 @@ def targets(res: Dict[str, Any]) -> List[Dict[str, Any]]:
                 f"{wt.get('seconds_per_query_projected_600s_conservative') or 0:.1f} s") if wt else "")
     after = None if not wt else wt["queries_after_last_task_ended"] + wt["queries_by_calls_after_completion"]
     add("WAIT-after", "Waiting: Slurm queries once the result files show completion = 0", after, 0, fmt="{:.0f}")
+    # Issue 17's targets: against the faster way of waiting of each peer, in the same run.
+    def vs(summary: Dict[str, Any], mine: str, theirs: Tuple[str, ...]) -> Tuple[Optional[float], str]:
+        a = _get(summary, mine, "end_to_end_s")
+        have = [(k, _get(summary, k, "end_to_end_s")) for k in theirs if _get(summary, k, "end_to_end_s")]
+        if not a or not have:
+            return None, ""
+        k, b = min(have, key=lambda kv: kv[1])
+        return a / b, f"{COLUMNS[mine]} {a:.3f} s, {COLUMNS[k]} {b:.3f} s"
+    rslurm_keys, submitit_keys = (RP, RU), (SUB, SUBP)
+    for tid, text, summary, mine, theirs, limit in (
+            ("W1-1e5-vs-rslurm-17", "W1 1e5: end-to-end <= 0.7 x rslurm, defaults; ratio", s1, SA, rslurm_keys, 0.7),
+            ("W1-1e5-vs-submitit-17", "W1 1e5: end-to-end <= 0.8 x submitit chunked by hand, rows not seeded; ratio",
+             s1, SA0, submitit_keys, 0.8),
+            ("W3-vs-submitit-unseeded-17", "W3: end-to-end <= 0.9 x submitit chunked by hand, rows not seeded; ratio",
+             s3, SA0, submitit_keys, 0.9),
+            ("W3-vs-submitit-17", "W3: end-to-end <= 1.3 x submitit chunked by hand, defaults; ratio",
+             s3, SA, submitit_keys, 1.3),
+            ("W2-vs-rslurm-17", "W2: end-to-end <= 0.7 x rslurm; ratio", s2, SA, rslurm_keys, 0.7),
+            ("W2-vs-submitit-17", "W2: end-to-end <= 0.7 x submitit chunked by hand; ratio", s2, SA, submitit_keys,
+             0.7)):
+        value, detail = vs(summary, mine, theirs)
+        add(tid, text, value, limit, fmt="{:.2f}", detail=detail)
     first = _get(s1, SA, "task_started_to_first_row_s_median")
     add("first-row", "A task reaches its first row <= 0.3 s after it starts (W1 1e5, median task)", first, 0.3,
         detail=(f"max {_get(s1, SA, 'task_started_to_first_row_s_max'):.3f} s; before 'started': slurmd launch "
@@ -590,6 +648,35 @@ def _fmt(v: Any, fmt: str = "{:.3f}") -> str:
     return fmt.format(v)
 
 
+def _fastest_peer(summary: Dict[str, Any]) -> Optional[str]:
+    have = [k for k in PEER_KEYS if _get(summary, k, "end_to_end_s")]
+    return min(have, key=lambda k: summary[k]["end_to_end_s"]) if have else None
+
+
+def ratios(ws: Dict[str, Any]) -> str:
+    """slurm_apply's end-to-end over each peer's, and over the fastest peer's, in this run."""
+    named = [(f"W1 {int(k):,} rows", w["summary"]) for k, w in (ws.get("W1") or {}).items()]
+    named += [(label, ws[k]["summary"]) for k, label in (("W2", "W2 skewed"), ("W3", "W3 1e6 x 10")) if ws.get(k)]
+    peer_cols = [k for k in PEER_KEYS if any(k in s for _, s in named)]
+    if not named or not peer_cols:
+        return ""
+    out = ("\n\nEnd-to-end ratios, slurm_apply over each peer in the same run (below 1: slurm_apply is "
+           "faster):\n\n| Workload | slurm_apply | " + " | ".join(f"÷ {COLUMNS[k]}" for k in peer_cols)
+           + " | ÷ the fastest peer |\n|---|---|" + "---|" * (len(peer_cols) + 1) + "\n")
+    for label, s in named:
+        fastest = _fastest_peer(s)
+        for c in (SA, SA0):
+            mine = _get(s, c, "end_to_end_s")
+            if not mine:
+                continue
+            cells = [_fmt(mine / _get(s, k, "end_to_end_s"), "{:.2f}") if _get(s, k, "end_to_end_s") else "–"
+                     for k in peer_cols]
+            best = (f"{mine / s[fastest]['end_to_end_s']:.2f} ({COLUMNS[fastest]}, "
+                    f"{s[fastest]['end_to_end_s']:.3f} s)") if fastest else "–"
+            out += f"| {label} | {COLUMNS[c]} | " + " | ".join(cells) + f" | {best} |\n"
+    return out.rstrip("\n")
+
+
 def tables(res: Dict[str, Any], tgts: List[Dict[str, Any]]) -> str:
     ws = {k: w for k, w in res["workloads"].items() if isinstance(w, dict) and "error" not in w}
     cols = [k for k in COLUMNS if any(k in w["summary"] for _, w in _named_summaries(ws))]
@@ -601,18 +688,24 @@ def tables(res: Dict[str, Any], tgts: List[Dict[str, Any]]) -> str:
         if any(v != "–" for v in vals):
             lines.append(f"| {workload} | {figure} | " + " | ".join(vals) + " |")
 
+    def peer_rows(workload: str, summary: Dict[str, Any]) -> None:
+        row(workload, "dask: its workers up s", summary, "workers_up_s")
+        row(workload, "dask: from workers up to the table s", summary, "after_workers_up_s")
+
     for n, w in (ws.get("W1") or {}).items():
         s = w["summary"]
         label = f"W1 {int(n):,} rows"
         row(label, "end-to-end s", s, "end_to_end_s")
         row(label, "end-to-end minus Slurm's queue wait s", s, "beyond_queue_s")
         row(label, "submit s", s, "submit_s")
+        peer_rows(label, s)
         row(label, "collect s", s, "collect_s")
         row(label, "loop µs/row (tasks' own)", s, "task_loop_us_per_row_median", "{:.2f}")
         row(label, "first row after task start s", s, "task_started_to_first_row_s_median")
     if ws.get("W2"):
         s = ws["W2"]["summary"]
         row("W2 skewed", "end-to-end s", s, "end_to_end_s")
+        peer_rows("W2 skewed", s)
         row("W2 skewed", "makespan s", s, "makespan_s")
         row("W2 skewed", "makespan / ideal", s, "makespan_over_ideal")
         row("W2 skewed", "makespan / ideal (Slurm logs)", s, "makespan_sched_over_ideal")
@@ -620,6 +713,7 @@ def tables(res: Dict[str, Any], tgts: List[Dict[str, Any]]) -> str:
         s = ws["W3"]["summary"]
         row("W3 1e6 x 10", "end-to-end s", s, "end_to_end_s")
         row("W3 1e6 x 10", "submit s", s, "submit_s")
+        peer_rows("W3 1e6 x 10", s)
         row("W3 1e6 x 10", "collect s", s, "collect_s")
         row("W3 1e6 x 10", "peak RSS per task MB", s, "peak_rss_mb", "{:.0f}")
         row("W3 1e6 x 10", "sacct MaxRSS per task MB", _sacct_mb(ws["W3"]), "sacct_mb", "{:.0f}")
@@ -639,7 +733,16 @@ def tables(res: Dict[str, Any], tgts: List[Dict[str, Any]]) -> str:
                 + " | ".join(COLUMNS[c] for c in have) + " |\n|---|" + "---|" * len(have) + "\n")
         for key, label in MOMENTS:
             out += f"| {label} | " + " | ".join(_fmt(_get(s1, c, key)) for c in have) + " |\n"
+        if "call_sbatch_s" in (s1.get(SA) or {}):
+            out += ("\nThe call itself, W1 100,000 rows (median seconds in each step of slurm_apply(), "
+                    "in the benchmark's long-lived process, so the pre-flight is warm):\n\n| Step | "
+                    + " | ".join(COLUMNS[c] for c in have) + " |\n|---|" + "---|" * len(have) + "\n")
+            for key, label in harness.CALL_FIGURES:
+                out += f"| {label} | " + " | ".join(_fmt(_get(s1, c, key), "{:.4f}") for c in have) + " |\n"
+            out += "| the whole call (submit s) | " + " | ".join(_fmt(_get(s1, c, "submit_s"), "{:.4f}")
+                                                           for c in have) + " |\n"
         out = out.rstrip("\n")
+    out += ratios(ws)
     wt = ws.get("WAIT")
     if wt:
         out += (f"\n\nWaiting ({wt['rows']} rows x {wt['sleep_s']:g} s on 4 processes, {wt['wait_s']:.0f} s): "
@@ -697,6 +800,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 repetition, W1 at 1e4/1e5/1e6, a 20 s waiting job")
     ap.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     ap.add_argument("--no-rslurm", action="store_true", help="do not install or run R/rslurm")
+    ap.add_argument("--no-python-peers", action="store_true",
+                    help="do not install or run submitit and dask-jobqueue (bench/peers.py)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
     ap.add_argument("--out", default=str(HERE / "results" / "latest.json"), help="where the JSON goes")
     ap.add_argument("--readme", action="store_true",
@@ -705,7 +810,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--scheduler", choices=("slurm", "sge"), default="slurm",
                     help="sge: W1 and W2 on a private Grid Engine cell instead (bench/sge.py; "
                          "writes bench/results/sge_latest.json unless --out)")
+    ap.add_argument("--tables", metavar="JSON",
+                    help="print the tables (and targets) of an earlier run's JSON again, with this "
+                         "script's tables; with --readme also put them in README.md; runs nothing")
     args = ap.parse_args(argv)
+    if args.tables:
+        res = json.loads(Path(args.tables).read_text())
+        res["targets"] = targets(res)
+        res["markdown"] = tables(res, res["targets"])
+        print(f"{_versions_line(res['meta'])}\n\n{res['markdown']}")
+        if args.readme:
+            write_readme(res, REPO / "README.md")
+        return 0
     if args.scheduler == "sge":
         import sge as sge_bench
 
@@ -736,6 +852,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     use_r = bool(r_info["available"])
     if use_r:
         r_info["r_version"] = _r_version()
+    py_info: Dict[str, Any] = {"available": False, "why": "--no-python-peers"}
+    if not args.no_python_peers:
+        py_info = peers.ensure_venv(log)
+        if not py_info["available"]:
+            log(f"the Python peers are unavailable, running without them: {py_info['why']}")
+    use_py = bool(py_info["available"])
 
     out = Path(args.out).absolute()
     root = Path(tempfile.mkdtemp(prefix="sab-", dir="/tmp"))
@@ -770,6 +892,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                     "JobAcctGatherFrequency=1"},
                 "slurm_apply": library,
                 "rslurm": r_info,
+                "python_peers": py_info,
                 # Other sessions' test clusters on this machine add noise: say how many there were.
                 "load_average_start": os.getloadavg(),
                 "other_slurmctld_at_start": _other_slurmctlds(root),
@@ -783,11 +906,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         harness.run_slurm_apply(ctx, "warm", workloads.add, workloads.tiny_table(1000), nodes=2, cpus_per_node=1)
         if use_r:
             harness.run_rslurm(ctx, "warmr", "tiny", 1000, nodes=2, cpus_per_node=1, mode="poll")
+        if use_py:
+            for key in (SUB, DASK):
+                harness.run_peer(ctx, "warmp", key, "tiny", 1000, nodes=2, cpus_per_node=1)
         ws = res["workloads"]
         steps: Dict[str, Callable[[], Any]] = {
-            "W1": lambda: w1(ctx, sizes, reps, use_r, unseeded, args.quick),
-            "W2": lambda: w2(ctx, reps, use_r),
-            "W3": lambda: w3(ctx, 1_000_000, reps, use_r, unseeded, args.quick),
+            "W1": lambda: w1(ctx, sizes, reps, use_r, unseeded, args.quick, use_py),
+            "W2": lambda: w2(ctx, reps, use_r, use_py),
+            "W3": lambda: w3(ctx, 1_000_000, reps, use_r, unseeded, args.quick, use_py),
             "W4": lambda: w4(ctx, reps, use_r),
             "WAIT": lambda: waiting(ctx, 8, 10.0) if args.quick else waiting(ctx, 12, 25.0),
         }
@@ -817,6 +943,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"the checkout's slurm_apply changed during the run ({library['commit']} -> {_git_commit()}); "
                 "this run measured the copy taken at its start")
 
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str) + "\n")  # the figures, whatever follows
     res["f_call_us"] = f_call_us()
     loop = _get(res, "diagnostics", "worker_loop") or {}
     off = res["meta"].get("seeding_off")
@@ -832,9 +960,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     res["markdown"] = text
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str) + "\n")
+    versions = _versions_line(res["meta"])
     out.with_suffix(".md").write_text(f"`{res['meta']['command']}` ({res['meta']['started']}, "
-                                      f"{res['meta']['duration_s']:.0f} s)\n\n{text}\n")
-    print(text)
+                                      f"{res['meta']['duration_s']:.0f} s)\n\n{versions}\n\n{text}\n")
+    print(f"{versions}\n\n{text}")
     if args.readme:
         write_readme(res, REPO / "README.md")
     print(f"\n{sum(1 for t in res['targets'] if t['pass'])} of {len(res['targets'])} targets pass; "
@@ -858,12 +987,16 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
         f"{PERF_START}\n## Performance\n\n"
         "Measured by the benchmark suite, which starts its own private Slurm cluster (3 nodes x 2 CPUs "
         "on a 2-core machine, so timings are noisy) and runs rslurm "
-        f"{r.get('version') or '(not available)'} on the same cluster in the same run:\n\n"
+        f"{r.get('version') or '(not available)'}{_peer_versions(meta)} on the same cluster in the same run:\n\n"
         f"    {meta['command']}\n\n"
+        "The Python peers get the rows chunked by hand as their users would: nodes x cpus_per_node "
+        "contiguous chunks (as many as slurm_apply's processes), one 1-CPU array task (submitit) or "
+        "worker (dask-jobqueue, its start-up counted) per chunk, `f(**row)` over each chunk "
+        "(bench/peers.py). `--no-rslurm` and `--no-python-peers` leave them out.\n\n"
         "Every benchmark, these and the big jobs' S1-S4 below, runs with one command, one part "
-        "after another (about 30 minutes): `python bench/all.py --readme`.\n\n"
+        "after another (about 50 minutes): `python bench/all.py --readme`.\n\n"
         f"Run of {meta['started']} on slurm_apply {lib.get('commit', '?')}, {meta['repetitions']} "
-        "repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated. End-to-end is "
+        f"repetitions (5 for W1 up to 100,000 rows), medians; seconds unless stated.{_load_note(meta)} End-to-end is "
         "from the call, with the table in memory, to the result table in memory. What each figure "
         "means and how it is measured: [bench/README.md](bench/README.md).\n\n"
         f"{res['markdown']}\n{PERF_END}\n")
@@ -874,6 +1007,32 @@ def write_readme(res: Dict[str, Any], readme: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     readme.write_text(text)
+
+
+def _load_note(meta: Dict[str, Any]) -> str:
+    start, end = meta.get("load_average_start"), meta.get("load_average_end")
+    if not start or not end:
+        return ""
+    cores = (meta.get("machine") or {}).get("cores")
+    return (f" The machine was shared with other work: load average {start[0]:.1f} at the start and "
+            f"{end[0]:.1f} at the end on {cores} cores, {meta.get('other_slurmctld_at_start', 0)} other "
+            "private clusters running at the start; ratios within the run are the figures to compare.")
+
+
+def _versions_line(meta: Dict[str, Any]) -> str:
+    r, p = meta.get("rslurm") or {}, meta.get("python_peers") or {}
+    v = p.get("versions") or {}
+    return (f"Peers: rslurm {r.get('version') or 'not run (' + str(r.get('why')) + ')'}; "
+            + (", ".join(f"{k} {v[k]}" for k in ("submitit", "dask-jobqueue", "distributed", "dask") if k in v)
+               + f" in {p.get('venv')}" if v else f"Python peers not run ({p.get('why')})") + ".")
+
+
+def _peer_versions(meta: Dict[str, Any]) -> str:
+    v = (meta.get("python_peers") or {}).get("versions")
+    if not v:
+        return ""
+    return (f", submitit {v.get('submitit')} and dask-jobqueue {v.get('dask-jobqueue')} (distributed "
+            f"{v.get('distributed')}; pip-installed into .venvs/bench, pinned in bench/peers.py)")
 
 
 METHODS = {
@@ -887,6 +1046,19 @@ METHODS = {
                     "rslurm_poll: polls for every results_<i>.RDS at 50 ms, then get_slurm_out(wait=FALSE).",
     "bare_array": "sbatch --array=0-(T-1) with the same T and --cpus-per-task, each task touching a file; "
                   "from sbatch until every file exists, polled every 50 ms.",
+    "python_peers": "bench/peers.py, in their own venv (.venvs/bench, versions in meta.python_peers), timed "
+                    "inside their process from the table in memory (their modules imported) to the table "
+                    "with a result column: the rows split into nodes x cpus_per_node contiguous chunks "
+                    "(slurm_apply's processes for the same arguments), one 1-CPU task per chunk running "
+                    "f(**row) over its rows. submitit: executor.map_array, one array job; 'job.result()' "
+                    "waits as its users do (submitit looks for the result file every second), 'polls "
+                    "done()' checks every 50 ms. dask-jobqueue: SLURMCluster(cores=1, processes=1) scaled "
+                    "to one worker per chunk, client.map over the chunks, client.gather; end-to-end "
+                    "includes the cluster's start and its workers' (workers_up_s), after_workers_up_s is "
+                    "the rest; the teardown (cluster.close) is not counted.",
+    "call_breakdown": "W1: the steps of slurm_apply() (slurm_apply/_submit/api.py) wrapped with timers for "
+                      "the call (harness.CallBreakdown); the pre-flight's wait is its handle's result(); "
+                      "the rest is the call minus the steps.",
     "pool": "multiprocessing.Pool(slots).starmap over the same rows on this machine (W2: chunksize=1), "
             "from the table to a table with a result column.",
     "task_figures": "from each task's done marker: loop_s/rows (its processes' row loops), "

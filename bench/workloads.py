@@ -48,6 +48,22 @@ def sleeper(i, sleep_s):
     return i
 
 
+def split_rows(df, k: int):
+    """The table in ``k`` contiguous, nearly equal chunks: rows chunked by hand, as a user of the
+    Python peers (bench/peers.py) would chunk them."""
+    base, extra = divmod(len(df), k)
+    bounds = [0]
+    for c in range(k):
+        bounds.append(bounds[-1] + base + (c < extra))
+    return [df.iloc[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def apply_chunk(f, chunk):
+    """One chunk's task for the Python peers: ``f(**row)`` over its rows, in order."""
+    cols = [str(c) for c in chunk.columns]
+    return [f(**dict(zip(cols, values))) for values in zip(*(chunk[c].tolist() for c in chunk.columns))]
+
+
 def skew_work_s() -> float:
     """Total seconds of work in W2 (what an ideal schedule spreads over the CPUs)."""
     return SKEW_LONG_ROWS * SKEW_LONG_S + (SKEW_ROWS - SKEW_LONG_ROWS) * SKEW_SHORT_S
