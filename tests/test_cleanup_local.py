@@ -4,17 +4,9 @@
 import pandas as pd
 
 from slurm_apply import slurm_apply
+from rowfns import busy  # a light module: tasks import it (tests/rowfns.py)
 
 RUNS = 5
-
-
-def busy(x):
-    import time
-
-    end = time.perf_counter() + x
-    while time.perf_counter() < end:
-        pass
-    return x
 
 
 def test_wait_output_cleanup_never_fails_locally(tmp_path):

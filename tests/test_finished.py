@@ -12,13 +12,7 @@ import time
 import pandas as pd
 
 from slurm_apply import slurm_apply
-
-
-def _slow_second_half(x):
-    import time
-
-    time.sleep(1 if x >= 10 else 0.2)
-    return x
+from rowfns import _slow_second_half, _slow  # a light module: tasks import it (tests/rowfns.py)
 
 
 def _kill_task(job_dir, task):
@@ -53,13 +47,6 @@ def test_a_task_that_may_still_take_over_rows_has_not_finished(tmp_path):
     assert again.rows_done == done, f"wait() returned with {done} rows done, {again.rows_done} later"
     # Task 0 took task 1's chunk over: every row but the one in flight when task 1 died is done.
     assert done >= 19, str(status)
-
-
-def _slow(x):
-    import time
-
-    time.sleep(0.5)
-    return x
 
 
 def test_tasks_of_a_killed_local_runner_still_run_and_are_not_called_lost(tmp_path):

@@ -20,10 +20,7 @@ import pytest
 from slurm_apply._job import stopping
 from slurm_apply import RowsMissingError, SlurmJob, slurm_apply as apply
 from slurm_apply._store import records
-
-
-def _square(x):
-    return x * x
+from rowfns import _square  # a light module: tasks import it (tests/rowfns.py)
 
 
 def _run_local(tmp_path: Path, n: int = 8, **kw) -> SlurmJob:

@@ -24,18 +24,7 @@ from slurm_apply._store.taskfiles import TaskFiles
 from slurm_apply._node import lease
 from slurm_apply._node.task import describe_exit
 from slurm_apply._store import claims, records
-
-
-def logged(x: int) -> int:
-    """Notes in RUNS/<task>.<pid> that this process started row x, then works DELAY seconds."""
-    import os
-    import time
-
-    name = f"{os.environ['SLURM_APPLY_TASK']}.{os.getpid()}"
-    with open(os.path.join(RUNS, name), "a") as fh:
-        fh.write(f"{x}\n")
-    time.sleep(DELAY)
-    return x * 10
+from rowfns import logged, dies, segfaults_from_3  # a light module: tasks import it (tests/rowfns.py)
 
 
 def write_job(parent: Path, name: str, n: int, delay: float, **kw) -> Tuple[object, Path]:
@@ -114,30 +103,6 @@ def test_sigterm_at_random_moments_loses_no_row(tmp_path, to_group):
 # --- whatever a row does, it costs that row ----------------------------------------------------
 
 
-def dies(x: int) -> int:
-    """Row 5 dies in the way MODE says; the others take a little time."""
-    import ctypes
-    import os
-    import sys
-    import time
-
-    time.sleep(0.005)
-    if x == 5:
-        if MODE == "segfault":
-            ctypes.string_at(0)
-        elif MODE == "abort":
-            os.abort()
-        elif MODE == "sys.exit":
-            sys.exit("bad input for row 5")
-        elif MODE == "KeyboardInterrupt":
-            raise KeyboardInterrupt("interrupted in row 5")
-        elif MODE == "os._exit":
-            os._exit(3)
-        elif MODE == "SIGKILL":
-            os.kill(os.getpid(), 9)
-    return x
-
-
 @pytest.mark.parametrize("mode, etype, message", [
     ("segfault", "WorkerDied", "the process running row 5 was killed by SIGSEGV (a crash in compiled code)"),
     ("abort", "WorkerDied", "the process running row 5 was killed by SIGABRT (an abort in compiled code"),
@@ -158,14 +123,6 @@ def test_a_dying_row_costs_only_that_row(tmp_path, mode, etype, message):
     kept = job.get_output(errors="keep")
     assert list(kept.result.drop(5)) == [x for x in range(40) if x != 5]
     assert len(job.manifest.submissions) == 1  # no resubmission
-
-
-def segfaults_from_3(x: int) -> int:
-    import ctypes
-
-    if x >= 3:
-        ctypes.string_at(0)
-    return x
 
 
 def test_a_task_whose_processes_keep_dying_gives_up_and_says_so(tmp_path):

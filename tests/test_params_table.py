@@ -13,15 +13,7 @@ import pytest
 from slurm_apply import SlurmJob, slurm_apply
 from slurm_apply._store import layout as jd
 from slurm_apply._store import table
-
-
-def ident(x):
-    return x
-
-
-def describe(**row):
-    """What the node was given: each argument's type and value."""
-    return repr(sorted((k, type(v).__name__, repr(v)) for k, v in row.items()))
+from rowfns import ident, describe  # a light module: tasks import it (tests/rowfns.py)
 
 
 def _dir_bytes(path: Path) -> int:

@@ -18,15 +18,9 @@ from slurm_apply import slurm_apply
 from slurm_apply._store import layout as jd
 from slurm_apply._store.markers import End, Start
 from slurm_apply._store.taskfiles import JobReplaced, TaskFiles
+from rowfns import _slow  # a light module: tasks import it (tests/rowfns.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _slow(x):
-    import time
-
-    time.sleep(0.5)
-    return x
 
 
 def _start_task_by_hand(job):

@@ -25,6 +25,7 @@ from slurm_apply._job.retry_plan import ERROR, Facts, decide
 from slurm_apply._status.rowsets import RowSet
 from slurm_apply._status.model import JobStatus, TaskStatus
 from slurm_apply._store.manifest import GAVE_UP, RETRIED, STOPPED, Decision, Manifest, RetryPolicy, Submission
+from rowfns import flaky  # a light module: tasks import it (tests/rowfns.py)
 
 # --- limits in Slurm's forms ---------------------------------------------------------------------
 
@@ -252,23 +253,6 @@ def test_a_submission_with_every_row_accounted_for_does_not_wait_for_its_follow_
 
 
 # --- the follow-up itself, on job directories ------------------------------------------------------
-
-
-def flaky(x):
-    """Raises on rows 1 and 5 the first time each is run; sleeps on row 3 on its second run."""
-    import os
-    import time
-
-    mark = os.path.join(CALLS, f"{x}.{os.getpid()}.{time.monotonic_ns()}")
-    runs = len([n for n in os.listdir(CALLS) if n.split(".")[0] == str(x)])
-    open(mark, "w").close()
-    if x in (1, 5) and runs == 0:
-        raise ValueError(f"row {x} fails once")
-    if x == 3 and runs == 1:
-        time.sleep(SLEEP)
-    if x == 3 and runs == 0:
-        raise ValueError("row 3 fails, then sleeps")
-    return x * 10
 
 
 def runs(calls: Path) -> dict:

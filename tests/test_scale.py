@@ -11,6 +11,7 @@ import pytest
 from slurm_apply import slurm_apply
 from slurm_apply._launch import write as _submit
 from slurm_apply._store import claims, layout as jd
+from rowfns import _raise_every_row, _raise_slowly  # a light module: tasks import it (tests/rowfns.py)
 
 
 # -- plan() bounds -------------------------------------------------------------------------------
@@ -123,10 +124,6 @@ def test_a_real_job_reports_its_claims(tmp_path):
 # -- errors at scale: each distinct traceback stored once; the log shows the first few ----------
 
 
-def _raise_every_row(x):
-    raise ValueError(f"bad row {x}")
-
-
 def _error_info(x):
     import traceback
 
@@ -190,13 +187,6 @@ def test_a_systematic_bug_logs_the_first_errors_then_a_count_and_stores_little(t
 
 
 # -- max_failures: stop claiming once N rows have raised -----------------------------------------
-
-
-def _raise_slowly(x):
-    import time
-
-    time.sleep(0.002)
-    raise ValueError(f"bad row {x}")
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, 1.0, True, "10", float("nan")])

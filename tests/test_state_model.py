@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from slurm_apply._backends.slurm import backend as slurm_backend
 from slurm_apply._store import layout as jd
 from slurm_apply._node.rows import row_seed
 from slurm_apply.cli import cli
+from rowfns import reports_error, seeded, slow, flaky_score  # a light module: tasks import it (tests/rowfns.py)
 
 
 def run(f, df, tmp_path, **kw):
@@ -26,10 +26,6 @@ def run(f, df, tmp_path, **kw):
     kw.setdefault("nodes", 1)
     kw.setdefault("cpus_per_node", 1)
     return slurm_apply(f, df, **kw)
-
-
-def reports_error(x):
-    return {"error": f"e{x}", "value": x}
 
 
 def test_errors_keep_never_overwrites_a_result_column(tmp_path):
@@ -48,10 +44,6 @@ def test_slurm_call_can_ask_for_more_than_one_cpu(tmp_path):
     assert job.manifest.latest.cpus_per_task == 2
     assert "#SBATCH --cpus-per-task=2" in (job.job_dir / "submit.sh").read_text()
     job.wait(timeout_s=60, progress=False)
-
-
-def seeded(x, seed):
-    return seed
 
 
 def test_slurm_map_passes_seed_arg(tmp_path):
@@ -88,11 +80,6 @@ def test_an_sbatch_time_out_is_a_recorded_failed_submission(tmp_path, monkeypatc
     job = SlurmJob.from_dir(tmp_path / "_rslurm_slow")
     assert job.manifest.latest.state == "failed" and "did not answer" in job.manifest.latest.error
     assert job.get_job_status().state == "NOT_SUBMITTED"
-
-
-def slow(x):
-    time.sleep(0.3)
-    return x
 
 
 def test_resubmit_inherits_nodes_and_max_concurrent_from_the_previous_submission(tmp_path):
@@ -167,10 +154,6 @@ def test_status_list_and_cleanup_work_when_values_cannot_be_unpickled_here(tmp_p
     assert result.exit_code == 1 and "nodeonly_mod" in result.output  # a clear error, not a crash
     result = CliRunner().invoke(cli, ["cleanup", d])
     assert result.exit_code == 0 and not Path(d).exists()
-
-
-def flaky_score(x):
-    return {"score": x / 10}
 
 
 def test_resubmit_chosen_rows_by_position_mask_or_label(tmp_path):

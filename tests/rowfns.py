@@ -1,0 +1,140 @@
+"""Row functions that tests run in real array tasks (local backend).
+
+A task imports the module of a function pickled by reference, as it imports a user's: from a
+test module that was pandas and pytest, about half a second of CPU in each of some sixty tasks
+of the no-cluster tests. Here, a module that imports nothing, they cost what a small user
+script's would. The globals they read (RUNS, DELAY, MODE, CALLS, SLEEP) are add_objects.
+"""
+
+from __future__ import annotations
+
+
+def busy(x):
+    import time
+
+    end = time.perf_counter() + x
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+def logged(x: int) -> int:
+    """Notes in RUNS/<task>.<pid> that this process started row x, then works DELAY seconds."""
+    import os
+    import time
+
+    name = f"{os.environ['SLURM_APPLY_TASK']}.{os.getpid()}"
+    with open(os.path.join(RUNS, name), "a") as fh:
+        fh.write(f"{x}\n")
+    time.sleep(DELAY)
+    return x * 10
+
+
+def dies(x: int) -> int:
+    """Row 5 dies in the way MODE says; the others take a little time."""
+    import ctypes
+    import os
+    import sys
+    import time
+
+    time.sleep(0.005)
+    if x == 5:
+        if MODE == "segfault":
+            ctypes.string_at(0)
+        elif MODE == "abort":
+            os.abort()
+        elif MODE == "sys.exit":
+            sys.exit("bad input for row 5")
+        elif MODE == "KeyboardInterrupt":
+            raise KeyboardInterrupt("interrupted in row 5")
+        elif MODE == "os._exit":
+            os._exit(3)
+        elif MODE == "SIGKILL":
+            os.kill(os.getpid(), 9)
+    return x
+
+
+def segfaults_from_3(x: int) -> int:
+    import ctypes
+
+    if x >= 3:
+        ctypes.string_at(0)
+    return x
+
+
+def flaky(x):
+    """Raises on rows 1 and 5 the first time each is run; sleeps on row 3 on its second run."""
+    import os
+    import time
+
+    mark = os.path.join(CALLS, f"{x}.{os.getpid()}.{time.monotonic_ns()}")
+    runs = len([n for n in os.listdir(CALLS) if n.split(".")[0] == str(x)])
+    open(mark, "w").close()
+    if x in (1, 5) and runs == 0:
+        raise ValueError(f"row {x} fails once")
+    if x == 3 and runs == 1:
+        time.sleep(SLEEP)
+    if x == 3 and runs == 0:
+        raise ValueError("row 3 fails, then sleeps")
+    return x * 10
+
+
+def reports_error(x):
+    return {"error": f"e{x}", "value": x}
+
+
+def seeded(x, seed):
+    return seed
+
+
+def slow(x):
+    import time
+
+    time.sleep(0.3)
+    return x
+
+
+def flaky_score(x):
+    return {"score": x / 10}
+
+
+def _raise_every_row(x):
+    raise ValueError(f"bad row {x}")
+
+
+def _raise_slowly(x):
+    import time
+
+    time.sleep(0.002)
+    raise ValueError(f"bad row {x}")
+
+
+def ident(x):
+    return x
+
+
+def describe(**row):
+    """What the node was given: each argument's type and value."""
+    return repr(sorted((k, type(v).__name__, repr(v)) for k, v in row.items()))
+
+
+def _square(x):
+    return x * x
+
+
+def _slow_second_half(x):
+    import time
+
+    time.sleep(1 if x >= 10 else 0.2)
+    return x
+
+
+def _slow(x):
+    import time
+
+    time.sleep(0.5)
+    return x
+
+
+def _double(x):  # noqa: ANN001, ANN202 - only the signature matters where this is used
+    return 2 * x
