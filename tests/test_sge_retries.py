@@ -53,8 +53,9 @@ def start(parent: Path, name: str, fault: str, n: int, **kw) -> SlurmJob:
     kw.setdefault("nodes", 1)
     kw.setdefault("cpus_per_node", 2)
     kw.setdefault("rows_per_chunk", 1)
+    objects = {"CALLS": str(calls), "FAULT": fault, **kw.pop("add_objects", {})}
     return slurm_apply(work, pd.DataFrame({"x": range(n)}), jobname=name, job_dir=parent, backend="sge",
-                       add_objects={"CALLS": str(calls), "FAULT": fault}, **kw)
+                       add_objects=objects, **kw)
 
 
 def runs(job: SlurmJob) -> Dict[int, int]:
@@ -106,6 +107,11 @@ def test_a_task_whose_processes_are_killed_has_its_rows_retried(cell, job_parent
         assert time.monotonic() < deadline, "row 7 did not start"
         time.sleep(0.2)
     worker = int(pid_file.read_text())
+    # The other process's rows recorded first (on a loaded machine it may still be at them): then
+    # row 7 is the only one the kill loses.
+    while job.get_job_status().rows_done < 9:
+        assert time.monotonic() < deadline, str(job.get_job_status())
+        time.sleep(0.2)
     # The task's whole process group: the job script, the task's runner and its workers.
     os.killpg(os.getpgid(worker), signal.SIGKILL)
     status = finished(job, 10, {7})
@@ -156,9 +162,13 @@ def test_a_task_gone_from_qstat_before_qacct_records_it_is_completing_not_lost(c
 
 def test_a_task_whose_own_processes_hit_h_vmem_is_retried_with_twice_the_memory(cell, job_parent):
     """At 120M the task's own Python cannot even load numpy under h_vmem (an address-space
-    limit): OUT_OF_MEMORY, and the retry asks for h_vmem doubled. (A row over it raises
-    MemoryError itself and is a row error: tests/test_sge.py.)"""
-    job = start(job_parent, "sge_vmem", "", n=4, cpus_per_node=1, slurm_options={"mem": "120M"})
+    limit), and the payload holds a NumPy array, so loading it imports numpy: OUT_OF_MEMORY, and
+    the retry asks for h_vmem doubled. (A row over it raises MemoryError itself and is a row
+    error: tests/test_sge.py.)"""
+    import numpy as np
+
+    job = start(job_parent, "sge_vmem", "", n=4, cpus_per_node=1, slurm_options={"mem": "120M"},
+                add_objects={"WEIGHTS": np.zeros(4)})
     first_status = None
     deadline = time.monotonic() + 60
     while first_status is None and time.monotonic() < deadline:
