@@ -77,6 +77,15 @@ def merge(best: np.ndarray, rows: np.ndarray, keys: np.ndarray,
     return out
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a 1-d array. Not np.unique: it hashes, which is slow for many
+    values, and NumPy 2 loads numpy.ma (10 ms) at its first call, in every status a process
+    builds. Values often come in runs (a frame holds neighbouring rows): runs are collapsed first."""
+    runs = values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values.copy()
+    runs.sort()
+    return runs[np.r_[True, runs[1:] != runs[:-1]]] if len(runs) else runs
+
+
 def envelope(starts: np.ndarray, stops: np.ndarray, keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The merge rule over runs: (starts, stops, keys) of disjoint, sorted runs where each
     row has the greatest key of the runs ``[start, stop)`` that hold it (empty runs ignored)."""
@@ -87,7 +96,7 @@ def envelope(starts: np.ndarray, stops: np.ndarray, keys: np.ndarray) -> Tuple[n
     if np.all(stops[:-1] <= starts[1:]):  # the usual case: no row recorded twice
         return starts, stops, keys
     # Cut every run at every boundary; each piece keeps the greatest key of the runs over it.
-    cuts = np.unique(np.concatenate((starts, stops)))
+    cuts = distinct(np.concatenate((starts, stops)))
     first, last = np.searchsorted(cuts, starts), np.searchsorted(cuts, stops)
     n = last - first
     piece = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(first, n)

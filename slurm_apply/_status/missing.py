@@ -14,6 +14,7 @@ import numpy as np
 
 from .._backends.states import COMPLETED, LOST
 from .classify import NOT_SUBMITTED, may_do_more
+from .merge import distinct
 from .rowsets import RowReasons, RowSet
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _chunk_runs(s: "Submission", bounds: List[Tuple[int, int]]) -> Tuple[Any, An
     r_len = np.array([b - a for a, b in s.rows], dtype=np.int64)
     r_pos = np.cumsum(r_len) - r_len  # the position of each range's first row
     c_pos = np.array([a for a, _ in bounds], dtype=np.int64)
-    cuts = np.unique(np.concatenate((r_pos, c_pos, [int(r_len.sum())])))
+    cuts = distinct(np.concatenate((r_pos, c_pos, np.array([r_len.sum()], dtype=np.int64))))
     lo, hi = cuts[:-1], cuts[1:]
     rng = np.searchsorted(r_pos, lo, side="right") - 1
     chunk = np.searchsorted(c_pos, lo, side="right") - 1

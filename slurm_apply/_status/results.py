@@ -33,6 +33,7 @@ from .merge import (
     NO_RECORD,
     PROC_SHIFT,
     SUCCESS_BIT,
+    distinct,
     envelope,
     make_key,
     split_key,
@@ -53,14 +54,6 @@ def list_record_files(job_dir: "os.PathLike[str] | str", subs: Iterable[int]) ->
             if parsed is not None:
                 out.append((sub, parsed[0], parsed[1], path))
     return out
-
-
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values. Winning keys come in runs (a frame holds neighbouring rows), so
-    runs are collapsed before sorting; np.unique hashes, which is slow for many values."""
-    runs = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys.copy()
-    runs.sort()
-    return runs[np.r_[True, runs[1:] != runs[:-1]]] if len(runs) else runs
 
 
 class _File:
@@ -309,13 +302,13 @@ class Results:
         """
         if rows is None:
             s, e, k = self._merged()
-            keys = _distinct(k[k < SUCCESS_BIT])
+            keys = distinct(k[k < SUCCESS_BIT])
             wanted = None
         else:
             idx = np.asarray(rows if isinstance(rows, (np.ndarray, RowSet)) else list(rows),
                              dtype=np.int64).ravel()
             won = self.key_of(idx)
-            keys = _distinct(won[(won >= 0) & (won < SUCCESS_BIT)])
+            keys = distinct(won[(won >= 0) & (won < SUCCESS_BIT)])
             wanted = set(idx.tolist())
         out: Dict[int, ErrorInfo] = {}
         for key, frame, _ in self._frames(keys, done=False):
@@ -358,7 +351,7 @@ class Results:
     def _winners(self) -> np.ndarray:
         """The distinct keys of winning successes: each names one frame."""
         _, _, k = self._merged()
-        return _distinct(k[k >= SUCCESS_BIT])
+        return distinct(k[k >= SUCCESS_BIT])
 
     def values(self) -> List[Any]:
         """Every row's returned value (None where its winning record is not a success).
@@ -384,7 +377,7 @@ class Results:
         keys = self.key_of(rows)
         wanted = set(rows[keys >= SUCCESS_BIT].tolist())
         out: Dict[int, Any] = {}
-        for key, frame, rf in self._frames(_distinct(keys[keys >= SUCCESS_BIT])):
+        for key, frame, rf in self._frames(distinct(keys[keys >= SUCCESS_BIT])):
             done = np.asarray(frame.done, dtype=np.int64)
             wins = self.key_of(done) == key
             for r, v, w in zip(done.tolist(), rf.values(frame), wins.tolist()):

@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union, o
 
 import numpy as np
 
+from .merge import distinct
+
 Runs = Tuple[np.ndarray, np.ndarray]  # (starts, stops), int64
 
 
@@ -66,7 +68,7 @@ class RowSet(Sequence[int]):
 
     @classmethod
     def from_rows(cls, rows: Any) -> "RowSet":
-        r = np.unique(np.asarray(rows, np.int64))
+        r = distinct(np.asarray(rows, np.int64).ravel())
         if not len(r):
             return cls()
         cut = np.flatnonzero(np.diff(r) != 1) + 1
