@@ -16,6 +16,15 @@ from typing import Iterator, Optional, Tuple
 
 import pytest
 
+# The tests start about 1,300 Python interpreters (array tasks, follow-ups, pre-flights, local
+# runners), each importing the package. A pip-installed package has its bytecode written at install
+# time; this checkout is installed editable, so under PYTHONDONTWRITEBYTECODE=1 (set on some
+# machines, this one included) each of them compiled the package from source again: ~45 ms each,
+# 22 of the no-cluster tests' 234 CPU-seconds. Let the first one write the bytecode, as an
+# installation would, and pytest cache its rewritten test modules.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 sys.path.insert(0, str(Path(__file__).parent))
 import early  # noqa: E402
 import sgebed  # noqa: E402
