@@ -152,7 +152,7 @@ def test_test_row_leaves_globals_builtins_and_generators_as_they_were(tmp_path):
 def _slow(x):
     import time
 
-    time.sleep(2)
+    time.sleep(30)  # the test cancels it: the real follow-up must not decide before the test has read the manifest
     return x
 
 
