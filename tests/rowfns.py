@@ -8,6 +8,12 @@ script's would. The globals they read (RUNS, DELAY, MODE, CALLS, SLEEP) are add_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the module imports nothing at run time
+    from pathlib import Path
+    from typing import Callable, Dict
+
 
 def busy(x):
     import time
@@ -138,3 +144,96 @@ def _slow(x):
 
 def _double(x):  # noqa: ANN001, ANN202 - only the signature matters where this is used
     return 2 * x
+
+
+# Factories of the rounds' and chains' tests (tests/test_rounds.py, tests/test_chains.py).
+
+
+def draws() -> Callable[..., Dict[str, float]]:
+    def f(x: int, y: float) -> Dict[str, float]:
+        import random
+
+        import numpy
+
+        return {"r": random.random(), "n": float(numpy.random.random()), "s": x * y}
+
+    return f
+
+
+def once(marks: Path, sleep_first: float = 0.0) -> Callable[..., int]:
+    """f(x): records that row x ran (a second run of it raises), sleeps on rows below 2."""
+    where = str(marks)
+
+    def f(x: int) -> int:
+        import os
+        import time
+
+        fd = os.open(os.path.join(where, str(x)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(fd)
+        if x < 2:
+            time.sleep(sleep_first)
+        return x * 10
+
+    return f
+
+
+def stamped(marks: Path, sleep_s: float = 0.0, fail: int = -1) -> Callable[..., Dict[str, float]]:
+    """f(x): sleeps, records when row x started and ended (files in ``marks``), raises on row ``fail``."""
+    where = str(marks)
+
+    def f(x: int) -> Dict[str, float]:
+        import os
+        import time
+
+        start = time.time()
+        time.sleep(sleep_s)
+        if x == fail:
+            raise ValueError(f"row {x} fails on purpose")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{start} {end}")
+        return {"start": start, "end": end}
+
+    return f
+
+
+def flaky_once(marks: Path) -> Callable[..., Dict[str, float]]:
+    """f(x): row 1 raises the first time it runs (an automatic retry with retry_errors runs it
+    again, later, as another submission); every run records when it ended."""
+    where = str(marks)
+
+    def f(x: int) -> Dict[str, float]:
+        import os
+        import time
+
+        time.sleep(1.0)
+        first = os.path.join(where, f"tried{x}")
+        if x == 1 and not os.path.exists(first):
+            open(first, "w").close()
+            raise RuntimeError("first try fails")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{end} {end}")
+        return {"end": end}
+
+    return f
+
+
+def fails_while(marks: Path, flag: Path, sleep_s: float = 0.0) -> Callable[..., Dict[str, float]]:
+    """stamped(), but row 1 raises while the file ``flag`` exists (remove it to mend the job)."""
+    where, bad = str(marks), str(flag)
+
+    def f(x: int) -> Dict[str, float]:
+        import os
+        import time
+
+        start = time.time()
+        time.sleep(sleep_s)
+        if x == 1 and os.path.exists(bad):
+            raise ValueError("row 1 fails while the flag is there")
+        end = time.time()
+        with open(os.path.join(where, f"{x}"), "w") as fh:
+            fh.write(f"{start} {end}")
+        return {"start": start, "end": end}
+
+    return f

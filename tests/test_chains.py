@@ -11,36 +11,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from queued import queued
+from rowfns import fails_while, flaky_once, stamped  # a light module: tasks import it (tests/rowfns.py)
 
 from slurm_apply import InputError, JobActiveError, cli, slurm_apply, slurm_call, slurm_map
 
 LOCAL = dict(backend="local", nodes=2, cpus_per_node=1)
-
-
-def stamped(marks: Path, sleep_s: float = 0.0, fail: int = -1) -> Callable[..., Dict[str, float]]:
-    """f(x): sleeps, records when row x started and ended (files in ``marks``), raises on row ``fail``."""
-    where = str(marks)
-
-    def f(x: int) -> Dict[str, float]:
-        import time
-
-        start = time.time()
-        time.sleep(sleep_s)
-        if x == fail:
-            raise ValueError(f"row {x} fails on purpose")
-        end = time.time()
-        with open(os.path.join(where, f"{x}"), "w") as fh:
-            fh.write(f"{start} {end}")
-        return {"start": start, "end": end}
-
-    return f
 
 
 def ran(marks: Path) -> Dict[str, tuple]:
@@ -74,28 +56,6 @@ def test_after_starts_the_rows_only_once_every_upstream_row_has_ended(tmp_path):
     down_start = min(start for start, _ in ran(down_marks).values())
     assert len(ran(up_marks)) == 4 and down_start >= up_end
     assert up.get_job_status().completed
-
-
-def flaky_once(marks: Path) -> Callable[..., Dict[str, float]]:
-    """f(x): row 1 raises the first time it runs (an automatic retry with retry_errors runs it
-    again, later, as another submission); every run records when it ended."""
-    where = str(marks)
-
-    def f(x: int) -> Dict[str, float]:
-        import os
-        import time
-
-        time.sleep(1.0)
-        first = os.path.join(where, f"tried{x}")
-        if x == 1 and not os.path.exists(first):
-            open(first, "w").close()
-            raise RuntimeError("first try fails")
-        end = time.time()
-        with open(os.path.join(where, f"{x}"), "w") as fh:
-            fh.write(f"{end} {end}")
-        return {"end": end}
-
-    return f
 
 
 def test_after_waits_for_the_upstreams_automatic_retries(tmp_path):
@@ -172,25 +132,6 @@ def test_cancelling_the_dependent_while_it_waits_stops_its_gate(tmp_path):
     assert up.wait(timeout_s=60, progress=False).completed
     time.sleep(0.5)
     assert not list(down_marks.iterdir())
-
-
-def fails_while(marks: Path, flag: Path, sleep_s: float = 0.0) -> Callable[..., Dict[str, float]]:
-    """stamped(), but row 1 raises while the file ``flag`` exists (remove it to mend the job)."""
-    where, bad = str(marks), str(flag)
-
-    def f(x: int) -> Dict[str, float]:
-        import time
-
-        start = time.time()
-        time.sleep(sleep_s)
-        if x == 1 and os.path.exists(bad):
-            raise ValueError("row 1 fails while the flag is there")
-        end = time.time()
-        with open(os.path.join(where, f"{x}"), "w") as fh:
-            fh.write(f"{start} {end}")
-        return {"start": start, "end": end}
-
-    return f
 
 
 def test_resubmitting_a_dependent_refuses_a_failed_upstream_and_waits_for_a_running_one(tmp_path):

@@ -238,19 +238,27 @@ def test_every_read_order_gives_the_same_outcome(tmp_path):
     files = {}
     for i, (name, sub, task, proc, _, _) in enumerate(FRAMES):
         files.setdefault((sub, task, proc), []).append(i)
+    # Frames of one file arrive in their order, so the interleavings are the distinct orders of
+    # the files' names (180 of the 720 permutations); each is read twice, the long-lived Results
+    # refreshing after complementary sets of steps (every step is a refresh point in one of them).
+    interleavings = sorted({tuple(FRAMES[i][1:4] for i in perm)
+                            for perm in itertools.permutations(range(len(FRAMES)))})
+    assert len(interleavings) == 180
+    runs = [(order, mask) for m, order in enumerate(interleavings)
+            for mask in (m * 37 % 64, 63 - m * 37 % 64)]
     outcomes = set()
-    for n, perm in enumerate(itertools.permutations(range(len(FRAMES)))):
+    for n, (order, mask) in enumerate(runs):
         job = tmp_path / f"p{n}"
         pending = {k: list(v) for k, v in files.items()}
         live = Results(job, N_ROWS)
         shuffle = random.Random(n).shuffle
-        for step, i in enumerate(perm):
-            name, sub, task, proc, values, errs = FRAMES[pending[FRAMES[i][1:4]].pop(0)]
+        for step, file in enumerate(order):
+            name, sub, task, proc, values, errs = FRAMES[pending[file].pop(0)]
             path = jd.results_path(job, sub, task, proc)
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "ab") as fh:
                 fh.write(_frame_bytes(name, values, errs))
-            if n >> step & 1:
+            if mask >> step & 1:
                 listed = list_record_files(job, range(3))
                 shuffle(listed)
                 live.refresh(listed)

@@ -11,47 +11,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from rowfns import draws, once  # a light module: tasks import it (tests/rowfns.py)
 from slurm_apply import InputError, JobActiveError, JobDirError, SlurmJob, cli, slurm_apply
 from slurm_apply._store import layout as jd
 from slurm_apply._store import table
 from slurm_apply._store.manifest import EXTENDED_FORMAT, RETRIED
 
 LOCAL = dict(backend="local", nodes=1, cpus_per_node=1)
-
-
-def draws() -> Callable[..., Dict[str, float]]:
-    def f(x: int, y: float) -> Dict[str, float]:
-        import random
-
-        import numpy
-
-        return {"r": random.random(), "n": float(numpy.random.random()), "s": x * y}
-
-    return f
-
-
-def once(marks: Path, sleep_first: float = 0.0) -> Callable[..., int]:
-    """f(x): records that row x ran (a second run of it raises), sleeps on rows below 2."""
-    where = str(marks)
-
-    def f(x: int) -> int:
-        import os
-        import time
-
-        fd = os.open(os.path.join(where, str(x)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.close(fd)
-        if x < 2:
-            time.sleep(sleep_first)
-        return x * 10
-
-    return f
 
 
 def grid(a: int, b: int) -> pd.DataFrame:
