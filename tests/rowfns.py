@@ -237,3 +237,9 @@ def fails_while(marks: Path, flag: Path, sleep_s: float = 0.0) -> Callable[..., 
         return {"start": start, "end": end}
 
     return f
+
+
+def reordered(b, a, c=5):
+    """Its parameters in another order than the table's columns (a, b), and one more with a
+    default: each argument must still be the column of its name."""
+    return f"a={a} b={b} c={c}"

@@ -32,7 +32,7 @@ from .._store.manifest import Manifest
 from .._store.markers import ProcStats
 from .._store.taskfiles import TaskFiles
 from .budget import Budget
-from . import seeding
+from . import calls, seeding
 from .seeding import row_seed  # noqa: F401 (the seed of a row, named here for its callers)
 
 # Finished rows are handed to the OS (a write, which survives the process being killed) at the
@@ -287,6 +287,11 @@ class _Loop:
             py_seed, py_inst = seeding.python_seeding()
             np_seed = seeding.numpy_seeding()
             np_loaded = sys.modules.get
+        # f(*values) when that binds what f(**row) binds (calls.py): the columns in its order.
+        order = calls.positional_order(f, names) if seed_arg is None else None
+        by_position = order is not None
+        if order is not None and order != list(range(len(names))):
+            cols = [cols[i] for i in order]
         n_rows = n_err = 0
         stopped = False
         monotonic, perf = time.monotonic, time.perf_counter
@@ -298,7 +303,6 @@ class _Loop:
             if skip and row in skip:
                 continue
             at[slot_row] = row  # what the parent blames if this process dies now
-            kwargs = dict(zip(names, vals))
             if s is not None:
                 # What random.seed(s) and numpy.random.seed(s) do (seeding.py), cheaper.
                 seeder.current = s
@@ -313,10 +317,14 @@ class _Loop:
                     except TypeError:  # f switched the global generator's bit generator
                         np_seed = seeding.numpy_seeding()
                         np_seed(s)  # type: ignore[misc]
-                if seed_arg is not None:
-                    kwargs[seed_arg] = s
             try:
-                value = f(**kwargs)
+                if by_position:
+                    value = f(*vals)
+                else:
+                    kwargs = dict(zip(names, vals))
+                    if seed_arg is not None and s is not None:
+                        kwargs[seed_arg] = s
+                    value = f(**kwargs)
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from f cost its row only
                 w_errors[row] = (type(exc).__qualname__, str(exc), traceback.format_exc())
                 self.log_error(row, exc, self.n_err + n_err)
