@@ -83,7 +83,8 @@ def worker_loop(workload: str, n_rows: int) -> Dict[str, Any]:
             wall = time.perf_counter() - t
             if prof:
                 prof.disable()
-            return 1e6 * stats["loop_s"] / stats["rows"], 1e6 * wall / stats["rows"]
+            loop_s, n = (stats["loop_s"], stats["rows"]) if isinstance(stats, dict) else (stats.loop_s, stats.rows)
+            return 1e6 * loop_s / n, 1e6 * wall / n
 
         rows = list(zip(*(df[c].tolist() for c in df.columns)))
         t = time.perf_counter()
