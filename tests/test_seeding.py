@@ -273,3 +273,72 @@ def test_the_import_hook_seeds_numpy_random_from_the_running_rows_seed():
     # Seeded at import, and the module keeps its own loader (the hook's wrapper is gone).
     assert got == {"same": True, "loader": "SourceFileLoader", "spec_loader": "SourceFileLoader",
                    "hooked": True, "first": True}
+
+
+# -- random is seeded at a process's first draw (seeding.LazyRandom) ------------------------------
+
+def _public(rows_drawing, special=None):
+    """What each row draws with random.seed(row_seed(SEED, row)) before it: the three draws of
+    tests/rowfns_random.py, None for a row not in rows_drawing; special(row) first, if given."""
+    state = random.getstate()
+    try:
+        out = []
+        for r in range(N_ROWS):
+            random.seed(row_seed(SEED, r))
+            if special is not None:
+                special(r)
+            out.append((random.random(), random.gauss(0, 1), random.randint(0, 10**9))
+                       if r in rows_drawing else None)
+        return out
+    finally:
+        random.setstate(state)
+
+
+def _as_tuples(values):
+    return [tuple(v) if isinstance(v, list) else v for v in values]
+
+
+@pytest.mark.parametrize("rows_per_chunk", [3, 8])
+def test_rows_that_do_not_draw_leave_the_draws_of_the_others_as_seeded(tmp_path, rows_per_chunk):
+    import rowfns_random
+
+    got = run_rows(rowfns_random.every_other_row, tmp_path, "other", rows_per_chunk=rows_per_chunk)
+    assert _as_tuples(got) == _public(range(0, N_ROWS, 2))
+
+
+def test_functions_taken_from_random_at_import_draw_as_seeded(tmp_path):
+    import rowfns_random
+
+    got = run_rows(rowfns_random.through_functions_taken_at_import, tmp_path, "taken")
+    assert _as_tuples(got) == _public(range(N_ROWS))
+
+
+def test_a_real_function_kept_from_an_earlier_row_draws_as_seeded(tmp_path):
+    import rowfns_random
+
+    got = run_rows(rowfns_random.keeps_a_real_function, tmp_path, "kept")
+    assert _as_tuples(got) == _public(range(N_ROWS))
+
+
+def test_random_seed_in_a_row_wins_for_that_row_only(tmp_path):
+    import rowfns_random
+
+    got = run_rows(rowfns_random.reseeds_row_2, tmp_path, "reseed")
+    assert _as_tuples(got) == _public(range(N_ROWS), lambda r: random.seed(99) if r == 2 else None)
+
+
+def test_a_draw_at_import_of_fs_module_leaves_every_row_seeded(tmp_path):
+    import rowfns_drawn_at_import
+
+    got = run_rows(rowfns_drawn_at_import.draws, tmp_path, "atimport")
+    assert _as_tuples(got) == _public(range(N_ROWS))
+
+
+def test_random_has_stand_ins_until_the_first_draw_of_a_process(tmp_path):
+    import rowfns_random
+
+    got = run_rows(rowfns_random.stand_ins_until_a_draw, tmp_path, "stand")
+    real = [r[0] for r in got]
+    assert real == [False] * 6 + [True] * 2, real  # rows 0-5 start with the stand-ins
+    draws = [tuple(r[1]) if r[1] is not None else None for r in got]
+    assert draws == _public(range(5, N_ROWS))

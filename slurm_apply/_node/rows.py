@@ -56,8 +56,8 @@ def load_payload(job_dir: Path, manifest: Manifest) -> Callable[..., Any]:
     if manifest.seed is not None:
         # Rows are seeded: the hook that seeds NumPy's global generator when numpy.random is
         # loaded during a row goes in before anything of the user's is imported. NumPy itself is
-        # not imported for it (see seeding.py).
-        seeding.seeder()
+        # not imported for it, and ``random`` is seeded at a process's first draw (see seeding.py).
+        seeding.seeder().seed_random_lazily()
     return load(jd.payload_path(job_dir), manifest.pkgs)
 
 
@@ -285,6 +285,7 @@ class _Loop:
             seeds = seeding.row_seeds(seed, rows)
             seeder = seeding.seeder()
             py_seed, py_inst = seeding.python_seeding()
+            lazy = seeder.lazy or seeding.NEVER_LAZY  # armed: no row of this process drew from random yet
             np_seed = seeding.numpy_seeding()
             np_loaded = sys.modules.get
         # f(*values) when that binds what f(**row) binds (calls.py): the columns in its order.
@@ -306,8 +307,9 @@ class _Loop:
             if s is not None:
                 # What random.seed(s) and numpy.random.seed(s) do (seeding.py), cheaper.
                 seeder.current = s
-                py_seed(py_inst, s)
-                py_inst.gauss_next = None
+                if not lazy.armed:
+                    py_seed(py_inst, s)
+                    py_inst.gauss_next = None
                 if np_seed is None and np_loaded("numpy.random") is not None:
                     seeder.unhooked(row)  # loaded by an earlier row, but not through the hook
                     np_seed = seeding.numpy_seeding()

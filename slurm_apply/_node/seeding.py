@@ -6,11 +6,21 @@ numbers whichever way it reaches the generators: ``random``'s functions, ``numpy
 functions, or NumPy's global ``RandomState`` (``numpy.random.mtrand._rand``, what libraries such as
 scikit-learn use for ``random_state=None``). What makes it cheaper than those two calls:
 
-- ``random``: the C-level seeding under ``random.seed`` (``_random.Random.seed`` on the module's
-  instance, then ``gauss_next = None``, which is all ``random.Random.seed`` does with an int),
-  skipping the Python-level wrapper. What is left is CPython's own initialisation of the
+- ``random`` is seeded at a process's first draw, not before every row. Until then its module
+  functions (``random.random``, ``random.gauss``, ..., ``getstate``: everything bound to the
+  module's instance) are stand-ins, put in place before f's module is imported, so a function
+  taken from the module (``from random import random``) is a stand-in too. A row that never
+  draws costs nothing; the first call to a stand-in seeds the generator from the running row's
+  seed, puts the real functions back, and from the next row on the process seeds every row
+  before it runs (a real function may have been taken meanwhile, and it could not seed). The one
+  way around: drawing from the private ``random._inst`` directly, in a process before its first
+  draw. ``random.seed`` and ``random.setstate`` stand-ins leave the row's seed aside, as they
+  would override it. Stand-ins taken at import keep a check (about 60 ns a call).
+- Seeding ``random`` is the C-level seeding under ``random.seed`` (``_random.Random.seed`` on the
+  module's instance, then ``gauss_next = None``, which is all ``random.Random.seed`` does with an
+  int), skipping the Python-level wrapper. What is left is CPython's own initialisation of the
   Mersenne Twister from a key (about 1,900 dependent steps, ~4-5 µs): the floor of seeding
-  ``random`` exactly (see bench/seeding.py).
+  ``random`` exactly (see bench/seeding.py), paid only by processes whose rows draw.
 - NumPy is not imported to be seeded. While ``numpy.random`` is not loaded nobody can draw from
   it, so there is nothing to seed: a row pays a dict lookup. When f (or a module it imports)
   loads ``numpy.random`` during a row, an import hook seeds NumPy's global generator from that
@@ -24,9 +34,10 @@ scikit-learn use for ``random_state=None``). What makes it cheaper than those tw
 from __future__ import annotations
 
 import sys
+import threading
 from array import array
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _GAMMA = 0x9E3779B97F4A7C15
@@ -94,6 +105,8 @@ def python_seeding() -> Tuple[Callable[[Any, int], None], Any]:
 
     inst = random._inst
     bound = random.seed
+    if _seeder is not None and _seeder.lazy is not None:
+        bound = _seeder.lazy.real(bound, "seed")
     if (type(inst) is random.Random and getattr(bound, "__self__", None) is inst
             and getattr(bound, "__func__", None) is random.Random.seed):
         return _random.Random.seed, inst
@@ -118,13 +131,83 @@ def numpy_seeding(npr: Optional[ModuleType] = None) -> Optional[Callable[[int], 
     return npr.seed
 
 
+class LazyRandom:
+    """``random``'s module functions as stand-ins that seed the generator at the first draw
+    (see the module's docstring). ``armed``: no draw yet, rows need not be seeded."""
+
+    def __init__(self, seeder: "Seeder", seed: Callable[[Any, int], None], inst: Any,
+                 module: ModuleType) -> None:
+        self.armed = True
+        self._seeder, self._seed, self._inst, self._module = seeder, seed, inst, module
+        self._lock = threading.Lock()
+        self._reals: Dict[str, Any] = {
+            name: value for name, value in vars(module).items()
+            if not name.startswith("_") and getattr(value, "__self__", None) is inst}
+        self._stand_ins = {name: self._stand_in(name, real) for name, real in self._reals.items()}
+        vars(module).update(self._stand_ins)
+
+    def _stand_in(self, name: str, real: Any) -> Callable[..., Any]:
+        lazy = self
+        if name in ("seed", "setstate"):  # they set the state themselves: the row's seed goes
+            def stand_in(*args: Any, **kwargs: Any) -> Any:
+                if lazy.armed:
+                    lazy.disarm(seed=False)
+                return real(*args, **kwargs)
+        else:
+            def stand_in(*args: Any, **kwargs: Any) -> Any:
+                if lazy.armed:
+                    lazy.disarm(seed=True)
+                return real(*args, **kwargs)
+        stand_in.__name__ = stand_in.__qualname__ = name
+        stand_in.__doc__ = real.__doc__
+        stand_in.__wrapped__ = real  # type: ignore[attr-defined]
+        return stand_in
+
+    def real(self, value: Any, name: str) -> Any:
+        """The real function for ``value`` if it is the stand-in of ``name``, else ``value``."""
+        return self._reals[name] if value is self._stand_ins.get(name) else value
+
+    def disarm(self, seed: bool) -> None:
+        """The first draw (or seed, setstate): seed from the running row's seed (outside a row,
+        at f's module's import: no seed), put the real functions back; rows are seeded from
+        now on. Under a lock: another thread's draw waits for the seed."""
+        with self._lock:
+            if not self.armed:
+                return
+            vars(self._module).update(self._reals)
+            current = self._seeder.current
+            if seed and current is not None:
+                self._seed(self._inst, current)
+                self._inst.gauss_next = None
+            self.armed = False
+
+
+class _NeverLazy:
+    armed = False
+
+
+NEVER_LAZY = _NeverLazy()
+
+
 class Seeder:
-    """The process's seeding state: the running row's seed, for the import hook."""
+    """The process's seeding state: the running row's seed, for the import hook and the
+    stand-ins of ``random``."""
 
     def __init__(self) -> None:
         self.current: Optional[int] = None  # the seed of the row running now
         self.hooked = False  # numpy.random was loaded through the hook
         self.finder = _SeedOnImport(self)
+        self.lazy: Optional[LazyRandom] = None
+
+    def seed_random_lazily(self) -> None:
+        """Put the stand-ins of ``random`` in place (once; only over the standard library's own
+        functions: if ``random.seed`` was replaced, rows are seeded through it before they run)."""
+        import random
+
+        if self.lazy is None:
+            seed, inst = python_seeding()
+            if inst is random._inst:
+                self.lazy = LazyRandom(self, seed, inst, random)
 
     def front(self) -> None:
         """Put the hook first on ``sys.meta_path`` (again, if an import hook went before it)."""
