@@ -35,7 +35,7 @@ from .._store.markers import End, ProcStats
 from . import lease
 from .budget import Budget
 from . import rows as rowloop
-from .._timing import LINGER_POLL_MAX_S, LINGER_POLL_S, STOP_WAIT_S
+from .._timing import STOP_WAIT_S, linger_poll_s
 
 MAX_DEATHS_IN_A_ROW = 3  # processes dying one after another without finishing a row
 MAX_DEATHS = 100  # per task start: past this a replacement costs more than it saves
@@ -298,7 +298,8 @@ class Task:
         for p in range(self.ncpu):
             self.start(rowloop.Work(p, tuple(back.get(p, ()))))
         linger_until: Optional[float] = None
-        next_scan, pause = 0.0, LINGER_POLL_S
+        poll = linger_poll_s(self.ctx.manifest.submissions[self.ctx.sub].n_tasks)
+        next_scan, pause = 0.0, poll
         while not self.stopping:
             self._wait(pause if linger_until is not None else lease.HEARTBEAT_S)
             try:
@@ -314,15 +315,15 @@ class Task:
                 if self.take_over(idle, now) and linger_until is not None:
                     self.ctx.files.unmark("idle")  # working again
                     linger_until = None
-                # A lingering task looks often at first, to end soon after the tasks it watches.
-                pause = min(pause * 1.5, LINGER_POLL_MAX_S) if linger_until is not None else LINGER_POLL_S
+                # A lingering task looks often, to end soon after the tasks it watches.
+                pause = poll
                 next_scan = time.monotonic() + (pause if linger_until is not None else lease.SCAN_S)
             if self.children:
                 continue
             if linger_until is None:
                 self.ctx.files.mark_idle()
                 linger_until = time.monotonic() + lease.LINGER_S
-                pause = LINGER_POLL_S
+                pause = poll
                 next_scan = time.monotonic() + pause
             if not self.watching or time.monotonic() > linger_until or self.tally.gave_up:
                 break
