@@ -160,8 +160,8 @@ def draws() -> Callable[..., Dict[str, float]]:
     return f
 
 
-def once(marks: Path, sleep_first: float = 0.0) -> Callable[..., int]:
-    """f(x): records that row x ran (a second run of it raises), sleeps on rows below 2."""
+def once(marks: Path, sleep_first: float = 0.0, sleepers: tuple = (0, 1)) -> Callable[..., int]:
+    """f(x): records that row x ran (a second run of it raises), sleeps on the rows ``sleepers``."""
     where = str(marks)
 
     def f(x: int) -> int:
@@ -170,7 +170,7 @@ def once(marks: Path, sleep_first: float = 0.0) -> Callable[..., int]:
 
         fd = os.open(os.path.join(where, str(x)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         os.close(fd)
-        if x < 2:
+        if x in sleepers:
             time.sleep(sleep_first)
         return x * 10
 

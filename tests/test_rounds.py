@@ -332,8 +332,11 @@ def test_rows_added_in_an_as_completed_loop_on_a_scheduler_run_once_and_are_yiel
     marks = parent / "marks"
     marks.mkdir()
     os.chmod(marks, 0o777)
-    job = slurm_apply(once(marks, sleep_first=5.0), pd.DataFrame({"x": range(4)}), jobname="adapt",
-                      job_dir=parent, backend=backend, nodes=2, cpus_per_node=1)
+    # Row 1 sleeps: row 0 comes before it in its task's order if they share one, so a row comes
+    # back while row 1 still runs. (Sleeping rows 0 and 1, the first of each task, made every
+    # row come back at once, and the job could end before the loop saw its first row.)
+    job = slurm_apply(once(marks, sleep_first=5.0, sleepers=(1,)), pd.DataFrame({"x": range(4)}),
+                      jobname="adapt", job_dir=parent, backend=backend, nodes=2, cpus_per_node=1)
     seen: List[Any] = []
     ran_when_grown = []
     for label, value in job.as_completed(timeout_s=240):
@@ -342,7 +345,7 @@ def test_rows_added_in_an_as_completed_loop_on_a_scheduler_run_once_and_are_yiel
             ran_when_grown.append(job.get_job_status().ended)
             top = max(v for _, v in seen)
             job.extend(pd.DataFrame({"x": range(top + 100, top + 100 + (3 if len(seen) == 1 else 1))}))
-    assert ran_when_grown[0] is False  # the first round was added while rows 0 and 1 still ran
+    assert ran_when_grown[0] is False  # the first round was added while row 1 still ran
     assert sorted(lab for lab, _ in seen) == list(range(8)), seen  # each row once, added ones too
     status = job.get_job_status()
     assert status.completed and status.rows_failed == 0, str(status)  # a second run would raise
