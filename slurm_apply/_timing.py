@@ -9,10 +9,11 @@ On the nodes (the task's parent and its processes):
 * LINGER_S: how long a task out of rows stays to take over from tasks that die meanwhile: a
   lease and two scans, so a death just before it ran out of rows is still seen.
 * linger_poll_s(n_tasks): how often a lingering task looks again, LINGER_POLL_PER_TASK_S for
-  each task of its submission, between LINGER_POLL_MIN_S and LINGER_POLL_MAX_S: together a
-  submission's lingering tasks list its tasks directory at most 1 / LINGER_POLL_PER_TASK_S
-  times a second however many they are, and a small job ends within LINGER_POLL_MIN_S of its
-  last row (its end waits for them); LINGER_POLL_MAX_S <= HEARTBEAT_S.
+  each task of its submission, between LINGER_POLL_MIN_S and LINGER_POLL_MAX_S: up to 50 tasks
+  (where the product reaches the maximum) a submission's lingering tasks list its tasks
+  directory at most 1 / LINGER_POLL_PER_TASK_S times a second together, beyond that each once
+  every LINGER_POLL_MAX_S (as before); a small job ends within LINGER_POLL_MIN_S of its last row
+  (its end waits for them); LINGER_POLL_MAX_S <= HEARTBEAT_S.
 * STOP_WAIT_S: after SIGTERM, the task's processes save their finished rows within this.
   STOP_GRACE_S: the local runner sends SIGKILL this long after SIGTERM. Both stay below Slurm's
   KillWait (30 s by default), and STOP_WAIT_S <= STOP_GRACE_S, so rows are saved before a kill.
@@ -68,7 +69,8 @@ def relations() -> dict:
         "a lease is many heartbeats": LEASE_S >= 10 * HEARTBEAT_S,
         "a lingering task outlasts a lease and a scan": LINGER_S > LEASE_S + SCAN_S,
         "a lingering task looks at least once a heartbeat": LINGER_POLL_MIN_S <= LINGER_POLL_MAX_S <= HEARTBEAT_S,
-        "lingering tasks look at most 50 times a second together": 1 / LINGER_POLL_PER_TASK_S <= 50,
+        "up to 50 tasks, lingering tasks look at most 50 times a second together":
+            1 / LINGER_POLL_PER_TASK_S <= 50 and LINGER_POLL_MAX_S / LINGER_POLL_PER_TASK_S >= 50,
         "rows are saved before the runner kills": STOP_WAIT_S <= STOP_GRACE_S < SLURM_KILL_WAIT_S,
         "records are written before they are synced": RECORD_WRITE_S < RECORD_FSYNC_S,
         "wait() polls files faster than the scheduler": WAIT_MAX_POLL_S <= WAIT_SCHEDULER_S <= WAIT_MAX_SCHEDULER_S,

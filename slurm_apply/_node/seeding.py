@@ -148,16 +148,13 @@ class LazyRandom:
 
     def _stand_in(self, name: str, real: Any) -> Callable[..., Any]:
         lazy = self
-        if name in ("seed", "setstate"):  # they set the state themselves: the row's seed goes
-            def stand_in(*args: Any, **kwargs: Any) -> Any:
-                if lazy.armed:
-                    lazy.disarm(seed=False)
-                return real(*args, **kwargs)
-        else:
-            def stand_in(*args: Any, **kwargs: Any) -> Any:
-                if lazy.armed:
-                    lazy.disarm(seed=True)
-                return real(*args, **kwargs)
+        seeds = name not in ("seed", "setstate")  # those set the state themselves: the row's seed goes
+
+        def stand_in(*args: Any, **kwargs: Any) -> Any:
+            if lazy.armed:
+                lazy.disarm(seed=seeds)
+            return real(*args, **kwargs)
+
         stand_in.__name__ = stand_in.__qualname__ = name
         stand_in.__doc__ = real.__doc__
         stand_in.__wrapped__ = real  # type: ignore[attr-defined]

@@ -298,10 +298,11 @@ class Task:
         for p in range(self.ncpu):
             self.start(rowloop.Work(p, tuple(back.get(p, ()))))
         linger_until: Optional[float] = None
+        # A lingering task looks often, to end soon after the tasks it watches.
         poll = linger_poll_s(self.ctx.manifest.submissions[self.ctx.sub].n_tasks)
-        next_scan, pause = 0.0, poll
+        next_scan = 0.0
         while not self.stopping:
-            self._wait(pause if linger_until is not None else lease.HEARTBEAT_S)
+            self._wait(poll if linger_until is not None else lease.HEARTBEAT_S)
             try:
                 now = self.heartbeat.renew()
             except FileNotFoundError:  # the job directory was removed: nothing to do here
@@ -315,16 +316,13 @@ class Task:
                 if self.take_over(idle, now) and linger_until is not None:
                     self.ctx.files.unmark("idle")  # working again
                     linger_until = None
-                # A lingering task looks often, to end soon after the tasks it watches.
-                pause = poll
-                next_scan = time.monotonic() + (pause if linger_until is not None else lease.SCAN_S)
+                next_scan = time.monotonic() + (poll if linger_until is not None else lease.SCAN_S)
             if self.children:
                 continue
             if linger_until is None:
                 self.ctx.files.mark_idle()
                 linger_until = time.monotonic() + lease.LINGER_S
-                pause = poll
-                next_scan = time.monotonic() + pause
+                next_scan = time.monotonic() + poll
             if not self.watching or time.monotonic() > linger_until or self.tally.gave_up:
                 break
         if not self.children:  # out of rows (also on SIGTERM while lingering): nothing more to do

@@ -23,6 +23,7 @@ from .._errors import InputError, JobDirError, SubmissionError
 from .._job.handle import SlurmJob
 from .preflight import Preflight, WarmPreflight, start as start_preflight, warm_modules
 from .._job.stopping import stop_followups
+from .._job.upstreams import open_ids
 from .._store.manifest import Manifest, Submission
 from .._store.payload import sync_buffers_later, write_payload
 from .._store.table import write as write_table
@@ -189,7 +190,7 @@ def slurm_apply(
         if c.after:
             _chain.gate_first(c.path, manifest, c.after)
         if submit:
-            _submit_first(c.path, manifest, _chain.open_ids(c.after))
+            _submit_first(c.path, manifest, open_ids(c.after))
     finally:
         # The big buffers go to disk behind the call, once its small files have: on ext4 an
         # fsync of those would otherwise wait for the buffers' (the journal orders them).

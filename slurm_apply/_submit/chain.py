@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Dict, List
 
 from .._errors import InputError, JobDirError
 from .._job.handle import SlurmJob
-from .._job.upstreams import Upstream, ended_badly, open_ids  # noqa: F401  (api.py asks for open_ids here)
+from .._job.upstreams import Upstream, ended_badly
 from .._launch.write import write_gate
 from .._store import chain
 from .._store import layout as jd
